@@ -1,0 +1,32 @@
+# llmbox — build, test, run. `make test` is the one command CI runs (via .ci/run).
+CARGO ?= cargo
+MUSL_TARGET := x86_64-unknown-linux-musl
+STATIC_BIN := target/$(MUSL_TARGET)/release/llmbox
+
+.PHONY: build test lint unit run static bench-cluster bench-docker bench-scale test-multihost box-image test-image
+
+build:
+	$(CARGO) build --release
+
+## Everything: formatting, lints, unit and integration tests (real Docker), the slow suites.
+test: lint test-image
+	$(CARGO) test --all-targets -- --test-threads=4
+	@echo "make test: all suites passed"
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## The test box image (busybox rootfs, docker import); needs Debian's busybox-static.
+test-image:
+	bash tests/fixtures/build-test-image.sh
+
+## Build and start the hub with its defaults.
+run: build
+	./target/release/llmbox hub
+
+## Stripped static musl binary.
+static:
+	$(CARGO) build --release --target $(MUSL_TARGET)
+	@file $(STATIC_BIN)
+	@ls -l $(STATIC_BIN) | awk '{print "size:", $$5, "bytes"}'

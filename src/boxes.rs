@@ -1,0 +1,390 @@
+//! The box manager contract: the seven verbs every spoke serves, and their types.
+//!
+//! `BoxManager` is the only thing the cluster and the hub know about boxes. Implementations:
+//! the Docker manager (`crate::docker`), the remote spoke (`crate::cluster`), and the in-memory
+//! manager in [`memory`] for tests of the layers above. This module also owns the box-id rule,
+//! because every implementation and the hub must apply the same one.
+
+pub mod memory;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest DNS label, and so the longest box id.
+pub const MAX_BOX_ID_LEN: usize = 63;
+
+/// Default number of log lines returned by `logs` when the caller names none.
+pub const DEFAULT_LOG_TAIL: usize = 200;
+
+/// The seven verbs. Every implementation re-validates its arguments and acts only on the
+/// boxes it manages itself (its own namespace).
+pub trait BoxManager: Send + Sync {
+    /// Creates and starts a box parked at its login prompt; returns the container id and the
+    /// OAuth authorize URL the box printed.
+    ///
+    /// # Errors
+    /// Invalid or duplicate box id, the box ceiling, an image that is missing or not allowed,
+    /// or a backend failure (nothing is left behind on failure).
+    fn create(&self, opts: CreateOptions) -> Result<Created, BoxError>;
+
+    /// Feeds an OAuth code to a pending box; returns the remote-control session URL.
+    ///
+    /// # Errors
+    /// Unknown box, or the login failed (the error carries the box's own words, never the code).
+    fn submit_code(&self, id_or_name: &str, code: &str) -> Result<String, BoxError>;
+
+    /// Lists the managed boxes of this manager's namespace.
+    ///
+    /// # Errors
+    /// Backend failure.
+    fn list(&self) -> Result<Vec<BoxInfo>, BoxError>;
+
+    /// Stops and removes a box and its network.
+    ///
+    /// # Errors
+    /// Unknown box or backend failure.
+    fn destroy(&self, id_or_name: &str) -> Result<(), BoxError>;
+
+    /// The last `tail` lines of the box's output, ANSI and CR stripped.
+    ///
+    /// # Errors
+    /// Unknown box or backend failure.
+    fn logs(&self, id_or_name: &str, tail: usize) -> Result<String, BoxError>;
+
+    /// Runs `cmd` in the box without a TTY; a non-zero exit is a result, not an error.
+    ///
+    /// # Errors
+    /// Unknown box, empty command, or backend failure.
+    fn exec(&self, id_or_name: &str, cmd: &[String]) -> Result<ExecResult, BoxError>;
+
+    /// Removes pending boxes older than `ttl`; ready boxes are never reaped. Returns the short
+    /// (12-character) container ids removed.
+    ///
+    /// # Errors
+    /// Backend failure.
+    fn reap(&self, ttl: Duration) -> Result<Vec<String>, BoxError>;
+}
+
+/// What `create` needs. Validated by [`CreateOptions::validate`] in every implementation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Image to run; required (spokes hold no default).
+    pub image: String,
+    /// The caller's name for the box: one DNS label, unique case-insensitively.
+    pub box_id: String,
+    /// Free text shown in listings.
+    pub description: String,
+    /// The spoke the hub routed this create to (informational on the spoke).
+    pub spoke_name: String,
+    /// Files written into the box before it starts (hooks, seeds).
+    pub files: Vec<InjectFile>,
+}
+
+impl CreateOptions {
+    /// Checks the parts every implementation must refuse before touching anything.
+    ///
+    /// # Errors
+    /// [`BoxError::InvalidBoxId`], [`BoxError::NoImage`], [`BoxError::InvalidArgument`] for a
+    /// file path that is not absolute or climbs with `..`.
+    pub fn validate(&self) -> Result<(), BoxError> {
+        validate_box_id(&self.box_id)?;
+        if self.image.trim().is_empty() {
+            return Err(BoxError::NoImage);
+        }
+        for file in &self.files {
+            file.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// One file injected into a box at create time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InjectFile {
+    /// Absolute path inside the box.
+    pub path: String,
+    /// Raw bytes.
+    pub content: Vec<u8>,
+    /// Permission bits (e.g. 0o644).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+}
+
+impl InjectFile {
+    /// A path must be absolute, without `..`, NUL or empty components, and the mode must be
+    /// permission bits only.
+    ///
+    /// # Errors
+    /// [`BoxError::InvalidArgument`] naming the path.
+    pub fn validate(&self) -> Result<(), BoxError> {
+        let bad = |why: &str| {
+            Err(BoxError::InvalidArgument(format!(
+                "file path {:?}: {why}",
+                self.path
+            )))
+        };
+        if !self.path.starts_with('/') {
+            return bad("must be absolute");
+        }
+        if self.path.contains('\0') {
+            return bad("contains a NUL byte");
+        }
+        let parts: Vec<&str> = self.path[1..].split('/').collect();
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return bad("must not contain empty, '.' or '..' components");
+        }
+        if self.mode > 0o7777 {
+            return Err(BoxError::InvalidArgument(format!(
+                "file {:?}: mode {:o} is not permission bits",
+                self.path, self.mode
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The result of `create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    /// Full container id.
+    pub id: String,
+    /// The OAuth authorize URL the box is waiting on. A secret-ish link: never shown to a model.
+    pub authorize_url: String,
+}
+
+/// Where a box is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Waiting for its OAuth code.
+    Pending,
+    /// Logged in and running remote control.
+    Ready,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Pending => "pending",
+            Phase::Ready => "ready",
+        })
+    }
+}
+
+/// One box as `list` reports it; this is also the wire `Box` of DESIGN §4.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoxInfo {
+    /// Short (12-character) container id.
+    pub container_id: String,
+    /// Container name (`llmbox-pending-<id12>` or `llmbox-<id12>`).
+    pub name: String,
+    /// The caller's box id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub box_id: String,
+    /// Free text from create.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The spoke (namespace) the box lives on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub spoke: String,
+    /// Image the box runs.
+    pub image: String,
+    /// Docker state (`running`, `exited`, …).
+    pub state: String,
+    /// Docker's human status (`Up 3 minutes`).
+    pub status: String,
+    /// Pending or ready.
+    pub phase: Phase,
+    /// Creation time, unix seconds.
+    pub created: i64,
+}
+
+/// The result of `exec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// Standard output, capped (a truncation marker ends a capped stream).
+    pub stdout: String,
+    /// Standard error, capped likewise.
+    pub stderr: String,
+    /// The command's exit code.
+    pub exit_code: i64,
+}
+
+/// Why a verb failed. Displayed text is meant for a person or a model to act on.
+#[derive(Debug)]
+pub enum BoxError {
+    /// The box id breaks the DNS-label rule; holds the offending id.
+    InvalidBoxId(String),
+    /// Another box already uses this id (compared case-insensitively).
+    DuplicateBoxId(String),
+    /// The `--max-boxes` ceiling is reached; holds the ceiling.
+    TooManyBoxes(usize),
+    /// `create` named no image.
+    NoImage,
+    /// The image is not on the spoke's `--allowed-image` list.
+    ImageNotAllowed(String),
+    /// Any other bad argument (a file path, an empty command, …).
+    InvalidArgument(String),
+    /// No managed box of this namespace matches the given id, name or prefix.
+    NotFound(String),
+    /// The box itself reported a failure (login failed, no URL printed in time); the text is
+    /// the box's own last words, never a secret.
+    Box(String),
+    /// The backend (Docker, a spoke's transport) failed; the source keeps the full chain.
+    Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The manager cannot be reached at all (spoke disconnected, Docker down, deadline missed).
+    Unavailable(String),
+    /// An error that crossed the wire from a spoke, kept as the spoke wrote it.
+    Remote(String),
+}
+
+impl fmt::Display for BoxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BoxError::InvalidBoxId(id) => write!(
+                f,
+                "invalid box id {id:?}: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+            ),
+            BoxError::DuplicateBoxId(id) => write!(
+                f,
+                "a box with id {id:?} already exists; pick another id or destroy that box first"
+            ),
+            BoxError::TooManyBoxes(max) => write!(
+                f,
+                "box limit reached ({max} boxes); destroy a box before creating another"
+            ),
+            BoxError::NoImage => f.write_str("no image given: name the image the box should run"),
+            BoxError::ImageNotAllowed(image) => {
+                write!(f, "image {image:?} is not allowed on this spoke")
+            }
+            BoxError::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            BoxError::NotFound(what) => write!(f, "no managed box matches {what:?}"),
+            BoxError::Box(msg) => f.write_str(msg),
+            BoxError::Backend(err) => write!(f, "{err}"),
+            BoxError::Unavailable(msg) => f.write_str(msg),
+            BoxError::Remote(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for BoxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BoxError::Backend(err) => Some(err.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// True when `id` is one DNS label: `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`.
+pub fn is_valid_box_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            bytes.len() <= MAX_BOX_ID_LEN
+                && alnum(first)
+                && alnum(last)
+                && bytes.iter().all(|b| alnum(b) || *b == b'-')
+        }
+        _ => false,
+    }
+}
+
+/// [`is_valid_box_id`] as a `Result`.
+///
+/// # Errors
+/// [`BoxError::InvalidBoxId`].
+pub fn validate_box_id(id: &str) -> Result<(), BoxError> {
+    if is_valid_box_id(id) {
+        Ok(())
+    } else {
+        Err(BoxError::InvalidBoxId(id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_id_accepts_dns_labels() {
+        for id in ["a", "0", "web", "my-box-1", &"a".repeat(63)] {
+            assert!(is_valid_box_id(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn box_id_rejects_everything_else() {
+        for id in [
+            "",
+            "Bad_ID",
+            "a;rm -rf /",
+            "-lead",
+            "trail-",
+            "UPPER",
+            "dot.ted",
+            "spa ce",
+            "ünï",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_valid_box_id(id), "{id}");
+            assert!(matches!(
+                validate_box_id(id),
+                Err(BoxError::InvalidBoxId(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn inject_file_paths_must_be_absolute_and_plain() {
+        let file = |path: &str| InjectFile {
+            path: path.into(),
+            mode: 0o644,
+            ..Default::default()
+        };
+        assert!(file("/etc/hook.json").validate().is_ok());
+        for path in ["rel/x", "/a/../b", "/a//b", "/a/./b", "/", "/a\0b"] {
+            assert!(file(path).validate().is_err(), "{path:?}");
+        }
+        let mut wide = file("/x");
+        wide.mode = 0o10000;
+        assert!(wide.validate().is_err());
+    }
+
+    #[test]
+    fn create_options_need_an_image() {
+        let opts = CreateOptions {
+            box_id: "web".into(),
+            ..Default::default()
+        };
+        assert!(matches!(opts.validate(), Err(BoxError::NoImage)));
+    }
+
+    #[test]
+    fn box_info_omits_empty_optional_fields() {
+        let info = BoxInfo {
+            container_id: "abcdef123456".into(),
+            name: "llmbox-abcdef123456".into(),
+            box_id: String::new(),
+            description: String::new(),
+            spoke: String::new(),
+            image: "img".into(),
+            state: "running".into(),
+            status: "Up".into(),
+            phase: Phase::Ready,
+            created: 5,
+        };
+        let json = serde_json::to_value(&info).expect("serializable");
+        assert!(json.get("box_id").is_none());
+        assert_eq!(json["phase"], "ready");
+    }
+}

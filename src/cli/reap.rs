@@ -1,0 +1,18 @@
+//! `llmbox reap`.
+
+use argh::FromArgs;
+
+use super::CliError;
+
+/// Placeholder until this command is built.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reap")]
+pub struct Args {}
+
+/// Runs the command.
+///
+/// # Errors
+/// Always, until it is built.
+pub fn run(_args: Args) -> Result<(), CliError> {
+    Err(CliError::runtime("llmbox reap is not built yet"))
+}

@@ -1,0 +1,452 @@
+//! The hub's state file: join tokens, enrolled spokes and activation sessions in one JSON
+//! document (DESIGN §6).
+//!
+//! Every change is a locked read-modify-write: exclusive lock on `<file>.lock`, read, change,
+//! write `<file>.tmp`, fsync, rename over, fsync the directory, unlock. The running hub and the
+//! CLI commands share the file this way, and readers reload when the file changed on disk (its
+//! inode, size and mtime), so a token minted by the CLI works at once. Secrets never appear
+//! here: tokens, credentials and page tokens are kept only as their SHA-256 hex.
+//!
+//! Unknown or corrupt content is an error naming the path, never silently replaced.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::util::fsutil::write_atomic_0600;
+
+/// The state-file format this build reads and writes.
+pub const STATE_VERSION: u32 = 1;
+
+/// The whole state file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Format version; see [`STATE_VERSION`].
+    pub version: u32,
+    /// Outstanding one-time join tokens.
+    #[serde(default)]
+    pub join_tokens: Vec<JoinTokenRecord>,
+    /// Enrolled spokes.
+    #[serde(default)]
+    pub spokes: Vec<SpokeRecord>,
+    /// Activation sessions, one per box created through the hub.
+    #[serde(default)]
+    pub sessions: Vec<Session>,
+}
+
+/// A join token, known only by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenRecord {
+    /// SHA-256 hex of the token.
+    pub hash: String,
+    /// The spoke name the token enrolls.
+    pub name: String,
+    /// Minted at, unix seconds.
+    pub created: i64,
+    /// Expires at, unix seconds.
+    pub expires: i64,
+}
+
+impl JoinTokenRecord {
+    /// The token's public handle for `token list` / `token revoke --id`: the first 12 hex
+    /// characters of its hash (reveals nothing of the token).
+    pub fn id(&self) -> &str {
+        &self.hash[..self.hash.len().min(12)]
+    }
+}
+
+/// An enrolled spoke, known by name; its credential only by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpokeRecord {
+    /// Spoke name (also its box namespace).
+    pub name: String,
+    /// SHA-256 hex of the credential minted at enrollment.
+    pub credential_hash: String,
+    /// Enrolled at, unix seconds.
+    pub enrolled: i64,
+}
+
+/// Where an activation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    /// Waiting for the person's code.
+    Pending,
+    /// Activated; `session_url` is set.
+    Ready,
+    /// The last activation attempt failed; `error` says why (the box may still accept a code).
+    Error,
+}
+
+/// One box created through the hub and its activation page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// SHA-256 hex of the page token in `/auth/<token>`.
+    pub token_hash: String,
+    /// Full container id on the spoke.
+    pub container_id: String,
+    /// The spoke holding the box.
+    pub spoke: String,
+    /// The caller's box id (unique hub-wide).
+    pub box_id: String,
+    /// Free text from create.
+    #[serde(default)]
+    pub description: String,
+    /// The newest OAuth authorize URL the box printed. Never shown to a model.
+    pub authorize_url: String,
+    /// Pending, ready or error.
+    pub status: SessionStatus,
+    /// The remote-control session URL, once ready.
+    #[serde(default)]
+    pub session_url: String,
+    /// The last activation error, if any.
+    #[serde(default)]
+    pub error: String,
+    /// Opaque state returned by the `box.create` hook, replayed to `box.destroy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_state: Option<serde_json::Value>,
+    /// Created at, unix seconds.
+    pub created: i64,
+}
+
+/// Why the state file could not be used.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Reading, writing or locking failed.
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file is not a state document this build understands.
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// The file was written by a newer (or unknown) format.
+    UnknownVersion {
+        /// The state file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { path, op, source } => {
+                write!(f, "state file {}: {op}: {source}", path.display())
+            }
+            StoreError::Corrupt { path, source } => write!(
+                f,
+                "state file {} is not valid llmbox state ({source}); fix or move it away, it is never overwritten",
+                path.display()
+            ),
+            StoreError::UnknownVersion { path, version } => write!(
+                f,
+                "state file {} has format version {version}, this llmbox reads version {STATE_VERSION}; use a matching llmbox",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::Corrupt { source, .. } => Some(source),
+            StoreError::UnknownVersion { .. } => None,
+        }
+    }
+}
+
+/// Identity of the file's current content as seen by `stat`: a rename gives a new inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+/// Handle on one state file. Cheap to share (`Arc<Store>`); all methods are thread-safe.
+pub struct Store {
+    path: PathBuf,
+    lock_path: PathBuf,
+    cache: Mutex<Option<(Stamp, Arc<State>)>>,
+}
+
+impl Store {
+    /// Opens `path` and checks that it parses (a missing file is an empty state).
+    ///
+    /// # Errors
+    /// [`StoreError`] naming the path.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let path = path.into();
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let store = Store {
+            path,
+            lock_path: lock_path.into(),
+            cache: Mutex::new(None),
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current state, re-read only when the file changed on disk since the last read.
+    ///
+    /// # Errors
+    /// [`StoreError`] naming the path.
+    pub fn load(&self) -> Result<Arc<State>, StoreError> {
+        let _lock = self.lock(false)?;
+        self.read_locked()
+    }
+
+    /// Locked read-modify-write. `change` sees the freshest state; the file is rewritten only
+    /// when the state actually changed. Returns what `change` returned.
+    ///
+    /// # Errors
+    /// [`StoreError`]; on error the file is unchanged.
+    pub fn update<T>(&self, change: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {
+        let _lock = self.lock(true)?;
+        let current = self.read_locked()?;
+        let mut next = (*current).clone();
+        let out = change(&mut next);
+        if next != *current {
+            next.version = STATE_VERSION;
+            let mut bytes = serde_json::to_vec_pretty(&next).map_err(|e| StoreError::Io {
+                path: self.path.clone(),
+                op: "encode",
+                source: io::Error::other(e),
+            })?;
+            bytes.push(b'\n');
+            write_atomic_0600(&self.path, &bytes).map_err(|source| StoreError::Io {
+                path: self.path.clone(),
+                op: "write",
+                source,
+            })?;
+            let stamp = self.stamp()?;
+            *self.cache_guard() = stamp.map(|s| (s, Arc::new(next)));
+        }
+        Ok(out)
+    }
+
+    fn cache_guard(&self) -> std::sync::MutexGuard<'_, Option<(Stamp, Arc<State>)>> {
+        // The cache is a plain value; a panic elsewhere cannot leave it half-written.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<File, StoreError> {
+        let io_err = |op, source| StoreError::Io {
+            path: self.lock_path.clone(),
+            op,
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(|e| io_err("open lock file", e))?;
+        let locked = if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        };
+        locked.map_err(|e| io_err("lock", e))?;
+        Ok(file)
+    }
+
+    fn stamp(&self) -> Result<Option<Stamp>, StoreError> {
+        match fs::metadata(&self.path) {
+            Ok(meta) => Ok(Some(Stamp {
+                ino: meta.ino(),
+                len: meta.len(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                path: self.path.clone(),
+                op: "stat",
+                source,
+            }),
+        }
+    }
+
+    /// Reads the file (or the cache when unchanged); the caller holds the lock.
+    fn read_locked(&self) -> Result<Arc<State>, StoreError> {
+        let Some(stamp) = self.stamp()? else {
+            return Ok(Arc::new(State {
+                version: STATE_VERSION,
+                ..State::default()
+            }));
+        };
+        if let Some((cached, state)) = self.cache_guard().as_ref()
+            && *cached == stamp
+        {
+            return Ok(Arc::clone(state));
+        }
+        let bytes = fs::read(&self.path).map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            op: "read",
+            source,
+        })?;
+        let state = parse(&self.path, &bytes)?;
+        let state = Arc::new(state);
+        *self.cache_guard() = Some((stamp, Arc::clone(&state)));
+        Ok(state)
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
+    // Look at the version first so a newer format says so instead of "unknown field".
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let corrupt = |source| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    };
+    let Versioned { version } = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if version != STATE_VERSION {
+        return Err(StoreError::UnknownVersion {
+            path: path.to_path_buf(),
+            version,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+/// Seconds since the unix epoch (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "llmbox-store-{}-{name}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("mkdir");
+        dir.join("state.json")
+    }
+
+    fn spoke(name: &str) -> SpokeRecord {
+        SpokeRecord {
+            name: name.into(),
+            credential_hash: "h".into(),
+            enrolled: 1,
+        }
+    }
+
+    #[test]
+    fn missing_file_is_empty_state_and_update_writes_0600() {
+        let path = temp_path("new");
+        let store = Store::open(&path).expect("open");
+        assert!(store.load().expect("load").spokes.is_empty());
+        store.update(|s| s.spokes.push(spoke("a"))).expect("update");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = Store::open(&path).expect("reopen");
+        assert_eq!(again.load().expect("load").spokes[0].name, "a");
+    }
+
+    #[test]
+    fn a_change_by_another_handle_is_seen() {
+        let path = temp_path("reload");
+        let hub = Store::open(&path).expect("hub");
+        let cli = Store::open(&path).expect("cli");
+        assert!(hub.load().expect("load").spokes.is_empty());
+        cli.update(|s| s.spokes.push(spoke("b")))
+            .expect("cli update");
+        assert_eq!(hub.load().expect("reload").spokes.len(), 1);
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let path = temp_path("race");
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let store = Store::open(&path).expect("open");
+                    for j in 0..10 {
+                        store
+                            .update(|s| s.spokes.push(spoke(&format!("s{i}-{j}"))))
+                            .expect("update");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let store = Store::open(&path).expect("open");
+        assert_eq!(store.load().expect("load").spokes.len(), 80);
+    }
+
+    #[test]
+    fn corrupt_and_unknown_files_are_errors_naming_the_path() {
+        let path = temp_path("corrupt");
+        fs::write(&path, b"{not json").expect("write");
+        let err = Store::open(&path)
+            .err()
+            .expect("corrupt must fail")
+            .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        fs::write(&path, br#"{"version":99}"#).expect("write");
+        let err = Store::open(&path)
+            .err()
+            .expect("version must fail")
+            .to_string();
+        assert!(err.contains("version 99"), "{err}");
+        fs::write(&path, br#"{"version":1,"surprise":true}"#).expect("write");
+        assert!(Store::open(&path).is_err());
+        assert_eq!(
+            fs::read(&path).expect("read"),
+            br#"{"version":1,"surprise":true}"#
+        );
+    }
+
+    #[test]
+    fn unchanged_state_is_not_rewritten() {
+        let path = temp_path("noop");
+        let store = Store::open(&path).expect("open");
+        store.update(|_| ()).expect("noop");
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,83 @@
+//! Files written so a crash at any moment leaves the old or the new content, never a mix.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Writes `data` to `path` atomically with mode 0600: write `<path>.tmp`, fsync, rename over,
+/// fsync the directory.
+///
+/// # Errors
+/// Any I/O error, with the temp file removed.
+pub fn write_atomic_0600(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `<path>.tmp`, beside the target so the rename stays on one filesystem.
+pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    name.into()
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// Checks that a file can be created in `path`'s directory, without touching `path` itself.
+///
+/// # Errors
+/// The I/O error creating or removing a probe file.
+pub fn check_dir_writable(path: &Path) -> io::Result<()> {
+    let mut probe = path.as_os_str().to_owned();
+    probe.push(format!(".probe-{}", std::process::id()));
+    let probe = std::path::PathBuf::from(probe);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)?;
+    fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_write_replaces_content_with_mode_0600() {
+        let dir = std::env::temp_dir().join(format!("llmbox-fsutil-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("f.json");
+        write_atomic_0600(&path, b"one").expect("write");
+        write_atomic_0600(&path, b"two").expect("rewrite");
+        assert_eq!(fs::read(&path).expect("read"), b"two");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!tmp_path(&path).exists());
+        check_dir_writable(&path).expect("writable");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
