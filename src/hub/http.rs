@@ -6,8 +6,9 @@
 //! Content-Type 415, an Accept that excludes JSON 406, other methods 405 with `Allow`.
 //!
 //! Threads: `hub-http-accept` receives requests and owns the server handle's accept side; each
-//! request runs on its own `hub-http` thread, at most [`MAX_HANDLERS`] at once — past that the
-//! accept thread answers 503 itself. [`HttpFront::stop`] unblocks the accept thread and joins it;
+//! request runs on its own `hub-http` thread, at most [`MAX_HANDLERS`] at once — past that a
+//! short-lived `hub-http-busy` thread answers 503 (tiny_http drains unread bodies on reply, so
+//! not even a refusal may run on the accept thread). [`HttpFront::stop`] unblocks the accept thread and joins it;
 //! handler threads finish their one request and end.
 
 use std::io::Read;
@@ -171,9 +172,20 @@ fn accept_loop(server: &Server, stopping: &AtomicBool, front: Arc<Front>, max_ha
         }
         if in_flight.fetch_add(1, Ordering::SeqCst) >= max_handlers {
             in_flight.fetch_sub(1, Ordering::SeqCst);
-            let busy = Reply::text(503, "busy: too many requests in progress, retry shortly\n")
-                .header("Retry-After", "1");
-            let _ = request.respond(busy.into_response());
+            // Not on this thread: tiny_http drains an unread request body when the request is
+            // answered or dropped, so a slow client would stall the accept loop.
+            let refuse = move || {
+                let busy = Reply::text(503, "busy: too many requests in progress, retry shortly\n")
+                    .header("Retry-After", "1");
+                let _ = request.respond(busy.into_response());
+            };
+            if let Err(e) = std::thread::Builder::new()
+                .name("hub-http-busy".into())
+                .stack_size(HANDLER_STACK)
+                .spawn(refuse)
+            {
+                log::warn!("http: cannot start a thread to refuse a request: {e}");
+            }
             continue;
         }
         let slot = Slot(Arc::clone(&in_flight));
