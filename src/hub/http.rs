@@ -425,7 +425,11 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
     let result = match method {
         Method::Get | Method::Head => front.hub.activation_page(token),
         Method::Post => {
+            // With `Referrer-Policy: no-referrer` browsers send `Origin: null` on the page's
+            // own form post, so null passes here; the secret token in the path is what stops
+            // cross-site posts, the Origin check only turns away pages that name themselves.
             if let Some(origin) = header(req, "Origin")
+                && origin != "null"
                 && !front.origins.allows(origin)
             {
                 return Reply::html(

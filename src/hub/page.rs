@@ -26,7 +26,7 @@ label{display:block;font-weight:600;margin:.5rem 0 .25rem}\
 input{width:100%;padding:.6rem;font:inherit;font-family:ui-monospace,monospace;border:1px solid var(--border);border-radius:8px;background:var(--bg);color:var(--fg);margin-bottom:.75rem}\
 #error{background:var(--err-bg);color:var(--err-fg);padding:.75rem;border-radius:8px;overflow-wrap:anywhere;white-space:pre-wrap}\
 #ready,#notice{background:var(--ok-bg);color:var(--ok-fg);padding:.75rem;border-radius:8px}\
-#session-url{overflow-wrap:anywhere;font-family:ui-monospace,monospace}\
+a{color:var(--accent)}#session-url{overflow-wrap:anywhere;font-family:ui-monospace,monospace}\
 .muted{color:var(--muted);font-size:.9rem}\
 @media (max-width:600px){main{margin:0;border-radius:0;border-left:0;border-right:0;min-height:100vh;padding:1.25rem}}";
 
