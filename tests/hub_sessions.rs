@@ -295,3 +295,22 @@ fn a_failing_create_hook_aborts_the_create() {
     assert!(board.manager("local").list().expect("list").is_empty());
     assert!(hub.store().load().expect("load").sessions.is_empty());
 }
+
+#[test]
+fn forget_reaped_drops_only_the_named_sessions() {
+    let (hub, _board, path) = hub("forget");
+    let a = hub.create_box(create("a", Some("local"))).expect("a");
+    hub.create_box(create("b", Some("edge"))).expect("b");
+    let store = llmbox::store::Store::open(&path).expect("store");
+    let reaped = vec![
+        ("local".to_string(), a.container_id.clone()),
+        ("local".to_string(), "ffffffffffff".to_string()),
+    ];
+    assert_eq!(
+        llmbox::hub::forget_reaped(&store, &reaped).expect("forget"),
+        1
+    );
+    let left = store.load().expect("load").sessions.clone();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].box_id, "b");
+}

@@ -36,7 +36,7 @@ use crate::cluster::SpokeDirectory;
 use crate::store::{Store, StoreError};
 
 pub use activation::{ActivationPage, MAX_CODE_LEN, PageState};
-pub use sessions::{BoxView, CreateRequest, ListView, ListedBox, SpokeFailure};
+pub use sessions::{BoxView, CreateRequest, ListView, ListedBox, SpokeFailure, forget_reaped};
 
 /// Default `--auth-ttl`: pending boxes older than this are reaped.
 pub const DEFAULT_AUTH_TTL: Duration = Duration::from_secs(5 * 60);

@@ -141,6 +141,30 @@ fn check_box_id(box_id: &str) -> Result<(), HubError> {
     crate::boxes::validate_box_id(box_id).map_err(|e| HubError::InvalidArgument(e.to_string()))
 }
 
+/// Drops the sessions of boxes reaped outside the hub (`llmbox reap --state FILE`): each pair is
+/// a namespace (spoke name) and a short container id. Hooks are not run (the CLI has none).
+/// Returns how many sessions were dropped.
+///
+/// # Errors
+/// The state file could not be read or written.
+pub fn forget_reaped(
+    store: &crate::store::Store,
+    reaped: &[(String, String)],
+) -> Result<usize, crate::store::StoreError> {
+    if reaped.is_empty() {
+        return Ok(0);
+    }
+    store.update(|state| {
+        let before = state.sessions.len();
+        state.sessions.retain(|s| {
+            !reaped.iter().any(|(spoke, id)| {
+                *spoke == s.spoke && !id.is_empty() && s.container_id.starts_with(id.as_str())
+            })
+        });
+        before - state.sessions.len()
+    })
+}
+
 impl Hub {
     /// The connected manager of `spoke`.
     pub(super) fn manager(&self, spoke: &str) -> Result<Arc<dyn BoxManager>, HubError> {
