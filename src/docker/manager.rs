@@ -19,7 +19,9 @@ use super::client::Client;
 use super::error::DockerError;
 use super::text::{self, CappedBuffer, StreamKind};
 use super::{ManagerConfig, STOP_GRACE};
-use crate::boxes::{BoxError, BoxInfo, BoxManager, CreateOptions, Created, ExecResult, Phase};
+use crate::boxes::{
+    BoxError, BoxInfo, BoxManager, CreateOptions, Created, DEFAULT_LOG_TAIL, ExecResult, Phase,
+};
 
 /// Longest exec the manager waits for (silence on the stream past this is a timeout).
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
@@ -271,6 +273,8 @@ impl BoxManager for DockerBoxManager {
     }
 
     fn logs(&self, id_or_name: &str, tail: usize) -> Result<String, BoxError> {
+        // 0 is what an omitted `tail` decodes to on the wire: use the default then.
+        let tail = if tail == 0 { DEFAULT_LOG_TAIL } else { tail };
         let b = self.resolve(id_or_name)?;
         let raw = api::logs(&self.client, &b.id, tail).map_err(backend)?;
         let tty = api::inspect_container(&self.client, &b.id)
