@@ -130,3 +130,32 @@ fn a_server_error_keeps_the_daemon_message() {
     assert_eq!(err.to_string(), "docker: HTTP 500: disk is full!!");
     server.join().expect("server");
 }
+
+#[test]
+fn tcp_hosts_are_spoken_to_like_unix_sockets() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::Builder::new()
+        .name("fake-daemon-tcp".into())
+        .spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).expect("read");
+            assert!(buf[..n].starts_with(b"GET /_ping HTTP/1.1\r\n"));
+            s.write_all(PING).expect("write");
+        })
+        .expect("spawn");
+    let client = Client::new(&format!("tcp://127.0.0.1:{port}")).expect("client");
+    assert_eq!(client.ping().expect("ping over tcp"), "1.41");
+    server.join().expect("server");
+    // Nothing listens on the port any more: a clear error, not a hang.
+    let err = Client::new(&format!("tcp://127.0.0.1:{port}"))
+        .expect("client")
+        .ping()
+        .expect_err("closed port");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot reach Docker at tcp://127.0.0.1:{port}: ")),
+        "{err}"
+    );
+}

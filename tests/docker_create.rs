@@ -218,3 +218,48 @@ fn limits_and_hardening_are_visible_in_docker_inspect() {
         (4096, 2.0, 4096)
     );
 }
+
+#[test]
+fn a_failure_after_the_container_exists_removes_it_and_its_network() {
+    let t = TestNs::new("cleanup");
+    let mut config = t.config();
+    config.box_peers = vec![format!("llmbox-no-such-peer-{}", std::process::id())];
+    let m = llmbox::docker::DockerBoxManager::new(config).expect("manager");
+    let err = m.create(opts("web")).expect_err("missing peer");
+    let text = err.to_string();
+    assert!(text.contains("connect box peer"), "{text}");
+    assert!(text.contains("llmbox-no-such-peer"), "{text}");
+    assert!(t.containers().is_empty(), "container removed");
+    assert!(t.networks().is_empty(), "network removed");
+}
+
+#[test]
+fn a_missing_claude_binary_is_refused_before_any_container_exists() {
+    let t = TestNs::new("noclaude");
+    let mut config = t.config();
+    config.claude_bin = Some(std::path::PathBuf::from("/nonexistent/claude"));
+    let m = llmbox::docker::DockerBoxManager::new(config).expect("manager");
+    let err = m.create(opts("web")).expect_err("no binary");
+    assert!(err.to_string().contains("/nonexistent/claude"), "{err}");
+    assert!(t.containers().is_empty());
+}
+
+#[test]
+fn concurrent_creates_of_one_box_id_let_exactly_one_through() {
+    let t = TestNs::new("race");
+    let m = t.manager();
+    let results: Vec<Result<_, BoxError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3).map(|_| s.spawn(|| m.create(opts("web")))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let dup = results
+        .iter()
+        .filter(|r| matches!(r, Err(BoxError::DuplicateBoxId(_))))
+        .count();
+    assert_eq!((ok, dup), (1, 2), "{results:?}");
+    assert_eq!(t.containers().len(), 1);
+}
