@@ -5,7 +5,8 @@
 //! Needs `make test-clients` (chromium, chromedriver, `.venv-mcp1` with selenium); fails loudly
 //! without them.
 
-mod common;
+mod hub_common;
+use hub_common as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

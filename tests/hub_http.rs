@@ -2,7 +2,8 @@
 //! code of the MCP endpoint, the Origin rule, JSON-RPC errors, tool errors, the activation page
 //! and its headers, `/healthz`, `/metrics`, the favicon and the handler bound (503).
 
-mod common;
+mod hub_common;
+use hub_common as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

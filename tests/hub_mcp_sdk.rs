@@ -5,7 +5,8 @@
 //!
 //! Needs the virtualenvs `make test-clients` builds; fails loudly without them.
 
-mod common;
+mod hub_common;
+use hub_common as common;
 
 use std::path::PathBuf;
 use std::process::Command;

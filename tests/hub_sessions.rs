@@ -1,7 +1,8 @@
 //! The hub's sessions and routing, in process: create, activate, route, reap, reconcile,
 //! restart, hooks — against memory box managers behind a directory whose spokes can go away.
 
-mod common;
+mod hub_common;
+use hub_common as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

@@ -1,8 +1,31 @@
 //! Boxes on Docker: a hand-written Engine API client over the daemon's socket, and the
 //! [`crate::boxes::BoxManager`] built on it (DESIGN §7). This layer has never heard of spokes,
 //! hubs or MCP.
+//!
+//! Layers, bottom up: [`client`] opens `unix://` or `tcp://` connections with timeouts and
+//! moves bytes through the sans-IO codec in [`http`]; [`api`] is the typed Engine calls;
+//! [`text`] reads terminals (stream framing, ANSI, URLs); [`tar`] and [`boxspec`] describe a
+//! box as data; [`manager`] and [`activate`] are the seven verbs. [`reap`] serves
+//! `llmbox reap` across namespaces.
+
+pub mod activate;
+pub mod api;
+pub mod boxspec;
+pub mod client;
+pub mod error;
+pub mod http;
+pub mod manager;
+pub mod tar;
+pub mod text;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::DockerError;
+pub use manager::DockerBoxManager;
+
+/// Grace period between SIGTERM and SIGKILL when a box is destroyed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything the Docker box manager is configured with (flags of `llmbox hub` and
 /// `llmbox spoke`).
@@ -27,6 +50,8 @@ pub struct ManagerConfig {
     pub pids_limit: i64,
     /// Containers joined to every box's network (`--box-peer`, repeatable).
     pub box_peers: Vec<String>,
+    /// Images `create` may use (`--allowed-image`, repeatable); empty allows any.
+    pub allowed_images: Vec<String>,
 }
 
 /// The Docker socket used when neither `--docker-host` nor `DOCKER_HOST` is set.
@@ -48,6 +73,47 @@ impl ManagerConfig {
             cpus: 2.0,
             pids_limit: 4096,
             box_peers: Vec::new(),
+            allowed_images: Vec::new(),
         }
     }
+}
+
+/// One box removed by [`reap`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReapedBox {
+    /// Full container id.
+    pub id: String,
+    /// Short (12-character) container id.
+    pub short_id: String,
+    /// The namespace (spoke name) the box belonged to.
+    pub namespace: String,
+    /// The caller's box id.
+    pub box_id: String,
+}
+
+/// Removes pending boxes older than `ttl` from the daemon at `docker_host`, in `namespace` or
+/// in every namespace; ready boxes are never touched. For `llmbox reap` (cron).
+///
+/// # Errors
+/// [`DockerError::Unreachable`] when the daemon is down, or the first failed call.
+pub fn reap(
+    docker_host: &str,
+    ttl: Duration,
+    namespace: Option<&str>,
+) -> Result<Vec<ReapedBox>, DockerError> {
+    let client = client::Client::new(docker_host)?;
+    let boxes = api::list_containers(&client, &boxspec::label_filters(namespace))?;
+    let reaped = manager::reap_among(&client, &boxes, ttl)?;
+    Ok(reaped
+        .into_iter()
+        .map(|b| {
+            let label = |k: &str| b.labels.get(k).cloned().unwrap_or_default();
+            ReapedBox {
+                short_id: boxspec::short_id(&b.id).to_string(),
+                namespace: label(boxspec::LABEL_NAMESPACE),
+                box_id: label(boxspec::LABEL_BOX_ID),
+                id: b.id,
+            }
+        })
+        .collect())
 }

@@ -1,135 +1,238 @@
-//! Shared parts of the hub's in-process tests: a spoke directory whose spokes can go away, a
-//! manager that records what `create` was given, temp state files.
+//! Shared helpers for the tests that run against the real Docker daemon: the test image, a
+//! per-test namespace whose guard removes everything it labelled (even when the test fails),
+//! a limit on simultaneous Docker-heavy tests, and a `docker` CLI wrapper for checks made
+//! independently of the code under test.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::process::Command;
+use std::sync::{Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
 
-use llmbox::boxes::memory::MemoryBoxManager;
-use llmbox::boxes::{BoxError, BoxInfo, BoxManager, CreateOptions, Created, ExecResult};
-use llmbox::cluster::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};
-use llmbox::hub::{Hub, HubConfig};
-use llmbox::store::Store;
+use llmbox::boxes::{BoxManager, CreateOptions, Created};
+use llmbox::docker::{DEFAULT_DOCKER_HOST, DockerBoxManager, ManagerConfig};
 
-/// A memory manager that remembers every `CreateOptions` it was given.
-pub struct Recording {
-    pub inner: MemoryBoxManager,
-    pub creates: Mutex<Vec<CreateOptions>>,
+/// The image the fixture script builds.
+pub const TEST_IMAGE: &str = "llmbox-test-box:latest";
+/// Label put on helper containers (peers, unmanaged bystanders) so the guard finds them.
+pub const TEST_LABEL: &str = "com.llmbox.test";
+/// Most Docker-heavy tests running at once in one test binary (2 cores shared).
+const MAX_CONCURRENT: usize = 2;
+
+static IMAGE: Once = Once::new();
+static SLOTS: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+/// Builds the test image once per test binary (quick when it is up to date). Panics loudly
+/// when Docker or busybox is missing: these tests never skip.
+pub fn ensure_image() {
+    IMAGE.call_once(|| {
+        let script = fixtures().join("build-test-image.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("run build-test-image.sh");
+        assert!(
+            out.status.success(),
+            "building {TEST_IMAGE} failed (is Docker running?): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
 }
 
-impl Recording {
-    pub fn new(namespace: &str) -> Self {
-        Recording {
-            inner: MemoryBoxManager::new(namespace, 20),
-            creates: Mutex::new(Vec::new()),
+/// `tests/fixtures`.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Runs the `docker` CLI; returns (success, stdout, stderr).
+pub fn docker(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run the docker CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// `docker inspect -f FORMAT target`, asserting success.
+pub fn inspect(target: &str, format: &str) -> String {
+    let (ok, out, err) = docker(&["inspect", "-f", format, target]);
+    assert!(ok, "docker inspect {target}: {err}");
+    out
+}
+
+/// True when a container or network with this id/name exists.
+pub fn exists(kind: &str, target: &str) -> bool {
+    docker(&[kind, "inspect", target]).0
+}
+
+/// A permit to run a Docker-heavy test; released on drop.
+pub struct Slot;
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut n = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        FREED.notify_one();
+    }
+}
+
+fn slot() -> Slot {
+    let mut n = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    while *n >= MAX_CONCURRENT {
+        n = FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+    *n += 1;
+    Slot
+}
+
+/// A test's own namespace. Dropping it removes every container and network labelled with
+/// it (managed boxes and the test's helper containers).
+pub struct TestNs {
+    /// `t-<name>-<pid>`.
+    pub ns: String,
+    _slot: Option<Slot>,
+}
+
+impl TestNs {
+    /// A namespace for test `name`, waiting for a free slot and building the image first.
+    pub fn new(name: &str) -> TestNs {
+        ensure_image();
+        let ns = format!("t-{name}-{}", std::process::id());
+        let me = TestNs {
+            ns,
+            _slot: Some(slot()),
+        };
+        me.cleanup();
+        me
+    }
+
+    /// A second namespace for the same test, sharing its slot (so a test never waits on
+    /// itself).
+    pub fn sibling(&self, name: &str) -> TestNs {
+        let me = TestNs {
+            ns: format!("{}-{name}", self.ns),
+            _slot: None,
+        };
+        me.cleanup();
+        me
+    }
+
+    /// A manager config for this namespace with the fake claude injected.
+    pub fn config(&self) -> ManagerConfig {
+        let mut c = ManagerConfig::new(&self.ns);
+        c.docker_host = DEFAULT_DOCKER_HOST.to_string();
+        c.claude_bin = Some(fixtures().join("fake-claude"));
+        c.max_boxes = 10;
+        c
+    }
+
+    /// A manager with [`TestNs::config`].
+    pub fn manager(&self) -> DockerBoxManager {
+        DockerBoxManager::new(self.config()).expect("manager")
+    }
+
+    /// Runs a helper container (peer or bystander) labelled for this test; returns its name.
+    pub fn helper(&self, suffix: &str, extra_labels: &[&str]) -> String {
+        let name = format!("{}-{suffix}", self.ns);
+        let label = format!("{TEST_LABEL}={}", self.ns);
+        let mut args = vec!["run", "-d", "--name", &name, "--label", &label];
+        for l in extra_labels {
+            args.push("--label");
+            args.push(l);
+        }
+        args.extend([TEST_IMAGE, "sleep", "3600"]);
+        let (ok, _, err) = docker(&args);
+        assert!(ok, "docker run {name}: {err}");
+        name
+    }
+
+    /// Containers carrying this namespace's label.
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label=com.llmbox.namespace={}", self.ns);
+        let (ok, out, err) = docker(&["ps", "-aq", "--filter", &filter]);
+        assert!(ok, "docker ps: {err}");
+        out.lines().map(String::from).collect()
+    }
+
+    /// Networks carrying this namespace's label.
+    pub fn networks(&self) -> Vec<String> {
+        let filter = format!("label=com.llmbox.namespace={}", self.ns);
+        let (ok, out, err) = docker(&["network", "ls", "-q", "--filter", &filter]);
+        assert!(ok, "docker network ls: {err}");
+        out.lines().map(String::from).collect()
+    }
+
+    fn cleanup(&self) {
+        let labels = [
+            format!("label=com.llmbox.namespace={}", self.ns),
+            format!("label={TEST_LABEL}={}", self.ns),
+        ];
+        // Containers first (boxes and peers), so no network still has endpoints.
+        for label in &labels {
+            let (_, ids, _) = docker(&["ps", "-aq", "--filter", label]);
+            let ids: Vec<&str> = ids.lines().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(ids);
+                docker(&args);
+            }
+        }
+        for label in &labels {
+            let (_, nets, _) = docker(&["network", "ls", "-q", "--filter", label]);
+            for net in nets.lines() {
+                docker(&["network", "rm", net]);
+            }
         }
     }
 }
 
-impl BoxManager for Recording {
-    fn create(&self, opts: CreateOptions) -> Result<Created, BoxError> {
-        self.creates.lock().expect("lock").push(opts.clone());
-        self.inner.create(opts)
-    }
-    fn submit_code(&self, id: &str, code: &str) -> Result<String, BoxError> {
-        self.inner.submit_code(id, code)
-    }
-    fn list(&self) -> Result<Vec<BoxInfo>, BoxError> {
-        self.inner.list()
-    }
-    fn destroy(&self, id: &str) -> Result<(), BoxError> {
-        self.inner.destroy(id)
-    }
-    fn logs(&self, id: &str, tail: usize) -> Result<String, BoxError> {
-        self.inner.logs(id, tail)
-    }
-    fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecResult, BoxError> {
-        self.inner.exec(id, cmd)
-    }
-    fn reap(&self, ttl: Duration) -> Result<Vec<String>, BoxError> {
-        self.inner.reap(ttl)
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        self.cleanup();
     }
 }
 
-/// Spokes that can be switched off and on.
-#[derive(Default)]
-pub struct Switchboard {
-    spokes: BTreeMap<String, (Arc<Recording>, AtomicBool)>,
-}
-
-impl Switchboard {
-    pub fn with(mut self, name: &str) -> Self {
-        self.spokes.insert(
-            name.to_string(),
-            (Arc::new(Recording::new(name)), AtomicBool::new(true)),
-        );
-        self
-    }
-
-    pub fn manager(&self, name: &str) -> Arc<Recording> {
-        Arc::clone(&self.spokes[name].0)
-    }
-
-    pub fn set_connected(&self, name: &str, up: bool) {
-        self.spokes[name].1.store(up, Ordering::SeqCst);
+/// Options for a box on the test image.
+pub fn opts(box_id: &str) -> CreateOptions {
+    CreateOptions {
+        image: TEST_IMAGE.to_string(),
+        box_id: box_id.to_string(),
+        description: format!("test box {box_id}"),
+        ..Default::default()
     }
 }
 
-impl SpokeDirectory for Switchboard {
-    fn get(&self, name: &str) -> Option<Arc<dyn BoxManager>> {
-        let (m, up) = self.spokes.get(name)?;
-        up.load(Ordering::SeqCst)
-            .then(|| Arc::clone(m) as Arc<dyn BoxManager>)
+/// Creates a box and checks the authorize URL has the real shape.
+pub fn create(m: &DockerBoxManager, box_id: &str) -> Created {
+    let created = m.create(opts(box_id)).expect("create");
+    assert!(
+        created
+            .authorize_url
+            .starts_with("https://claude.com/cai/oauth/authorize?"),
+        "{}",
+        created.authorize_url
+    );
+    assert!(created.authorize_url.contains("code_challenge="));
+    assert!(created.authorize_url.contains("state="));
+    created
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-
-    fn statuses(&self) -> Vec<SpokeStatus> {
-        self.spokes
-            .iter()
-            .map(|(name, (_, up))| SpokeStatus {
-                name: name.clone(),
-                connected: up.load(Ordering::SeqCst),
-                local: name == LOCAL_SPOKE,
-                connected_since: None,
-            })
-            .collect()
-    }
-}
-
-/// A fresh state file path in its own temp directory.
-pub fn state_path(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("llmbox-hubtest-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir.join("state.json")
-}
-
-/// A hub over `local` and `edge` spokes with a fresh state file.
-pub fn hub(test: &str) -> (Arc<Hub>, Arc<Switchboard>, PathBuf) {
-    let path = state_path(test);
-    let board = Arc::new(Switchboard::default().with(LOCAL_SPOKE).with("edge"));
-    let hub = hub_on(&path, &board, HubConfig::new("http://hub.test"));
-    (hub, board, path)
-}
-
-/// A hub on an existing state file and directory.
-pub fn hub_on(path: &PathBuf, board: &Arc<Switchboard>, mut config: HubConfig) -> Arc<Hub> {
-    config.box_image = "img".into();
-    let store = Arc::new(Store::open(path).expect("store"));
-    Arc::new(Hub::new(
-        config,
-        store,
-        Arc::clone(board) as Arc<dyn SpokeDirectory>,
-    ))
-}
-
-/// The page token in an activation URL.
-pub fn token_of(activation_url: &str) -> String {
-    activation_url
-        .rsplit('/')
-        .next()
-        .expect("token")
-        .to_string()
 }

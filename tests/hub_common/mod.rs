@@ -1,0 +1,135 @@
+//! Shared parts of the hub's in-process tests: a spoke directory whose spokes can go away, a
+//! manager that records what `create` was given, temp state files.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use llmbox::boxes::memory::MemoryBoxManager;
+use llmbox::boxes::{BoxError, BoxInfo, BoxManager, CreateOptions, Created, ExecResult};
+use llmbox::cluster::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};
+use llmbox::hub::{Hub, HubConfig};
+use llmbox::store::Store;
+
+/// A memory manager that remembers every `CreateOptions` it was given.
+pub struct Recording {
+    pub inner: MemoryBoxManager,
+    pub creates: Mutex<Vec<CreateOptions>>,
+}
+
+impl Recording {
+    pub fn new(namespace: &str) -> Self {
+        Recording {
+            inner: MemoryBoxManager::new(namespace, 20),
+            creates: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl BoxManager for Recording {
+    fn create(&self, opts: CreateOptions) -> Result<Created, BoxError> {
+        self.creates.lock().expect("lock").push(opts.clone());
+        self.inner.create(opts)
+    }
+    fn submit_code(&self, id: &str, code: &str) -> Result<String, BoxError> {
+        self.inner.submit_code(id, code)
+    }
+    fn list(&self) -> Result<Vec<BoxInfo>, BoxError> {
+        self.inner.list()
+    }
+    fn destroy(&self, id: &str) -> Result<(), BoxError> {
+        self.inner.destroy(id)
+    }
+    fn logs(&self, id: &str, tail: usize) -> Result<String, BoxError> {
+        self.inner.logs(id, tail)
+    }
+    fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecResult, BoxError> {
+        self.inner.exec(id, cmd)
+    }
+    fn reap(&self, ttl: Duration) -> Result<Vec<String>, BoxError> {
+        self.inner.reap(ttl)
+    }
+}
+
+/// Spokes that can be switched off and on.
+#[derive(Default)]
+pub struct Switchboard {
+    spokes: BTreeMap<String, (Arc<Recording>, AtomicBool)>,
+}
+
+impl Switchboard {
+    pub fn with(mut self, name: &str) -> Self {
+        self.spokes.insert(
+            name.to_string(),
+            (Arc::new(Recording::new(name)), AtomicBool::new(true)),
+        );
+        self
+    }
+
+    pub fn manager(&self, name: &str) -> Arc<Recording> {
+        Arc::clone(&self.spokes[name].0)
+    }
+
+    pub fn set_connected(&self, name: &str, up: bool) {
+        self.spokes[name].1.store(up, Ordering::SeqCst);
+    }
+}
+
+impl SpokeDirectory for Switchboard {
+    fn get(&self, name: &str) -> Option<Arc<dyn BoxManager>> {
+        let (m, up) = self.spokes.get(name)?;
+        up.load(Ordering::SeqCst)
+            .then(|| Arc::clone(m) as Arc<dyn BoxManager>)
+    }
+
+    fn statuses(&self) -> Vec<SpokeStatus> {
+        self.spokes
+            .iter()
+            .map(|(name, (_, up))| SpokeStatus {
+                name: name.clone(),
+                connected: up.load(Ordering::SeqCst),
+                local: name == LOCAL_SPOKE,
+                connected_since: None,
+            })
+            .collect()
+    }
+}
+
+/// A fresh state file path in its own temp directory.
+pub fn state_path(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("llmbox-hubtest-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir.join("state.json")
+}
+
+/// A hub over `local` and `edge` spokes with a fresh state file.
+pub fn hub(test: &str) -> (Arc<Hub>, Arc<Switchboard>, PathBuf) {
+    let path = state_path(test);
+    let board = Arc::new(Switchboard::default().with(LOCAL_SPOKE).with("edge"));
+    let hub = hub_on(&path, &board, HubConfig::new("http://hub.test"));
+    (hub, board, path)
+}
+
+/// A hub on an existing state file and directory.
+pub fn hub_on(path: &PathBuf, board: &Arc<Switchboard>, mut config: HubConfig) -> Arc<Hub> {
+    config.box_image = "img".into();
+    let store = Arc::new(Store::open(path).expect("store"));
+    Arc::new(Hub::new(
+        config,
+        store,
+        Arc::clone(board) as Arc<dyn SpokeDirectory>,
+    ))
+}
+
+/// The page token in an activation URL.
+pub fn token_of(activation_url: &str) -> String {
+    activation_url
+        .rsplit('/')
+        .next()
+        .expect("token")
+        .to_string()
+}
