@@ -15,6 +15,8 @@ struct Top {
     command: Option<Command>,
 }
 
+// Parsed once at start; the size of the biggest flag set does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
