@@ -1,6 +1,7 @@
 //! A real browser (Debian's chromium + chromedriver, driven by selenium) activates boxes through
 //! the page served by the hub's HTTP front on a loopback port: desktop width with a `bad-code`
-//! retry in light mode, phone width in dark mode. Screenshots go to `docs/screenshots/`.
+//! retry in light mode, phone width in dark mode. Screenshots go to `target/browser-shots/`
+//! (`hub_e2e` takes the ones in `docs/screenshots/`, from a real hub on Docker).
 //!
 //! Needs `make test-clients` (chromium, chromedriver, `.venv-mcp1` with selenium); fails loudly
 //! without them.
@@ -56,7 +57,7 @@ fn a_person_activates_boxes_in_a_real_browser_on_desktop_and_phone() {
             .args(["--page", &page, "--box-id", box_id, "--name", name])
             .args(["--width", width, "--height", height])
             .arg("--shots")
-            .arg(root.join("docs/screenshots"));
+            .arg(root.join("target/browser-shots"));
         if dark {
             cmd.arg("--dark");
         }

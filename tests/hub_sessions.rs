@@ -304,8 +304,9 @@ fn forget_reaped_drops_only_the_named_sessions() {
     hub.create_box(create("b", Some("edge"))).expect("b");
     let store = llmbox::store::Store::open(&path).expect("store");
     let reaped = vec![
-        ("local".to_string(), a.container_id.clone()),
-        ("local".to_string(), "ffffffffffff".to_string()),
+        a.container_id.clone(),
+        "ffffffffffff".to_string(),
+        String::new(),
     ];
     assert_eq!(
         llmbox::hub::forget_reaped(&store, &reaped).expect("forget"),

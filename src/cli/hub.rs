@@ -50,6 +50,10 @@ pub struct Args {
     /// serve no boxes on this host (no in-process `local` spoke)
     #[argh(switch)]
     pub no_local: bool,
+    /// the Docker namespace label of the local spoke's boxes (default local); give each hub its
+    /// own when several share one Docker daemon
+    #[argh(option)]
+    pub local_namespace: Option<String>,
     /// image for boxes whose create names none (default llmbox-box:latest)
     #[argh(option, default = "String::from(crate::hub::DEFAULT_BOX_IMAGE)")]
     pub box_image: String,
@@ -172,6 +176,13 @@ impl Config {
         hub.auth_ttl = auth_ttl;
         hub.reap_interval = reap_interval;
         hub.hooks = args.hook.clone();
+        if let Some(ns) = &args.local_namespace
+            && !crate::boxes::is_valid_box_id(ns)
+        {
+            return Err(CliError::usage(format!(
+                "invalid --local-namespace {ns:?}: use lowercase letters, digits and '-'\n{USAGE}"
+            )));
+        }
         let local = (!args.no_local).then(|| local_manager_config(args));
         Ok(Config {
             listen,
@@ -186,7 +197,7 @@ impl Config {
 
 /// The local spoke's Docker manager settings from the box flags.
 fn local_manager_config(args: &Args) -> ManagerConfig {
-    let mut c = ManagerConfig::new(LOCAL_SPOKE);
+    let mut c = ManagerConfig::new(args.local_namespace.as_deref().unwrap_or(LOCAL_SPOKE));
     if let Some(h) = &args.docker_host {
         c.docker_host = h.clone();
     }
@@ -338,14 +349,33 @@ mod tests {
         type Change = Box<dyn Fn(&mut Args)>;
         let cases: Vec<(Change, &str)> = vec![
             (Box::new(|a| a.listen = "nowhere".into()), "--listen"),
-            (Box::new(|a| a.spoke_listen = "1.2.3.4".into()), "--spoke-listen"),
+            (
+                Box::new(|a| a.spoke_listen = "1.2.3.4".into()),
+                "--spoke-listen",
+            ),
             (Box::new(|a| a.auth_ttl = "soon".into()), "--auth-ttl"),
-            (Box::new(|a| a.reap_interval = "-1s".into()), "--reap-interval"),
+            (
+                Box::new(|a| a.reap_interval = "-1s".into()),
+                "--reap-interval",
+            ),
             (Box::new(|a| a.heartbeat = "0".into()), "--heartbeat"),
-            (Box::new(|a| a.public_url = Some("ftp://x".into())), "--public-url"),
-            (Box::new(|a| a.hook = vec!["/no/such/hook".into()]), "--hook"),
-            (Box::new(|a| a.claude_bin = Some("/no/claude".into())), "--claude-bin"),
+            (
+                Box::new(|a| a.public_url = Some("ftp://x".into())),
+                "--public-url",
+            ),
+            (
+                Box::new(|a| a.hook = vec!["/no/such/hook".into()]),
+                "--hook",
+            ),
+            (
+                Box::new(|a| a.claude_bin = Some("/no/claude".into())),
+                "--claude-bin",
+            ),
             (Box::new(|a| a.box_image = " ".into()), "--box-image"),
+            (
+                Box::new(|a| a.local_namespace = Some("Bad NS".into())),
+                "--local-namespace",
+            ),
         ];
         for (change, flag) in cases {
             let mut a = args();

@@ -94,11 +94,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // so first; the file is only touched when something was reaped.
     if let Some(path) = &args.state {
         let store = crate::store::Store::open(path).map_err(CliError::runtime)?;
-        let pairs: Vec<(String, String)> = reaped
-            .iter()
-            .map(|b| (b.namespace.clone(), b.short_id.clone()))
-            .collect();
-        let dropped = crate::hub::forget_reaped(&store, &pairs).map_err(CliError::runtime)?;
+        let ids: Vec<String> = reaped.iter().map(|b| b.short_id.clone()).collect();
+        let dropped = crate::hub::forget_reaped(&store, &ids).map_err(CliError::runtime)?;
         if dropped > 0 {
             log::info!("dropped {dropped} hub sessions of reaped boxes");
         }

@@ -141,26 +141,26 @@ fn check_box_id(box_id: &str) -> Result<(), HubError> {
     crate::boxes::validate_box_id(box_id).map_err(|e| HubError::InvalidArgument(e.to_string()))
 }
 
-/// Drops the sessions of boxes reaped outside the hub (`llmbox reap --state FILE`): each pair is
-/// a namespace (spoke name) and a short container id. Hooks are not run (the CLI has none).
-/// Returns how many sessions were dropped.
+/// Drops the sessions of boxes reaped outside the hub (`llmbox reap --state FILE`), given their
+/// short (12-character) container ids. Matched by id alone: the reaping host's namespace label
+/// need not be the spoke's name (`--local-namespace`), and Docker ids do not repeat. Hooks are
+/// not run (the CLI has none). Returns how many sessions were dropped.
 ///
 /// # Errors
 /// The state file could not be read or written.
 pub fn forget_reaped(
     store: &crate::store::Store,
-    reaped: &[(String, String)],
+    short_ids: &[String],
 ) -> Result<usize, crate::store::StoreError> {
-    if reaped.is_empty() {
+    let ids: Vec<&String> = short_ids.iter().filter(|id| id.len() >= 12).collect();
+    if ids.is_empty() {
         return Ok(0);
     }
     store.update(|state| {
         let before = state.sessions.len();
-        state.sessions.retain(|s| {
-            !reaped.iter().any(|(spoke, id)| {
-                *spoke == s.spoke && !id.is_empty() && s.container_id.starts_with(id.as_str())
-            })
-        });
+        state
+            .sessions
+            .retain(|s| !ids.iter().any(|id| s.container_id.starts_with(id.as_str())));
         before - state.sessions.len()
     })
 }
