@@ -301,7 +301,7 @@ fn a_failing_create_hook_aborts_the_create() {
 fn forget_reaped_drops_only_the_named_sessions() {
     let (hub, _board, path) = hub("forget");
     let a = hub.create_box(create("a", Some("local"))).expect("a");
-    hub.create_box(create("b", Some("edge"))).expect("b");
+    hub.create_box(create("b", Some("local"))).expect("b");
     let store = llmbox::store::Store::open(&path).expect("store");
     let reaped = vec![
         a.container_id.clone(),
