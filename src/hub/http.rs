@@ -569,3 +569,52 @@ fn normalize_origin(origin: &str) -> String {
         .or_else(|| o.strip_suffix(":443").filter(|r| r.starts_with("https://")))
         .map_or(o.clone(), str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_values_are_percent_and_plus_decoded() {
+        assert_eq!(
+            form_value("code=abc%23def+x", "code").as_deref(),
+            Some("abc#def x")
+        );
+        assert_eq!(form_value("a=1&code=", "code").as_deref(), Some(""));
+        assert_eq!(form_value("a=1", "code"), None);
+        assert_eq!(form_value("code=%zz%4", "code").as_deref(), Some("%zz%4"));
+        assert_eq!(form_value("c%6fde=%E2%9C%93", "code").as_deref(), Some("✓"));
+    }
+
+    #[test]
+    fn origins_allow_the_public_one_and_loopback_only() {
+        let o = Origins::new("http://127.0.0.1:8080").with("https://hub.example");
+        for ok in [
+            "https://hub.example",
+            "https://HUB.example:443",
+            "http://localhost:3000",
+            "http://127.0.0.2",
+            "http://[::1]:9",
+        ] {
+            assert!(o.allows(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.example",
+            "http://hub.example",
+            "null",
+            "http://localhost.evil.example",
+            "file://",
+        ] {
+            assert!(!o.allows(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origin_of_keeps_scheme_host_and_port() {
+        assert_eq!(
+            origin_of("https://hub.example:8443/prefix/x"),
+            "https://hub.example:8443"
+        );
+        assert_eq!(origin_of("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+    }
+}

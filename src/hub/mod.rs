@@ -85,6 +85,20 @@ pub enum HubError {
     InvalidArgument(String),
     /// No box with this id is known to the hub or any reachable spoke.
     UnknownBox(String),
+    /// No reachable spoke has the box, but some spokes did not answer and may hold it.
+    MaybeOnSilentSpoke {
+        /// The box asked for.
+        box_id: String,
+        /// The spokes that did not answer.
+        spokes: Vec<String>,
+    },
+    /// The box vanished from its spoke behind the hub's back (reaped while pending, removed).
+    BoxGone {
+        /// The box.
+        box_id: String,
+        /// Its spoke.
+        spoke: String,
+    },
     /// The box id is taken somewhere in the cluster.
     DuplicateBoxId(String),
     /// No spoke of this name is known.
@@ -133,6 +147,15 @@ impl fmt::Display for HubError {
             HubError::UnknownBox(id) => write!(
                 f,
                 "no box with id {id:?} exists; call list_llmboxes to see the boxes, or create_llmbox to make one"
+            ),
+            HubError::MaybeOnSilentSpoke { box_id, spokes } => write!(
+                f,
+                "no reachable spoke has a box with id {box_id:?}; spokes {} did not answer and may hold it, so try again later",
+                spokes.join(", ")
+            ),
+            HubError::BoxGone { box_id, spoke } => write!(
+                f,
+                "box {box_id:?} no longer exists on spoke {spoke:?} (it was reaped while waiting for activation, or removed); create a new one"
             ),
             HubError::DuplicateBoxId(id) => write!(
                 f,

@@ -238,14 +238,10 @@ impl Hub {
                 info: Some(info),
             }),
             // The box may sit on a spoke that did not answer: say so rather than "unknown".
-            None if !failed.is_empty() => Err(HubError::UnknownBox(format!(
-                "{box_id}\" (spokes {} did not answer; it may be there",
-                failed
-                    .iter()
-                    .map(|f| f.spoke.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            None if !failed.is_empty() => Err(HubError::MaybeOnSilentSpoke {
+                box_id: box_id.to_string(),
+                spokes: failed.into_iter().map(|f| f.spoke).collect(),
+            }),
             None => Err(HubError::UnknownBox(box_id.to_string())),
         }
     }
@@ -454,10 +450,10 @@ impl Hub {
                 })
             {
                 self.drop_sessions(|x| x.container_id == s.container_id);
-                return Err(HubError::UnknownBox(format!(
-                    "{}\" (it was removed from spoke {:?}: reaped while pending, or destroyed",
-                    s.box_id, s.spoke
-                )));
+                return Err(HubError::BoxGone {
+                    box_id: s.box_id.clone(),
+                    spoke: s.spoke.clone(),
+                });
             }
             return self.view(&s);
         }
