@@ -24,6 +24,7 @@ pub mod reaper;
 pub mod redact;
 mod sessions;
 pub mod tools;
+mod upkeep;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -36,7 +37,8 @@ use crate::cluster::SpokeDirectory;
 use crate::store::{Store, StoreError};
 
 pub use activation::{ActivationPage, MAX_CODE_LEN, PageState};
-pub use sessions::{BoxView, CreateRequest, ListView, ListedBox, SpokeFailure, forget_reaped};
+pub use sessions::{BoxView, CreateRequest, ListView, ListedBox, SpokeFailure};
+pub use upkeep::forget_reaped;
 
 /// Default `--auth-ttl`: pending boxes older than this are reaped.
 pub const DEFAULT_AUTH_TTL: Duration = Duration::from_secs(5 * 60);
