@@ -391,3 +391,54 @@ fn llmbox_reap_with_state_drops_the_sessions_of_what_it_reaped() {
     let got = call(hub.addr, "get_llmbox", json!({"box_id": id}));
     assert_eq!(got["isError"], true, "{got}");
 }
+
+#[test]
+fn hook_files_land_in_a_real_box_and_destroy_gets_the_hook_state() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = common::TestNs::new("e2e-hook");
+    let dir = temp_dir("hook");
+    let replay = dir.join("destroy.json");
+    let hook = dir.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nread req\nif [ \"$1\" = box.create ]; then\n  printf '%s\\n' '{{\"files\":[{{\"path\":\"/etc/llmbox/greeting.txt\",\"content\":\"hello from the hook\\n\",\"mode\":\"0640\"}}],\"state\":{{\"lease\":\"L-7\"}}}}'\nelse\n  echo \"$req\" > {}\nfi\n",
+            replay.display()
+        ),
+    )
+    .expect("write hook");
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&hook, mode).expect("chmod");
+    let hook_arg = hook.display().to_string();
+    let hub = HubProcess::start(
+        &ns.ns,
+        &dir,
+        &dir.join("state.json"),
+        free_addr(),
+        &["--hook", &hook_arg],
+    );
+    let created = call(hub.addr, "create_llmbox", json!({"box_id": "hooked"}));
+    assert_eq!(created["isError"], false, "{created}");
+    let out = call(
+        hub.addr,
+        "exec_llmbox",
+        json!({"box_id": "hooked", "command": "cat /etc/llmbox/greeting.txt; stat -c %a /etc/llmbox/greeting.txt"}),
+    );
+    assert_eq!(
+        out["structuredContent"]["stdout"], "hello from the hook\n640\n",
+        "{out}"
+    );
+    assert_eq!(
+        call(hub.addr, "destroy_llmbox", json!({"box_id": "hooked"}))["isError"],
+        false
+    );
+    let replayed: Value = serde_json::from_str(
+        std::fs::read_to_string(&replay)
+            .expect("destroy hook ran")
+            .trim(),
+    )
+    .expect("json");
+    assert_eq!(replayed["event"], "box.destroy");
+    assert_eq!(replayed["box_id"], "hooked");
+    assert_eq!(replayed["state"]["lease"], "L-7");
+}
