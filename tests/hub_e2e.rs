@@ -40,12 +40,23 @@ struct HubProcess {
 
 impl HubProcess {
     fn start(ns: &str, dir: &Path, state: &Path, addr: SocketAddr, extra: &[&str]) -> HubProcess {
+        Self::start_with_plane(ns, dir, state, addr, free_addr(), extra)
+    }
+
+    fn start_with_plane(
+        ns: &str,
+        dir: &Path,
+        state: &Path,
+        addr: SocketAddr,
+        plane: SocketAddr,
+        extra: &[&str],
+    ) -> HubProcess {
         let log = dir.join(format!("hub-{}.log", addr.port()));
         let out = File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
             .arg("hub")
             .args(["--listen", &addr.to_string()])
-            .args(["--spoke-listen", &free_addr().to_string()])
+            .args(["--spoke-listen", &plane.to_string()])
             .arg("--state")
             .arg(state)
             .args(["--box-image", common::TEST_IMAGE])
