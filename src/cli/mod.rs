@@ -4,6 +4,7 @@
 pub mod hub;
 pub mod reap;
 pub mod spoke;
+pub mod spoke_token;
 
 use std::fmt;
 
