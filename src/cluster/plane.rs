@@ -278,7 +278,10 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
         }
     };
     match read_enroll(&mut ws, deadline) {
-        Err(why) => log::warn!("spoke plane: {peer}: enrollment rejected: {why}"),
+        Err(why) => {
+            log::warn!("spoke plane: {peer}: enrollment rejected: {why}");
+            transport::send_text(&tx, Frame::rejected().encode());
+        }
         Ok(payload) => match enroll(registry, &payload) {
             Err(why) => {
                 log::warn!("spoke plane: {peer}: enrollment rejected: {why}");

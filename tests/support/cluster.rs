@@ -174,3 +174,74 @@ impl Drop for Spoke {
         }
     }
 }
+
+/// A hand-driven spoke: a bare tungstenite client speaking the protocol frame by frame.
+pub struct RawSpoke {
+    pub ws: tungstenite::WebSocket<std::net::TcpStream>,
+}
+
+impl RawSpoke {
+    /// Connects and upgrades (no enrollment yet).
+    pub fn connect(hub: &Hub) -> RawSpoke {
+        let addr = hub
+            .url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .expect("addr")
+            .to_string();
+        let tcp = std::net::TcpStream::connect(&addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let (ws, _) = tungstenite::client::client(hub.url.as_str(), tcp).expect("upgrade");
+        RawSpoke { ws }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.ws
+            .send(tungstenite::Message::text(text))
+            .expect("send");
+    }
+
+    /// The next text message, or `Err` with why the connection ended (close code or error).
+    pub fn next_text(&mut self) -> Result<String, String> {
+        loop {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => return Ok(t.to_string()),
+                Ok(tungstenite::Message::Close(f)) => {
+                    return Err(format!("close {:?}", f.map(|f| u16::from(f.code))));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("error {e}")),
+            }
+        }
+    }
+
+    /// Sends an enroll with a join token and returns the answer frame's JSON.
+    pub fn enroll_token(&mut self, token: &str) -> Result<String, String> {
+        self.send(&format!(
+            r#"{{"type":"enroll","payload":{{"join_token":"{token}"}}}}"#
+        ));
+        self.next_text()
+    }
+
+    pub fn enroll_creds(&mut self, name: &str, credential: &str) -> Result<String, String> {
+        self.send(&format!(
+            r#"{{"type":"enroll","payload":{{"name":"{name}","credential":"{credential}"}}}}"#
+        ));
+        self.next_text()
+    }
+}
+
+/// The credential in a welcome frame.
+pub fn welcome_credential(text: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(text).expect("json");
+    assert_eq!(v["type"], "welcome", "{text}");
+    v["payload"]["credential"]
+        .as_str()
+        .expect("credential")
+        .to_string()
+}
+
+/// The rejection frame, exactly.
+pub const REJECTED: &str = r#"{"type":"err","error":"enrollment rejected"}"#;
