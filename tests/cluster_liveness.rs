@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Hub, REJECTED, RawSpoke, Spoke, wait_for, welcome_credential};
-use llmbox::boxes::{BoxManager, CreateOptions};
+use llmbox::boxes::CreateOptions;
 use llmbox::cluster::plane::{self, PlaneConfig};
 use llmbox::cluster::{ClusterError, SpokeDirectory};
 
