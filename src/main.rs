@@ -50,6 +50,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("llmbox: {err}");
+            if err.code == cli::EXIT_USAGE
+                && !err.message.to_lowercase().contains("usage:")
+                && let Some(line) = usage_line()
+            {
+                eprintln!("{line}");
+            }
             ExitCode::from(err.code)
         }
     }
@@ -74,27 +80,32 @@ fn parse_args() -> Result<Top, ExitCode> {
         }
         Err(exit) => {
             eprintln!("llmbox: {}", exit.output.trim_end());
-            // The usage line of the (sub)command named before the first flag.
-            let words: Vec<&str> = rest
-                .iter()
-                .copied()
-                .take_while(|a| !a.starts_with('-'))
-                .collect();
-            for n in (0..=words.len()).rev() {
-                let mut probe = words[..n].to_vec();
-                probe.push("--help");
-                if let Err(help) = Top::from_args(&[&name], &probe)
-                    && help.status.is_ok()
-                {
-                    if let Some(line) = help.output.lines().next() {
-                        eprintln!("{line}");
-                    }
-                    break;
-                }
+            if let Some(line) = usage_line() {
+                eprintln!("{line}");
             }
             Err(ExitCode::from(cli::EXIT_USAGE))
         }
     }
+}
+
+/// argh's usage line for the (sub)command named on the command line before its first flag.
+fn usage_line() -> Option<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .take_while(|a| !a.starts_with('-'))
+        .collect();
+    for n in (0..=words.len()).rev() {
+        let mut probe = words[..n].to_vec();
+        probe.push("--help");
+        if let Err(help) = Top::from_args(&["llmbox"], &probe)
+            && help.status.is_ok()
+        {
+            return help.output.lines().next().map(str::to_string);
+        }
+    }
+    None
 }
 
 fn print_version() -> Result<(), CliError> {
