@@ -7,7 +7,7 @@
 //! Modules: [`proto`] (wire frames, no sockets), [`transport`] (moving messages over one
 //! WebSocket), [`tokens`] (join tokens and credentials on the state file), [`remote`] (a
 //! connected spoke as a `BoxManager`), [`registry`], [`plane`], [`serve`] (spoke-side verb
-//! dispatch and admission) and [`spoke`].
+//! dispatch and admission), [`workers`] (the spoke's bounded verb threads) and [`spoke`].
 
 pub mod plane;
 pub mod proto;
@@ -17,6 +17,7 @@ pub mod serve;
 pub mod spoke;
 pub mod tokens;
 pub mod transport;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -3,15 +3,15 @@
 //!
 //! Threads: the caller's thread runs [`run`] (dial, enroll, read; over `wss://` it also writes,
 //! alternating short reads with draining the outgoing channel); over `ws://` a `spoke-write`
-//! thread owns the write half; each verb runs on a `spoke-verb` worker (at most
-//! `max_workers` at once, past that a request is answered with an error at once). Reconnects
+//! thread owns the write half; each verb runs on a `spoke-verb` worker ([`super::workers`]: at
+//! most `max_workers` at once, past that a request is answered with an error at once). Reconnects
 //! back off 1 s → 30 s with ±20 % jitter, reset after a welcome. A rejected enrollment is
 //! terminal ([`ClusterError::Rejected`]).
 
 use std::io;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -29,6 +29,7 @@ use super::ClusterError;
 use super::proto::{CONNECT_PATH, EnrollPayload, Frame, Kind, WelcomePayload, to_value};
 use super::serve::{self, Policy};
 use super::transport::{self, End, Flow, Outgoing, SplitStream, pump, ws_config};
+use super::workers::{Pool, Refused};
 
 /// Default credentials file (`--credentials`).
 pub const DEFAULT_CREDENTIALS: &str = "llmbox-spoke.json";
@@ -42,8 +43,6 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Jitter on each delay, as a fraction either way.
 pub const BACKOFF_JITTER: f64 = 0.2;
-/// Stack of verb workers (they run Docker calls).
-const WORKER_STACK: usize = 1 << 20;
 
 /// What a spoke needs to run.
 #[derive(Debug, Clone)]
@@ -439,7 +438,8 @@ fn connect_once(
         factory,
         outcome: None,
         served: false,
-        active: Arc::new(AtomicUsize::new(0)),
+        policy: Arc::new(config.policy.clone()),
+        workers: Pool::new(config.max_workers),
     };
     let end = match tls {
         None => {
@@ -519,7 +519,8 @@ struct Session<'a> {
     outcome: Option<Outcome>,
     /// True once welcomed: the end of this connection resets the backoff.
     served: bool,
-    active: Arc<AtomicUsize>,
+    policy: Arc<Policy>,
+    workers: Pool,
 }
 
 impl Session<'_> {
@@ -592,42 +593,20 @@ impl Session<'_> {
             );
             return;
         };
-        let max = self.config.max_workers;
-        if self.active.fetch_add(1, Ordering::SeqCst) >= max {
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            let msg = format!("spoke busy: {max} verbs already running; try again shortly");
-            transport::send_text(&self.tx, Frame::resp_err(frame.id, msg).encode());
-            return;
-        }
-        let (tx, policy, active) = (
-            self.tx.clone(),
-            self.config.policy.clone(),
-            Arc::clone(&self.active),
-        );
+        let (tx, policy) = (self.tx.clone(), Arc::clone(&self.policy));
         let id = frame.id;
-        // Runs one verb and sends its resp; ends with the verb.
-        let spawned = thread::Builder::new()
-            .name("spoke-verb".into())
-            .stack_size(WORKER_STACK)
-            .spawn(move || {
-                let _done = Decrement(active);
-                let resp = serve::handle(manager.as_ref(), &policy, &frame);
-                transport::send_text(&tx, resp.encode());
-            });
-        if let Err(e) = spawned {
-            transport::send_text(
-                &self.tx,
-                Frame::resp_err(id, format!("spoke cannot start a worker: {e}")).encode(),
-            );
-        }
-    }
-}
-
-struct Decrement(Arc<AtomicUsize>);
-
-impl Drop for Decrement {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let job = move || {
+            let resp = serve::handle(manager.as_ref(), &policy, &frame);
+            transport::send_text(&tx, resp.encode());
+        };
+        let refused = match self.workers.submit(job) {
+            Ok(()) => return,
+            Err(Refused::Busy(max)) => {
+                format!("spoke busy: {max} verbs already running; try again shortly")
+            }
+            Err(Refused::Spawn(e)) => format!("spoke cannot start a worker: {e}"),
+        };
+        transport::send_text(&self.tx, Frame::resp_err(id, refused).encode());
     }
 }
 
