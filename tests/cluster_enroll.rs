@@ -165,3 +165,40 @@ fn a_socket_that_never_enrolls_is_closed_at_the_deadline() {
     );
     assert_eq!(hub.store.load().expect("state").join_tokens.len(), 1);
 }
+
+#[test]
+fn a_trickled_upgrade_request_is_cut_off_at_the_enrollment_deadline() {
+    let hub = Hub::start_with(
+        "trickle",
+        PlaneConfig {
+            enroll_timeout: Duration::from_millis(400),
+            ..PlaneConfig::default()
+        },
+    );
+    let addr = hub
+        .url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .expect("addr");
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let start = std::time::Instant::now();
+    // One byte every 50 ms never completes the request; the hub must hang up anyway.
+    let closed = loop {
+        if tcp.write_all(b"G").is_err() {
+            break true;
+        }
+        let mut b = [0u8; 64];
+        match tcp.read(&mut b) {
+            Ok(0) => break true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => break true,
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(closed, "the hub kept a trickling socket open");
+}

@@ -246,11 +246,9 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
             Err(err)
         }
     };
-    let mut ws = match tungstenite::accept_hdr_with_config(
-        SplitStream::new(tcp),
-        check_path,
-        Some(ws_config()),
-    ) {
+    let mut stream = SplitStream::new(tcp);
+    stream.set_deadline(Some(deadline));
+    let mut ws = match tungstenite::accept_hdr_with_config(stream, check_path, Some(ws_config())) {
         Ok(ws) => ws,
         Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             log::info!("spoke plane: {peer}: refused {}", resp.status());
@@ -288,6 +286,7 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
                 transport::send_text(&tx, Frame::rejected().encode());
             }
             Ok(enrolled) => {
+                ws.get_mut().set_deadline(None);
                 run_spoke(&mut ws, &raw, tx.clone(), enrolled, peer, registry, config);
             }
         },
@@ -303,15 +302,11 @@ fn read_enroll(
     ws: &mut WebSocket<SplitStream>,
     deadline: Instant,
 ) -> Result<EnrollPayload, String> {
+    // The stream's deadline bounds every read here.
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= deadline {
             return Err("no enroll message within the enrollment deadline".into());
         }
-        ws.get_ref()
-            .tcp()
-            .set_read_timeout(Some(left))
-            .map_err(|e| format!("set timeout: {e}"))?;
         match ws.read() {
             Ok(Message::Text(text)) => {
                 let frame =

@@ -188,6 +188,9 @@ pub fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, String>
 /// # Errors
 /// Unknown name or wrong credential (the reason for the hub's log).
 pub fn check_credential(store: &Store, name: &str, credential: &str) -> Result<Enrolled, String> {
+    if name == LOCAL_SPOKE {
+        return Err(format!("the name {LOCAL_SPOKE:?} is the hub's own spoke"));
+    }
     let state = store.load().map_err(|e| e.to_string())?;
     let Some(record) = state.spokes.iter().find(|r| r.name == name) else {
         return Err(format!("spoke {name:?} is not enrolled (revoked?)"));

@@ -66,12 +66,24 @@ pub enum Outgoing {
 pub struct SplitStream {
     tcp: TcpStream,
     out: Option<Sender<Outgoing>>,
+    deadline: Option<Instant>,
 }
 
 impl SplitStream {
     /// Wraps a connected socket.
     pub fn new(tcp: TcpStream) -> Self {
-        SplitStream { tcp, out: None }
+        SplitStream {
+            tcp,
+            out: None,
+            deadline: None,
+        }
+    }
+
+    /// Makes every read fail with `TimedOut` once `deadline` has passed (the enrollment
+    /// deadline covers the whole upgrade, however slowly the peer trickles bytes); `None`
+    /// lifts it, leaving the socket's own read timeout.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     /// Routes further writes through `out`.
@@ -87,6 +99,13 @@ impl SplitStream {
 
 impl Read for SplitStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.tcp.set_read_timeout(Some(left))?;
+        }
         self.tcp.read(buf)
     }
 }
