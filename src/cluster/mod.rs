@@ -5,10 +5,12 @@
 //! accept loop for spoke sockets); [`spoke`] is the dialing end that `llmbox spoke` runs.
 //!
 //! Modules: [`proto`] (wire frames, no sockets), [`transport`] (moving messages over one
-//! WebSocket), [`tokens`] (join tokens and credentials on the state file), [`remote`] (a
+//! WebSocket), [`tokens`] (join tokens and credentials on the state file), [`dial`] (reaching the hub: URL,
+//! TLS, connect, backoff), [`remote`] (a
 //! connected spoke as a `BoxManager`), [`registry`], [`plane`], [`serve`] (spoke-side verb
 //! dispatch and admission), [`workers`] (the spoke's bounded verb threads) and [`spoke`].
 
+pub mod dial;
 pub mod plane;
 pub mod proto;
 pub mod registry;
