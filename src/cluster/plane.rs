@@ -86,7 +86,10 @@ impl PlaneHandle {
 
     /// Stops accepting, closes every spoke connection and joins the plane's threads.
     pub fn stop(mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.stopping.store(true, Ordering::SeqCst);
+        }
         self.wake.1.notify_all();
         // Wake the accept loop with a connection of our own.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
@@ -139,15 +142,23 @@ pub fn start(
             .name("spoke-plane-watch".into())
             .spawn(move || {
                 let (m, cv) = &*wake;
-                let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
-                while !stopping.load(Ordering::SeqCst) {
-                    guard = cv
+                loop {
+                    // The flag is checked and the wait begun under the lock `stop` sets it
+                    // under, so a stop is never missed; the lock is released before the
+                    // state-file read and the closes.
+                    let guard = m.lock().unwrap_or_else(|e| e.into_inner());
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let guard = cv
                         .wait_timeout(guard, every)
                         .map(|(g, _)| g)
                         .unwrap_or_else(|e| e.into_inner().0);
-                    if !stopping.load(Ordering::SeqCst) {
-                        registry.drop_revoked();
+                    drop(guard);
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
                     }
+                    registry.drop_revoked();
                 }
             })
             .map_err(|e| ClusterError::io("spoke plane: spawn watch thread", e))?
