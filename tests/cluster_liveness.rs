@@ -54,8 +54,17 @@ fn the_hub_declares_a_silent_spoke_dead_after_three_heartbeats() {
     let mut raw = RawSpoke::connect(&hub);
     welcome_credential(&raw.enroll_token(&hub.token("edge")).expect("welcome"));
     hub.wait_connected("edge");
+    let up = hub.registry.statuses();
+    assert!(up.iter().any(|s| s.name == "edge" && s.connected), "{up:?}");
     // The raw client never reads again, so it never answers the hub's pings.
     hub.wait_disconnected("edge");
+    // Still listed: enrolled, just not connected.
+    let down = hub.registry.statuses();
+    assert!(
+        down.iter()
+            .any(|s| s.name == "edge" && !s.connected && !s.local),
+        "{down:?}"
+    );
     drop(raw);
 }
 

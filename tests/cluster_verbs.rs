@@ -129,3 +129,32 @@ impl ManagerList for Spoke {
         self.manager.list().expect("local list")
     }
 }
+
+#[test]
+fn a_call_past_its_deadline_fails_naming_the_spoke_and_the_socket_stays_up() {
+    use llmbox::cluster::plane::PlaneConfig;
+    use llmbox::cluster::remote::CallDeadlines;
+    let hub = Hub::start_with(
+        "deadline-call",
+        PlaneConfig {
+            heartbeat: HB,
+            deadlines: CallDeadlines {
+                exec: Duration::from_millis(300),
+                ..CallDeadlines::default()
+            },
+            ..PlaneConfig::default()
+        },
+    );
+    let _spoke = Spoke::enroll(&hub, "edge", HB);
+    let remote = hub.wait_connected("edge");
+    remote.create(opts("web")).expect("create");
+    let err = remote
+        .exec("web", &["sleep".into(), "2".into()])
+        .expect_err("deadline");
+    assert_eq!(
+        err.to_string(),
+        "spoke edge did not answer exec within 300ms"
+    );
+    // A late answer is dropped, and the connection keeps serving.
+    assert_eq!(remote.list().expect("list").len(), 1);
+}
