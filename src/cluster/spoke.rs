@@ -214,46 +214,48 @@ pub fn run(
     } else {
         None
     };
-    let mut token = config.token.clone().filter(|t| !t.is_empty());
-    let mut creds = None;
-    if token.is_some() {
-        // Spend the token only if its credential can be kept.
-        check_dir_writable(&config.credentials).map_err(|e| {
-            ClusterError::io(
-                format!(
-                    "credentials file {} is not writable, so the join token was not used",
-                    config.credentials.display()
-                ),
-                e,
-            )
-        })?;
-    } else {
-        creds = load_credentials(&config.credentials)?;
-        if creds.is_none() {
-            return Err(ClusterError::Invalid(format!(
-                "no credentials file {} and no --token: create a join token on the hub (llmbox spoke token create --name NAME) and pass it with --token",
-                config.credentials.display()
-            )));
+    let mut identity = match config.token.clone().filter(|t| !t.is_empty()) {
+        Some(token) => {
+            // Spend the token only if its credential can be kept.
+            check_dir_writable(&config.credentials).map_err(|e| {
+                ClusterError::io(
+                    format!(
+                        "credentials file {} is not writable, so the join token was not used",
+                        config.credentials.display()
+                    ),
+                    e,
+                )
+            })?;
+            EnrollPayload {
+                join_token: token,
+                ..Default::default()
+            }
         }
-    }
+        None => match load_credentials(&config.credentials)? {
+            Some(c) => EnrollPayload {
+                name: c.name,
+                credential: c.credential,
+                ..Default::default()
+            },
+            None => {
+                return Err(ClusterError::Invalid(format!(
+                    "no credentials file {} and no --token: create a join token on the hub (llmbox spoke token create --name NAME) and pass it with --token",
+                    config.credentials.display()
+                )));
+            }
+        },
+    };
     let mut manager: Option<Arc<dyn BoxManager>> = None;
     let mut backoff = Backoff::new(config.backoff.0, config.backoff.1);
     while !stop.is_stopped() {
-        let enroll = match (&token, &creds) {
-            (Some(t), _) => EnrollPayload {
-                join_token: t.clone(),
-                ..Default::default()
-            },
-            (None, Some(c)) => EnrollPayload {
-                name: c.name.clone(),
-                credential: c.credential.clone(),
-                ..Default::default()
-            },
-            (None, None) => unreachable_creds()?,
-        };
+        let enroll = identity.clone();
+        // After the first welcome the token is spent: reconnect with the saved credential.
         let mut welcomed = |c: Credentials| {
-            token = None;
-            creds = Some(c);
+            identity = EnrollPayload {
+                name: c.name,
+                credential: c.credential,
+                ..Default::default()
+            };
         };
         let outcome = connect_once(
             config,
@@ -287,12 +289,6 @@ pub fn run(
         stop.sleep(delay);
     }
     Ok(())
-}
-
-fn unreachable_creds() -> Result<EnrollPayload, ClusterError> {
-    Err(ClusterError::Invalid(
-        "no join token and no credentials".into(),
-    ))
 }
 
 #[allow(clippy::too_many_arguments)]
