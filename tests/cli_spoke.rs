@@ -350,3 +350,74 @@ fn a_corrupt_state_file_stops_the_hub_naming_the_path() {
     assert_eq!(std::fs::read_to_string(&state).expect("kept"), "{not json");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn secrets_never_reach_the_hub_log_even_at_trace() {
+    let dir = temp_dir("cli-secrets");
+    let (http, plane) = (free_port(), free_port());
+    let state = dir.join("state.json");
+    let log = dir.join("hub.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args(["hub", "--no-local", "--log-level", "trace"])
+        .args(["--listen", &format!("127.0.0.1:{http}")])
+        .args(["--spoke-listen", &format!("127.0.0.1:{plane}")])
+        .arg("--state")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn hub");
+    let hub = ChildGuard(child);
+    let o = llmbox(&[
+        "spoke",
+        "token",
+        "create",
+        "--name",
+        "edge",
+        "--state",
+        state.to_str().expect("utf8"),
+    ]);
+    let token = hex64_words(&stdout(&o)).pop().expect("token");
+    let tcp = wait_for("plane up", || {
+        std::net::TcpStream::connect(("127.0.0.1", plane)).ok()
+    });
+    let (mut ws, _) =
+        tungstenite::client::client(format!("ws://127.0.0.1:{plane}/spoke/connect"), tcp)
+            .expect("upgrade");
+    ws.send(tungstenite::Message::text(format!(
+        r#"{{"type":"enroll","payload":{{"join_token":"{token}"}}}}"#
+    )))
+    .expect("send");
+    let welcome = ws.read().expect("welcome").into_text().expect("text");
+    let v: serde_json::Value = serde_json::from_str(&welcome).expect("json");
+    let credential = v["payload"]["credential"]
+        .as_str()
+        .expect("credential")
+        .to_string();
+    // A second, rejected use of the token is logged too (with its reason, not the token).
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", plane)).expect("connect");
+    let (mut again, _) =
+        tungstenite::client::client(format!("ws://127.0.0.1:{plane}/spoke/connect"), tcp)
+            .expect("upgrade");
+    again
+        .send(tungstenite::Message::text(format!(
+            r#"{{"type":"enroll","payload":{{"join_token":"{token}"}}}}"#
+        )))
+        .expect("send");
+    let _ = again.read();
+    drop((ws, again, hub));
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("enrollment rejected"),
+        "the hub logged: {text}"
+    );
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    for secret in [&token, &credential] {
+        assert!(!text.contains(secret.as_str()), "secret in the log: {text}");
+        assert!(
+            !text.contains(&hex(secret)[..32]),
+            "secret (hex) in the log"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
