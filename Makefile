@@ -30,6 +30,10 @@ bench-docker: test-image
 run: build
 	./target/release/llmbox hub
 
+## Cluster benchmark: verb round trip, throughput and idle-spoke RSS vs a bare tungstenite echo.
+bench-cluster:
+	$(CARGO) bench --bench cluster
+
 ## Stripped static musl binary.
 static:
 	$(CARGO) build --release --target $(MUSL_TARGET)

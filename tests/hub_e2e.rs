@@ -453,3 +453,124 @@ fn hook_files_land_in_a_real_box_and_destroy_gets_the_hook_state() {
     assert_eq!(replayed["box_id"], "hooked");
     assert_eq!(replayed["state"]["lease"], "L-7");
 }
+
+/// A running `llmbox spoke`; killed on drop.
+struct SpokeProcess(Child);
+
+impl Drop for SpokeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_separate_spoke_process_serves_boxes_in_its_own_namespace() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let local = common::TestNs::new("e2e-hubns");
+    let edge = local.sibling("edge");
+    let dir = temp_dir("spoke");
+    let state = dir.join("state.json");
+    let plane = free_addr();
+    let hub = HubProcess::start_with_plane(&local.ns, &dir, &state, free_addr(), plane, &[]);
+    let plane_url = format!("ws://{plane}");
+    let minted = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args([
+            "spoke", "token", "create", "--name", &edge.ns, "--hub", &plane_url, "--state",
+        ])
+        .arg(&state)
+        .output()
+        .expect("token create");
+    let text = String::from_utf8_lossy(&minted.stdout).into_owned();
+    assert!(
+        minted.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = text
+        .split("--token ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("token in the output")
+        .to_string();
+    let spoke_log = File::create(dir.join("spoke.log")).expect("log");
+    let _spoke = SpokeProcess(
+        Command::new(env!("CARGO_BIN_EXE_llmbox"))
+            .args([
+                "spoke",
+                "--hub",
+                &plane_url,
+                "--token",
+                &token,
+                "--log-level",
+                "debug",
+            ])
+            .arg("--credentials")
+            .arg(dir.join("spoke.json"))
+            .arg("--claude-bin")
+            .arg(root().join("tests/fixtures/fake-claude"))
+            .args(["--memory-mb", "256"])
+            .stdin(Stdio::null())
+            .stdout(spoke_log.try_clone().expect("dup"))
+            .stderr(spoke_log)
+            .spawn()
+            .expect("start llmbox spoke"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spokes = call(hub.addr, "list_spokes", json!({}));
+        let up = spokes["structuredContent"]["spokes"]
+            .as_array()
+            .is_some_and(|l| {
+                l.iter()
+                    .any(|s| s["name"] == edge.ns.as_str() && s["connected"] == true)
+            });
+        if up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spoke never connected: {spokes}\n{}",
+            std::fs::read_to_string(dir.join("spoke.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = hub.url();
+    let v1 = run_script(
+        &python(".venv-mcp1"),
+        "mcp_flow.py",
+        &[
+            "--url",
+            &format!("{url}/mcp"),
+            "--public-url",
+            &url,
+            "--box-id",
+            "far-away",
+            "--spoke",
+            &edge.ns,
+        ],
+    );
+    assert!(v1.contains(": OK"), "{v1}");
+    // While it ran, the box lived in the spoke's namespace and not in the hub's own.
+    assert!(local.containers().is_empty());
+    let created = call(
+        hub.addr,
+        "create_llmbox",
+        json!({"box_id": "placed", "spoke": edge.ns}),
+    );
+    assert_eq!(created["isError"], false, "{created}");
+    assert_eq!(
+        edge.containers().len(),
+        1,
+        "the box is not in the spoke's namespace"
+    );
+    assert!(
+        local.containers().is_empty(),
+        "the box landed in the hub's namespace"
+    );
+    assert_eq!(
+        call(hub.addr, "destroy_llmbox", json!({"box_id": "placed"}))["isError"],
+        false
+    );
+    assert!(edge.containers().is_empty());
+}

@@ -5,16 +5,18 @@
 //! Docker daemon that is down does not stop the hub: `local` reports disconnected and its verbs
 //! fail clearly, while remote spokes are served as usual.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
 
+use super::spoke_token::DEFAULT_STATE;
 use super::{CliError, DEFAULT_LOG_LEVEL, init_logging, parse_duration_flag};
-use crate::boxes::BoxManager;
-use crate::cluster::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};
+use crate::cluster::plane::{self, PlaneConfig};
+use crate::cluster::registry::Registry;
+use crate::cluster::{LOCAL_SPOKE, SpokeDirectory};
 use crate::docker::{DockerBoxManager, ManagerConfig};
 use crate::hub::http::HttpFront;
 use crate::hub::reaper::Reaper;
@@ -25,8 +27,6 @@ use crate::store::Store;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default `--spoke-listen`.
 pub const DEFAULT_SPOKE_LISTEN: &str = "127.0.0.1:8081";
-/// Default `--state`.
-pub const DEFAULT_STATE: &str = "llmbox-state.json";
 
 /// The usage line printed with a usage error.
 pub const USAGE: &str = "usage: llmbox hub [--listen ADDR] [--spoke-listen ADDR] [--public-url URL] [--state FILE] [--no-local] [--box-image IMAGE] [--claude-bin FILE] [--hook FILE]... (llmbox hub --help lists every flag)";
@@ -195,57 +195,19 @@ impl Config {
     }
 }
 
-/// The local spoke's Docker manager settings from the box flags.
+/// The local spoke's Docker manager settings from the box flags shared with `llmbox spoke`.
 fn local_manager_config(args: &Args) -> ManagerConfig {
-    let mut c = ManagerConfig::new(args.local_namespace.as_deref().unwrap_or(LOCAL_SPOKE));
-    if let Some(h) = &args.docker_host {
-        c.docker_host = h.clone();
+    super::BoxFlags {
+        docker_host: args.docker_host.as_deref(),
+        claude_bin: args.claude_bin.as_deref(),
+        remote_args: args.remote_args.as_deref(),
+        max_boxes: args.max_boxes,
+        memory_mb: args.memory_mb,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        box_peers: &args.box_peer,
     }
-    c.claude_bin = args.claude_bin.clone();
-    if let Some(r) = &args.remote_args {
-        c.remote_args = r.clone();
-    }
-    if let Some(n) = args.max_boxes {
-        c.max_boxes = n;
-    }
-    if let Some(n) = args.memory_mb {
-        c.memory_mb = n;
-    }
-    if let Some(n) = args.cpus {
-        c.cpus = n;
-    }
-    if let Some(n) = args.pids_limit {
-        c.pids_limit = n;
-    }
-    c.box_peers = args.box_peer.clone();
-    c
-}
-
-/// The hub's spokes until the spoke plane is wired in: only `local`, connected while its
-/// Docker daemon answers a ping.
-struct LocalOnly {
-    local: Option<Arc<DockerBoxManager>>,
-}
-
-impl SpokeDirectory for LocalOnly {
-    fn get(&self, name: &str) -> Option<Arc<dyn BoxManager>> {
-        (name == LOCAL_SPOKE)
-            .then(|| self.local.clone())
-            .flatten()
-            .map(|m| m as Arc<dyn BoxManager>)
-    }
-
-    fn statuses(&self) -> Vec<SpokeStatus> {
-        self.local
-            .iter()
-            .map(|m| SpokeStatus {
-                name: LOCAL_SPOKE.into(),
-                connected: m.ping().is_ok(),
-                local: true,
-                connected_since: None,
-            })
-            .collect()
-    }
+    .manager_config(args.local_namespace.as_deref().unwrap_or(LOCAL_SPOKE))
 }
 
 fn is_loopback(addr: &SocketAddr) -> bool {
@@ -264,20 +226,29 @@ pub fn run(args: Args) -> Result<(), CliError> {
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
     let store = Arc::new(Store::open(&config.state).map_err(CliError::runtime)?);
-    let local = match &config.local {
-        None => None,
-        Some(mc) => {
-            let manager = DockerBoxManager::new(mc.clone())
-                .map_err(|e| CliError::usage(format!("--docker-host: {e}")))?;
-            if let Err(e) = manager.ping() {
-                log::warn!(
-                    "local spoke: {e}; it reports disconnected until Docker answers, remote spokes are served as usual"
-                );
-            }
-            Some(Arc::new(manager))
+    let registry = Arc::new(Registry::new(Arc::clone(&store)));
+    if let Some(mc) = &config.local {
+        let manager = Arc::new(
+            DockerBoxManager::new(mc.clone())
+                .map_err(|e| CliError::usage(format!("--docker-host: {e}")))?,
+        );
+        if let Err(e) = manager.ping() {
+            log::warn!(
+                "local spoke: {e}; it reports disconnected until Docker answers, remote spokes are served as usual"
+            );
         }
+        let probe = Arc::clone(&manager);
+        registry.set_local(manager, Arc::new(move || probe.ping().is_ok()));
+    }
+    let spoke_listener = TcpListener::bind(config.spoke_listen)
+        .map_err(|e| CliError::runtime(format!("--spoke-listen {}: {e}", config.spoke_listen)))?;
+    let plane_config = PlaneConfig {
+        heartbeat: config.heartbeat,
+        ..PlaneConfig::default()
     };
-    let directory: Arc<dyn SpokeDirectory> = Arc::new(LocalOnly { local });
+    let plane = plane::start(spoke_listener, Arc::clone(&registry), plane_config)
+        .map_err(CliError::runtime)?;
+    let directory: Arc<dyn SpokeDirectory> = registry;
     let hub = Arc::new(Hub::new(config.hub.clone(), Arc::clone(&store), directory));
     let dropped = hub.reconcile();
     if dropped > 0 {
@@ -294,11 +265,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
         );
     }
     log::info!(
-        "hub serving MCP at {}/mcp (state {})",
+        "hub serving MCP at {}/mcp; spokes dial {} (state {})",
         config.hub.public_url,
+        plane.url(),
         config.state.display()
     );
     front.wait();
+    plane.stop();
     Ok(())
 }
 

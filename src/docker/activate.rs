@@ -118,11 +118,6 @@ fn quote_box(seen: &str, secret: Option<&str>) -> String {
 impl DockerBoxManager {
     pub(super) fn create_box(&self, opts: CreateOptions) -> Result<Created, BoxError> {
         opts.validate()?;
-        if let Some(allowed) = self.allowed_images()
-            && !allowed.iter().any(|i| i == &opts.image)
-        {
-            return Err(BoxError::ImageNotAllowed(opts.image));
-        }
         // Build the archive first: a path ustar cannot hold is refused before anything exists.
         let claude = self.read_claude_bin()?;
         let tar = boxspec::injection_tar(claude.as_deref(), &opts.files)
@@ -182,14 +177,6 @@ impl DockerBoxManager {
             self.config.namespace
         );
         Ok(Created { id, authorize_url })
-    }
-
-    fn allowed_images(&self) -> Option<&[String]> {
-        if self.config.allowed_images.is_empty() {
-            None
-        } else {
-            Some(&self.config.allowed_images)
-        }
     }
 
     fn read_claude_bin(&self) -> Result<Option<Vec<u8>>, BoxError> {

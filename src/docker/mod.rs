@@ -50,8 +50,6 @@ pub struct ManagerConfig {
     pub pids_limit: i64,
     /// Containers joined to every box's network (`--box-peer`, repeatable).
     pub box_peers: Vec<String>,
-    /// Images `create` may use (`--allowed-image`, repeatable); empty allows any.
-    pub allowed_images: Vec<String>,
 }
 
 /// The Docker socket used when neither `--docker-host` nor `DOCKER_HOST` is set.
@@ -73,7 +71,6 @@ impl ManagerConfig {
             cpus: 2.0,
             pids_limit: 4096,
             box_peers: Vec::new(),
-            allowed_images: Vec::new(),
         }
     }
 }
