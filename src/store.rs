@@ -120,6 +120,10 @@ pub struct Session {
     /// asked for the link again (it knows tokens only by hash); every one of them stays valid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_token_hashes: Vec<String>,
+    /// SHA-256 hex of the codes typed on the activation page (the newest few), so a restarted
+    /// hub can still hide their TTY echo in the box's logs; the codes themselves never reach disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_hashes: Vec<String>,
 }
 
 impl Session {

@@ -304,6 +304,24 @@ fn a_restarted_hub_keeps_pending_links_and_ready_boxes() {
     let got = call(addr, "get_llmbox", json!({"box_id": ready_id}));
     assert_eq!(got["structuredContent"]["status"], "ready", "{got}");
     assert_eq!(got["structuredContent"]["session_url"], session_url);
+    // The box's terminal echoed the code; the restarted hub knows it only by hash and still
+    // hides it.
+    let cid = got["structuredContent"]["container_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (_, raw_logs, _) = common::docker(&["logs", &cid]);
+    assert!(
+        raw_logs.contains("restart-code-1"),
+        "the box did not echo the code: {raw_logs}"
+    );
+    let logs = call(addr, "get_llmbox_logs", json!({"box_id": ready_id}));
+    let text = logs["structuredContent"]["logs"].as_str().expect("logs");
+    assert!(
+        !text.contains("restart-code-1") && text.contains("[code hidden]"),
+        "{text}"
+    );
+    assert!(!text.contains("oauth/authorize"), "{text}");
     let page = request(addr, "GET", &path(&pending_link), &[], b"");
     assert_eq!(
         page.status, 200,

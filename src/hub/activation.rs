@@ -159,6 +159,16 @@ impl Hub {
             }
             codes.push(code.to_string());
         }
+        // Before the box sees it, so its echo is hidden even if this process dies meanwhile.
+        let (id, hash) = (s.container_id.clone(), sha256_hex(code.as_bytes()));
+        self.store.update(|state| {
+            if let Some(x) = state.sessions.iter_mut().find(|x| x.container_id == id) {
+                if x.code_hashes.len() >= MAX_CODES_PER_BOX {
+                    x.code_hashes.remove(0);
+                }
+                x.code_hashes.push(hash);
+            }
+        })?;
         let manager = match self.manager(&s.spoke) {
             Ok(m) => m,
             Err(e) => {

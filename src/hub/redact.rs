@@ -3,8 +3,11 @@
 //! A box's logs and exec output can hold the OAuth authorize URL (the login prompt prints it)
 //! and, because the box runs on a TTY, the echo of a code a person typed. Neither may reach a
 //! model: authorize URLs are replaced by a pointer to the activation page, and the codes the hub
-//! fed to the box (kept in memory only) are replaced by a marker. Also finds the newest
+//! fed to the box are replaced by a marker — found verbatim while this process remembers them,
+//! and by the SHA-256 of each word after a restart (only the hashes are stored). Also finds the newest
 //! authorize URL in a log, for the page's fresh sign-in link after a failed code.
+
+use crate::util::secret::sha256_hex;
 
 /// What replaces an authorize URL in MCP output.
 pub const URL_MARKER: &str =
@@ -51,8 +54,9 @@ pub fn newest_authorize_url(logs: &str) -> Option<String> {
         .map(|(s, e)| logs[*s..*e].to_string())
 }
 
-/// `text` with every authorize URL and every one of `codes` replaced by a marker.
-pub fn scrub(text: &str, codes: &[String]) -> String {
+/// `text` with every authorize URL, every one of `codes`, and every whitespace-separated word
+/// whose SHA-256 hex is in `code_hashes` replaced by a marker.
+pub fn scrub(text: &str, codes: &[String], code_hashes: &[String]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for (start, end) in authorize_urls(text) {
@@ -67,7 +71,18 @@ pub fn scrub(text: &str, codes: &[String]) -> String {
             out = out.replace(code, CODE_MARKER);
         }
     }
-    out
+    if code_hashes.is_empty() {
+        return out;
+    }
+    let hidden: Vec<&str> = out
+        .split_whitespace()
+        .filter(|w| w.len() >= MIN_CODE_LEN && code_hashes.contains(&sha256_hex(w.as_bytes())))
+        .collect();
+    let mut scrubbed = out.clone();
+    for word in hidden {
+        scrubbed = scrubbed.replace(word, CODE_MARKER);
+    }
+    scrubbed
 }
 
 #[cfg(test)]
@@ -79,7 +94,7 @@ mod tests {
     #[test]
     fn authorize_urls_are_replaced_and_other_urls_kept() {
         let text = format!("open {URL}\nthen https://claude.ai/code/session_1 ok");
-        let out = scrub(&text, &[]);
+        let out = scrub(&text, &[], &[]);
         assert!(!out.contains("oauth/authorize"), "{out}");
         assert!(out.contains(URL_MARKER));
         assert!(out.contains("https://claude.ai/code/session_1"));
@@ -90,8 +105,16 @@ mod tests {
         let out = scrub(
             "Paste code here > abc123#state\nok a",
             &["abc123#state".into(), "a".into()],
+            &[],
         );
         assert_eq!(out, format!("Paste code here > {CODE_MARKER}\nok a"));
+    }
+
+    #[test]
+    fn codes_known_only_by_hash_are_replaced_too() {
+        let hashes = vec![sha256_hex(b"xyz-789#s")];
+        let out = scrub("prompt > xyz-789#s\r\nLogin ok xyz-789", &[], &hashes);
+        assert_eq!(out, format!("prompt > {CODE_MARKER}\r\nLogin ok xyz-789"));
     }
 
     #[test]

@@ -272,7 +272,8 @@ impl Hub {
             status: status_word(s.status).to_string(),
             activation_url,
             session_url: ready.then(|| s.session_url.clone()),
-            error: (!s.error.is_empty() && !ready).then(|| s.error.clone()),
+            // The box's own words: scrubbed like its logs before a model sees them.
+            error: (!s.error.is_empty() && !ready).then(|| scrub(&s.error, &[], &s.code_hashes)),
             container_id: short(&s.container_id),
             description: s.description.clone(),
             created: s.created,
@@ -382,6 +383,7 @@ impl Hub {
                     hook_state: hook_state.clone(),
                     created: unix_now(),
                     more_token_hashes: Vec::new(),
+                    code_hashes: Vec::new(),
                 };
                 let record = session.clone();
                 self.store.update(|state| state.sessions.push(record))?;
@@ -538,12 +540,20 @@ impl Hub {
         })
     }
 
-    fn codes_for(&self, container_id: &str) -> Vec<String> {
-        self.volatile()
+    /// Scrubs `text` of sign-in links and of the codes typed for the located box.
+    fn scrub_for(&self, found: &Located, text: &str) -> String {
+        let codes = self
+            .volatile()
             .codes
-            .get(container_id)
+            .get(&found.target)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let hashes = found
+            .session
+            .as_ref()
+            .map(|s| s.code_hashes.as_slice())
+            .unwrap_or_default();
+        scrub(text, &codes, hashes)
     }
 
     /// `get_llmbox_logs`: the last `tail` lines, with sign-in links and typed codes hidden.
@@ -566,7 +576,7 @@ impl Hub {
                 spoke: found.spoke.clone(),
                 source,
             })?;
-        Ok(scrub(&logs, &self.codes_for(&found.target)))
+        Ok(self.scrub_for(&found, &logs))
     }
 
     /// `exec_llmbox`: `/bin/sh -c command` in the box, output scrubbed like the logs.
@@ -593,9 +603,8 @@ impl Hub {
                 spoke: found.spoke.clone(),
                 source,
             })?;
-        let codes = self.codes_for(&found.target);
-        out.stdout = scrub(&out.stdout, &codes);
-        out.stderr = scrub(&out.stderr, &codes);
+        out.stdout = self.scrub_for(&found, &out.stdout);
+        out.stderr = self.scrub_for(&found, &out.stderr);
         Ok(out)
     }
 }
