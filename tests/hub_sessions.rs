@@ -5,6 +5,7 @@ mod hub_common;
 use hub_common as common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{hub, hub_on, state_path, token_of};
@@ -315,4 +316,40 @@ fn forget_reaped_drops_only_the_named_sessions() {
     let left = store.load().expect("load").sessions.clone();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].box_id, "b");
+}
+
+#[test]
+fn a_second_activation_while_one_runs_is_turned_away() {
+    let (hub, board, _path) = hub("concurrent");
+    let view = hub.create_box(create("web", None)).expect("create");
+    let token = token_of(&view.activation_url.expect("link"));
+    let local = board.manager("local");
+    local.hold_submit.store(true, Ordering::SeqCst);
+    let first = {
+        let (hub, token) = (std::sync::Arc::clone(&hub), token.clone());
+        std::thread::spawn(move || {
+            hub.activate(&token, "first-code")
+                .expect("ok")
+                .expect("page")
+        })
+    };
+    while !local.submit_entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = hub
+        .activate(&token, "second-code")
+        .expect("ok")
+        .expect("page");
+    assert!(
+        matches!(second.state, PageState::Error { ref message } if message.contains("Another activation")),
+        "{:?}",
+        second.state
+    );
+    local.hold_submit.store(false, Ordering::SeqCst);
+    let first = first.join().expect("thread");
+    assert!(
+        matches!(first.state, PageState::Ready { .. }),
+        "{:?}",
+        first.state
+    );
 }

@@ -210,8 +210,13 @@ fn local_manager_config(args: &Args) -> ManagerConfig {
     .manager_config(args.local_namespace.as_deref().unwrap_or(LOCAL_SPOKE))
 }
 
-fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
+/// The warning logged when the HTTP front listens beyond loopback.
+fn exposure_warning(listen: &SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "--listen {listen} is not a loopback address: the MCP endpoint has no caller authentication yet; put it behind an authenticating proxy"
+        )
+    })
 }
 
 /// Runs the hub until it is killed.
@@ -258,11 +263,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .map_err(|e| CliError::runtime(format!("cannot start the reaper: {e}")))?;
     let front = HttpFront::start(Arc::clone(&hub), &config.listen.to_string())
         .map_err(|e| CliError::runtime(format!("--listen: {e}")))?;
-    if !is_loopback(&config.listen) {
-        log::warn!(
-            "--listen {} is not a loopback address: the MCP endpoint has no caller authentication yet; put it behind an authenticating proxy",
-            config.listen
-        );
+    if let Some(warning) = exposure_warning(&config.listen) {
+        log::warn!("{warning}");
     }
     log::info!(
         "hub serving MCP at {}/mcp; spokes dial {} (state {})",
@@ -315,6 +317,21 @@ mod tests {
         assert_eq!(local.remote_args, "--x");
         a.no_local = true;
         assert!(Config::from_args(&a).expect("config").local.is_none());
+    }
+
+    #[test]
+    fn only_a_non_loopback_listen_address_is_warned_about() {
+        for quiet in ["127.0.0.1:8080", "[::1]:80", "127.0.0.2:1"] {
+            assert_eq!(
+                exposure_warning(&quiet.parse().expect("addr")),
+                None,
+                "{quiet}"
+            );
+        }
+        for loud in ["0.0.0.0:8080", "192.168.1.5:80", "[::]:80"] {
+            let w = exposure_warning(&loud.parse().expect("addr")).expect(loud);
+            assert!(w.contains("no caller authentication"), "{w}");
+        }
     }
 
     #[test]

@@ -21,6 +21,10 @@ use serde_json::Value;
 pub struct Recording {
     pub inner: MemoryBoxManager,
     pub creates: Mutex<Vec<CreateOptions>>,
+    /// While true, `submit_code` waits (holds an activation open).
+    pub hold_submit: AtomicBool,
+    /// Set when a `submit_code` has started.
+    pub submit_entered: AtomicBool,
 }
 
 impl Recording {
@@ -28,6 +32,8 @@ impl Recording {
         Recording {
             inner: MemoryBoxManager::new(namespace, 20),
             creates: Mutex::new(Vec::new()),
+            hold_submit: AtomicBool::new(false),
+            submit_entered: AtomicBool::new(false),
         }
     }
 }
@@ -38,6 +44,10 @@ impl BoxManager for Recording {
         self.inner.create(opts)
     }
     fn submit_code(&self, id: &str, code: &str) -> Result<String, BoxError> {
+        self.submit_entered.store(true, Ordering::SeqCst);
+        while self.hold_submit.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.inner.submit_code(id, code)
     }
     fn list(&self) -> Result<Vec<BoxInfo>, BoxError> {
