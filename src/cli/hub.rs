@@ -214,7 +214,7 @@ fn local_manager_config(args: &Args) -> ManagerConfig {
 fn exposure_warning(listen: &SocketAddr) -> Option<String> {
     (!listen.ip().is_loopback()).then(|| {
         format!(
-            "--listen {listen} is not a loopback address: the MCP endpoint has no caller authentication yet; put it behind an authenticating proxy"
+            "--listen {listen} is not a loopback address: the MCP endpoint has no caller authentication yet; put it behind an authenticating proxy (and set --public-url to the address people use)"
         )
     })
 }
