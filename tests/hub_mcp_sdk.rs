@@ -27,7 +27,7 @@ fn venv_python(venv: &str) -> PathBuf {
     python
 }
 
-fn run_flow(venv: &str, test: &str, bad_code_first: bool) {
+fn run_flow(venv: &str, test: &str, bad_code_first: bool, legacy: bool) {
     let path = common::state_path(test);
     let board = Arc::new(common::Switchboard::default().with("local").with("edge"));
     // The public URL must be this listener's own address: bind first, then build the hub.
@@ -46,6 +46,9 @@ fn run_flow(venv: &str, test: &str, bad_code_first: bool) {
     if bad_code_first {
         cmd.arg("--bad-code-first");
     }
+    if legacy {
+        cmd.arg("--legacy");
+    }
     let out = cmd.output().expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -57,10 +60,15 @@ fn run_flow(venv: &str, test: &str, bad_code_first: bool) {
 
 #[test]
 fn python_sdk_1x_drives_the_whole_flow_in_the_handshake_era() {
-    run_flow(".venv-mcp1", "v1", true);
+    run_flow(".venv-mcp1", "v1", true, false);
 }
 
 #[test]
 fn python_sdk_2x_default_client_drives_the_whole_flow_in_the_stateless_era() {
-    run_flow(".venv-mcp2", "v2", false);
+    run_flow(".venv-mcp2", "v2", false, false);
+}
+
+#[test]
+fn python_sdk_2x_client_in_legacy_mode_uses_the_handshake_era() {
+    run_flow(".venv-mcp2", "v2legacy", true, true);
 }

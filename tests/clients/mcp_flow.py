@@ -190,9 +190,11 @@ async def main_v1(args):
 async def main_v2(args):
     from mcp import Client
 
-    async with Client(args.url, read_timeout_seconds=300) as client:
+    mode = "legacy" if args.legacy else "auto"
+    async with Client(args.url, read_timeout_seconds=300, mode=mode) as client:
         version = client.protocol_version
-        expect(version == "2026-07-28", f"the default Client negotiated {version}, not the stateless era")
+        want = "2025-11-25" if args.legacy else "2026-07-28"
+        expect(version == want, f"the {mode} Client negotiated {version}, not {want}")
         flow = Flow(client.call_tool, args)
         await flow.run(client.list_tools)
         return version
@@ -207,6 +209,7 @@ def main():
     p.add_argument("--code", default="e2e-good-code-4242")
     p.add_argument("--bad-code-first", action="store_true")
     p.add_argument("--exec-echoes", action="store_true", help="the hub runs in-memory boxes")
+    p.add_argument("--legacy", action="store_true", help="mcp 2.x: force the initialize handshake")
     args = p.parse_args()
     try:
         version = asyncio.run(main_v1(args) if MAJOR < 2 else main_v2(args))
