@@ -518,14 +518,14 @@ impl Hub {
             }
         }
         let target = found.target.clone();
-        let dropped = self.drop_sessions(|s| s.container_id == target);
+        // Runs the destroy hooks with the state they returned at create.
+        self.drop_sessions(|s| s.container_id == target);
         log::info!("destroyed box {box_id:?} on spoke {:?}", found.spoke);
         let (container_id, description, created) = match (&found.session, &found.info) {
             (Some(s), _) => (short(&s.container_id), s.description.clone(), s.created),
             (None, Some(i)) => (i.container_id.clone(), i.description.clone(), i.created),
             (None, None) => (short(&found.target), String::new(), 0),
         };
-        let _ = dropped;
         Ok(BoxView {
             box_id: box_id.to_string(),
             spoke: found.spoke,
