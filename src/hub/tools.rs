@@ -125,7 +125,7 @@ impl ToolHost for HubTools<'_> {
                         box_id: a.required("box_id")?,
                         image: a.string("image")?,
                         description: a.string("description")?.unwrap_or_default(),
-                        spoke: a.string("spoke")?,
+                        spoke: a.string("spoke")?.filter(|s| !s.is_empty()),
                     })
                 }),
             ),
