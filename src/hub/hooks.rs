@@ -262,16 +262,7 @@ fn parse_create(path: &Path, stdout: &[u8]) -> Result<(Vec<InjectFile>, Option<V
 
 /// Runs one hook with `request` on stdin; returns its stdout.
 fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<Vec<u8>, HookError> {
-    let mut child = Command::new(path)
-        .arg(event)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| HookError::Spawn {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let mut child = spawn(path, event)?;
     let input = serde_json::to_vec(request).expect("a json! value always serializes");
     let mut stdin = child.stdin.take();
     // Each helper owns one pipe end and finishes when the pipe closes (child exit or kill).
@@ -328,6 +319,36 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
         });
     }
     Ok(out)
+}
+
+/// Linux's "text file busy": the executable is still open for writing somewhere, typically
+/// in a process forked while the file was being written, for the instant before it execs.
+const ETXTBSY: i32 = 26;
+/// Spawn attempts on ETXTBSY before giving up.
+const SPAWN_ATTEMPTS: u32 = 5;
+
+fn spawn(path: &Path, event: &str) -> Result<std::process::Child, HookError> {
+    let mut attempt = 1;
+    loop {
+        let result = Command::new(path)
+            .arg(event)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        match result {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempt < SPAWN_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(POLL);
+            }
+            other => {
+                return other.map_err(|source| HookError::Spawn {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
 }
 
 fn reader(
