@@ -3,7 +3,7 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/llmbox
 
-.PHONY: build test lint unit run static bench-cluster bench-docker bench-scale test-multihost box-image test-image
+.PHONY: build test lint unit run static image-test bench-cluster bench-docker bench-scale test-multihost box-image test-image
 
 build:
 	$(CARGO) build --release
@@ -30,3 +30,11 @@ static:
 	$(CARGO) build --release --target $(MUSL_TARGET)
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN) | awk '{print "size:", $$5, "bytes"}'
+
+## The release image users run anywhere: FROM scratch with only the static binary.
+image-test: static
+	bash tests/multihost/build-image.sh
+
+## Hub and spokes as containers on private networks: partitions, crashes, revocation.
+test-multihost: image-test test-image venv-mcp1
+	cd tests/multihost && ../../.venv-mcp1/bin/python -m pytest -v -s -p no:cacheprovider test_multihost.py
