@@ -21,9 +21,18 @@ lint:
 test-image:
 	bash tests/fixtures/build-test-image.sh
 
+## Docker box manager vs the docker CLI: p50 of create->URL, exec, destroy (prints a table).
+## LTO is off for this bench build only: the time measured is the daemon's and the socket's.
+bench-docker: test-image
+	CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 $(CARGO) bench --bench docker
+
 ## Build and start the hub with its defaults.
 run: build
 	./target/release/llmbox hub
+
+## Cluster benchmark: verb round trip, throughput and idle-spoke RSS vs a bare tungstenite echo.
+bench-cluster:
+	$(CARGO) bench --bench cluster
 
 ## Stripped static musl binary.
 static:

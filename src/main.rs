@@ -15,6 +15,8 @@ struct Top {
     command: Option<Command>,
 }
 
+// One value per process; argh needs the variants unboxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
@@ -30,7 +32,10 @@ enum Command {
 struct VersionArgs {}
 
 fn main() -> ExitCode {
-    let top: Top = argh::from_env();
+    let top = match parse_args() {
+        Ok(top) => top,
+        Err(code) => return code,
+    };
     let result = match top.command {
         _ if top.version => print_version(),
         Some(Command::Version(_)) => print_version(),
@@ -45,9 +50,62 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("llmbox: {err}");
+            if err.code == cli::EXIT_USAGE
+                && !err.message.to_lowercase().contains("usage:")
+                && let Some(line) = usage_line()
+            {
+                eprintln!("{line}");
+            }
             ExitCode::from(err.code)
         }
     }
+}
+
+/// Parses the command line. `--help` prints to stdout and exits 0; a bad flag prints what was
+/// wrong and the command's usage line to stderr and exits 2 (argh's own `from_env` exits 1).
+fn parse_args() -> Result<Top, ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("llmbox")
+        .to_string();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match Top::from_args(&[&name], &rest) {
+        Ok(top) => Ok(top),
+        Err(exit) if exit.status.is_ok() => {
+            print!("{}", exit.output);
+            Err(ExitCode::SUCCESS)
+        }
+        Err(exit) => {
+            eprintln!("llmbox: {}", exit.output.trim_end());
+            if let Some(line) = usage_line() {
+                eprintln!("{line}");
+            }
+            Err(ExitCode::from(cli::EXIT_USAGE))
+        }
+    }
+}
+
+/// argh's usage line for the (sub)command named on the command line before its first flag.
+fn usage_line() -> Option<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .take_while(|a| !a.starts_with('-'))
+        .collect();
+    for n in (0..=words.len()).rev() {
+        let mut probe = words[..n].to_vec();
+        probe.push("--help");
+        if let Err(help) = Top::from_args(&["llmbox"], &probe)
+            && help.status.is_ok()
+        {
+            return help.output.lines().next().map(str::to_string);
+        }
+    }
+    None
 }
 
 fn print_version() -> Result<(), CliError> {

@@ -4,6 +4,7 @@
 pub mod hub;
 pub mod reap;
 pub mod spoke;
+pub mod spoke_token;
 
 use std::fmt;
 
@@ -83,6 +84,8 @@ pub fn init_logging(level: &str) -> Result<(), CliError> {
     let config = ConfigBuilder::new()
         .set_target_level(LevelFilter::Error)
         .set_thread_level(LevelFilter::Off)
+        // tungstenite logs whole messages (join tokens, credentials, codes) at trace level.
+        .add_filter_ignore_str("tungstenite")
         .build();
     let colour = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ColorChoice::Auto

@@ -1,18 +1,161 @@
-//! `llmbox spoke`.
+//! `llmbox spoke`: dial the hub and serve box verbs; its subcommands manage join tokens and
+//! enrolled spokes on the hub's state file (`spoke_token`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use argh::FromArgs;
 
-use super::CliError;
+use crate::boxes::BoxManager;
+use crate::cluster::ClusterError;
+use crate::cluster::serve::Policy;
+use crate::cluster::spoke::{self as spoke_loop, SpokeConfig, SpokeStop};
+use crate::docker::ManagerConfig;
 
-/// Placeholder until this command is built.
+use super::{CliError, DEFAULT_LOG_LEVEL, init_logging, parse_duration_flag, spoke_token};
+
+/// The usage line printed with a usage error.
+pub const USAGE: &str = "usage: llmbox spoke --hub URL [--token T] [--credentials FILE] [--allowed-image IMG]... [--ca-file PEM] [--heartbeat DUR]";
+
+/// Dial the hub and serve box verbs against this host's Docker; or manage tokens and spokes.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "spoke")]
-pub struct Args {}
+pub struct Args {
+    /// hub URL: ws://host:port or wss://host (path /spoke/connect is added)
+    #[argh(option)]
+    pub hub: Option<String>,
+    /// one-time join token from `llmbox spoke token create` (first enrollment)
+    #[argh(option)]
+    pub token: Option<String>,
+    /// credentials file (default llmbox-spoke.json), written 0600 at enrollment
+    #[argh(option, default = "PathBuf::from(spoke_loop::DEFAULT_CREDENTIALS)")]
+    pub credentials: PathBuf,
+    /// an image boxes may run (repeatable; none given: any image)
+    #[argh(option)]
+    pub allowed_image: Vec<String>,
+    /// PEM file with extra CA certificates for wss:// (a private CA)
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+    /// heartbeat interval (default 15s); 3 missed ones mean the hub is gone
+    #[argh(option, default = "String::from(\"15s\")")]
+    pub heartbeat: String,
+    /// TCP connect and upgrade timeout (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub connect_timeout: String,
+    /// verbs running at once (default 32); past it a request is refused at once
+    #[argh(option, default = "spoke_loop::DEFAULT_MAX_WORKERS")]
+    pub max_workers: usize,
+    /// the Docker daemon (default $DOCKER_HOST or unix:///var/run/docker.sock)
+    #[argh(option)]
+    pub docker_host: Option<String>,
+    /// a Claude binary injected into every box at /usr/local/bin/claude
+    #[argh(option)]
+    pub claude_bin: Option<PathBuf>,
+    /// extra arguments for `claude remote-control` (default "--spawn same-dir")
+    #[argh(option)]
+    pub remote_args: Option<String>,
+    /// most boxes on this spoke (default 50)
+    #[argh(option)]
+    pub max_boxes: Option<usize>,
+    /// memory limit per box in MiB (default 4096)
+    #[argh(option)]
+    pub memory_mb: Option<u64>,
+    /// CPU limit per box (default 2)
+    #[argh(option)]
+    pub cpus: Option<f64>,
+    /// process limit per box (default 4096)
+    #[argh(option)]
+    pub pids_limit: Option<i64>,
+    /// a container joined to every box's network (repeatable)
+    #[argh(option)]
+    pub box_peer: Vec<String>,
+    /// log level: off, error, warn, info, debug, trace (default info)
+    #[argh(option, default = "String::from(DEFAULT_LOG_LEVEL)")]
+    pub log_level: String,
+    #[argh(subcommand)]
+    pub command: Option<spoke_token::Command>,
+}
 
 /// Runs the command.
 ///
 /// # Errors
-/// Always, until it is built.
-pub fn run(_args: Args) -> Result<(), CliError> {
-    Err(CliError::runtime("llmbox spoke is not built yet"))
+/// Usage errors (exit 2), a rejected enrollment (exit 3), runtime failures (exit 1).
+pub fn run(args: Args) -> Result<(), CliError> {
+    if let Some(command) = args.command {
+        return spoke_token::run(command);
+    }
+    init_logging(&args.log_level)?;
+    let usage = |msg: String| CliError::usage(format!("{msg}\n{USAGE}"));
+    let Some(hub) = args.hub.clone() else {
+        return Err(usage("--hub is required".into()));
+    };
+    let heartbeat =
+        parse_duration_flag("--heartbeat", &args.heartbeat).map_err(|e| usage(e.message))?;
+    let connect_timeout = parse_duration_flag("--connect-timeout", &args.connect_timeout)
+        .map_err(|e| usage(e.message))?;
+    if heartbeat.is_zero() || connect_timeout.is_zero() {
+        return Err(usage(
+            "--heartbeat and --connect-timeout must be above zero".into(),
+        ));
+    }
+    if args.max_workers == 0 {
+        return Err(usage("--max-workers must be at least 1".into()));
+    }
+    spoke_loop::parse_hub_url(&hub).map_err(|e| usage(e.to_string()))?;
+    let mut config = SpokeConfig::new(&hub);
+    config.token = args.token.clone();
+    config.credentials = args.credentials.clone();
+    config.policy = Policy {
+        allowed_images: args.allowed_image.clone(),
+    };
+    config.ca_file = args.ca_file.clone();
+    config.heartbeat = heartbeat;
+    config.connect_timeout = connect_timeout;
+    config.max_workers = args.max_workers;
+    match crate::util::rlimit::raise_nofile_limit() {
+        Ok(n) => log::debug!("open-file limit {n}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
+    let mut factory = |name: &str| box_manager(manager_config(&args, name)).map_err(|e| e.message);
+    spoke_loop::run(&config, &mut factory, &SpokeStop::default()).map_err(|e| match e {
+        ClusterError::Rejected(msg) => CliError::rejected(msg),
+        ClusterError::Invalid(msg) => CliError::usage(format!("{msg}\n{USAGE}")),
+        other => CliError::runtime(other),
+    })
+}
+
+/// The Docker manager settings from the flags, for namespace `name` (the enrolled name).
+pub fn manager_config(args: &Args, name: &str) -> ManagerConfig {
+    let mut c = ManagerConfig::new(name);
+    if let Some(h) = &args.docker_host {
+        c.docker_host = h.clone();
+    }
+    c.claude_bin = args.claude_bin.clone();
+    if let Some(r) = &args.remote_args {
+        c.remote_args = r.clone();
+    }
+    if let Some(n) = args.max_boxes {
+        c.max_boxes = n;
+    }
+    if let Some(n) = args.memory_mb {
+        c.memory_mb = n;
+    }
+    if let Some(n) = args.cpus {
+        c.cpus = n;
+    }
+    if let Some(n) = args.pids_limit {
+        c.pids_limit = n;
+    }
+    c.box_peers = args.box_peer.clone();
+    c
+}
+
+/// Builds this host's box manager. The one place `llmbox spoke` (and the hub's `local` spoke)
+/// gets its manager. The daemon need not be up yet: the manager connects on first use.
+///
+/// # Errors
+/// A `--docker-host` that is not a `unix://` or `tcp://` URL.
+pub fn box_manager(config: ManagerConfig) -> Result<Arc<dyn BoxManager>, CliError> {
+    let manager = crate::docker::DockerBoxManager::new(config).map_err(CliError::usage)?;
+    Ok(Arc::new(manager))
 }

@@ -1,9 +1,28 @@
 //! The cluster: hub and spokes over a WebSocket the spoke dials (DESIGN §3–5).
 //!
 //! The hub layer only needs [`SpokeDirectory`]: which spokes exist and a [`BoxManager`] for
-//! each connected one.
+//! each connected one. [`registry::Registry`] is the live one, fed by [`plane`] (the hub's
+//! accept loop for spoke sockets); [`spoke`] is the dialing end that `llmbox spoke` runs.
+//!
+//! Modules: [`proto`] (wire frames, no sockets), [`transport`] (moving messages over one
+//! WebSocket), [`tokens`] (join tokens and credentials on the state file), [`dial`] (reaching the hub: URL,
+//! TLS, connect, backoff), [`remote`] (a
+//! connected spoke as a `BoxManager`), [`registry`], [`plane`], [`serve`] (spoke-side verb
+//! dispatch and admission), [`workers`] (the spoke's bounded verb threads) and [`spoke`].
+
+pub mod dial;
+pub mod plane;
+pub mod proto;
+pub mod registry;
+pub mod remote;
+pub mod serve;
+pub mod spoke;
+pub mod tokens;
+pub mod transport;
+pub mod workers;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -12,6 +31,70 @@ use crate::boxes::BoxManager;
 
 /// The name of the hub's in-process spoke.
 pub const LOCAL_SPOKE: &str = "local";
+
+/// Why a cluster operation failed.
+#[derive(Debug)]
+pub enum ClusterError {
+    /// A socket or file operation failed; `op` says which.
+    Io {
+        /// What was being done.
+        op: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The state file could not be used.
+    Store(crate::store::StoreError),
+    /// Bad input from the operator (a name, a URL, a CA file).
+    Invalid(String),
+    /// The hub rejected this spoke's enrollment (terminal).
+    Rejected(String),
+    /// The WebSocket handshake or protocol failed.
+    Protocol(String),
+    /// TLS setup failed.
+    Tls(String),
+    /// Building or running the box manager failed.
+    Manager(String),
+}
+
+impl ClusterError {
+    /// An I/O failure while doing `op`.
+    pub fn io(op: impl Into<String>, source: std::io::Error) -> Self {
+        ClusterError::Io {
+            op: op.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterError::Io { op, source } => write!(f, "{op}: {source}"),
+            ClusterError::Store(e) => write!(f, "{e}"),
+            ClusterError::Invalid(msg) => f.write_str(msg),
+            ClusterError::Rejected(msg) => f.write_str(msg),
+            ClusterError::Protocol(msg) => write!(f, "protocol: {msg}"),
+            ClusterError::Tls(msg) => write!(f, "tls: {msg}"),
+            ClusterError::Manager(msg) => write!(f, "box manager: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClusterError::Io { source, .. } => Some(source),
+            ClusterError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ClusterError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ClusterError::Store(e)
+    }
+}
 
 /// One spoke as `list_spokes` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

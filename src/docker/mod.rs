@@ -1,8 +1,31 @@
 //! Boxes on Docker: a hand-written Engine API client over the daemon's socket, and the
 //! [`crate::boxes::BoxManager`] built on it (DESIGN §7). This layer has never heard of spokes,
 //! hubs or MCP.
+//!
+//! Layers, bottom up: [`client`] opens `unix://` or `tcp://` connections with timeouts and
+//! moves bytes through the sans-IO codec in [`http`]; [`api`] is the typed Engine calls;
+//! [`text`] reads terminals (stream framing, ANSI, URLs); [`tar`] and [`boxspec`] describe a
+//! box as data; [`manager`] and [`activate`] are the seven verbs. [`reap`] serves
+//! `llmbox reap` across namespaces.
+
+pub mod activate;
+pub mod api;
+pub mod boxspec;
+pub mod client;
+pub mod error;
+pub mod http;
+pub mod manager;
+pub mod tar;
+pub mod text;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::DockerError;
+pub use manager::DockerBoxManager;
+
+/// Grace period between SIGTERM and SIGKILL when a box is destroyed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything the Docker box manager is configured with (flags of `llmbox hub` and
 /// `llmbox spoke`).
@@ -50,4 +73,44 @@ impl ManagerConfig {
             box_peers: Vec::new(),
         }
     }
+}
+
+/// One box removed by [`reap`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReapedBox {
+    /// Full container id.
+    pub id: String,
+    /// Short (12-character) container id.
+    pub short_id: String,
+    /// The namespace (spoke name) the box belonged to.
+    pub namespace: String,
+    /// The caller's box id.
+    pub box_id: String,
+}
+
+/// Removes pending boxes older than `ttl` from the daemon at `docker_host`, in `namespace` or
+/// in every namespace; ready boxes are never touched. For `llmbox reap` (cron).
+///
+/// # Errors
+/// [`DockerError::Unreachable`] when the daemon is down, or the first failed call.
+pub fn reap(
+    docker_host: &str,
+    ttl: Duration,
+    namespace: Option<&str>,
+) -> Result<Vec<ReapedBox>, DockerError> {
+    let client = client::Client::new(docker_host)?;
+    let boxes = api::list_containers(&client, &boxspec::label_filters(namespace))?;
+    let reaped = manager::reap_among(&client, &boxes, ttl)?;
+    Ok(reaped
+        .into_iter()
+        .map(|b| {
+            let label = |k: &str| b.labels.get(k).cloned().unwrap_or_default();
+            ReapedBox {
+                short_id: boxspec::short_id(&b.id).to_string(),
+                namespace: label(boxspec::LABEL_NAMESPACE),
+                box_id: label(boxspec::LABEL_BOX_ID),
+                id: b.id,
+            }
+        })
+        .collect())
 }

@@ -1,0 +1,273 @@
+//! `llmbox spoke token create|list|revoke` and `llmbox spoke list|revoke`: join tokens and
+//! enrolled spokes on the hub's state file. Safe to run beside a running hub (every change is a
+//! locked read-modify-write; the hub reloads the file).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use argh::FromArgs;
+
+use crate::cluster::{ClusterError, tokens};
+use crate::store::{Store, unix_now};
+use crate::util::duration::format_duration;
+
+use super::{CliError, parse_duration_flag};
+
+/// The hub's default state file.
+pub const DEFAULT_STATE: &str = "llmbox-state.json";
+
+fn default_state() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE)
+}
+
+/// Subcommands of `llmbox spoke`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    /// Join tokens.
+    Token(TokenArgs),
+    /// Enrolled spokes.
+    List(ListArgs),
+    /// Remove an enrolled spoke.
+    Revoke(RevokeArgs),
+}
+
+/// Manage one-time join tokens.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "token")]
+pub struct TokenArgs {
+    #[argh(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum TokenCommand {
+    Create(CreateArgs),
+    List(TokenListArgs),
+    Revoke(TokenRevokeArgs),
+}
+
+/// Mint a join token for a new spoke; it is printed once.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "create")]
+struct CreateArgs {
+    /// the spoke's name (one DNS label; not "local")
+    #[argh(option)]
+    name: String,
+    /// how long the token stays valid (default 1h)
+    #[argh(option, default = "String::from(\"1h\")")]
+    ttl: String,
+    /// hub state file (default llmbox-state.json)
+    #[argh(option, default = "default_state()")]
+    state: PathBuf,
+    /// the hub's spoke-plane URL to show in the printed command (default ws://HUB:8081)
+    #[argh(option, default = "String::from(\"ws://HUB:8081\")")]
+    hub: String,
+}
+
+/// List outstanding join tokens (ids only; tokens are never shown again).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+struct TokenListArgs {
+    /// hub state file (default llmbox-state.json)
+    #[argh(option, default = "default_state()")]
+    state: PathBuf,
+}
+
+/// Revoke join tokens by id prefix or by spoke name.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "revoke")]
+struct TokenRevokeArgs {
+    /// token id (or a unique prefix of it) from `token list`
+    #[argh(option)]
+    id: Option<String>,
+    /// revoke every token for this spoke name
+    #[argh(option)]
+    name: Option<String>,
+    /// hub state file (default llmbox-state.json)
+    #[argh(option, default = "default_state()")]
+    state: PathBuf,
+}
+
+/// List enrolled spokes.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct ListArgs {
+    /// hub state file (default llmbox-state.json)
+    #[argh(option, default = "default_state()")]
+    state: PathBuf,
+}
+
+/// Remove an enrolled spoke and its tokens; a running hub drops its connection.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "revoke")]
+pub struct RevokeArgs {
+    /// the spoke's name
+    #[argh(option)]
+    name: String,
+    /// hub state file (default llmbox-state.json)
+    #[argh(option, default = "default_state()")]
+    state: PathBuf,
+}
+
+/// Runs a subcommand.
+///
+/// # Errors
+/// Usage errors for bad names or durations; runtime errors for the state file.
+pub fn run(command: Command) -> Result<(), CliError> {
+    let mut out = String::new();
+    match command {
+        Command::Token(t) => match t.command {
+            TokenCommand::Create(a) => create(a, &mut out)?,
+            TokenCommand::List(a) => token_list(&a.state, &mut out)?,
+            TokenCommand::Revoke(a) => token_revoke(a, &mut out)?,
+        },
+        Command::List(a) => spoke_list(&a.state, &mut out)?,
+        Command::Revoke(a) => {
+            let store = open(&a.state)?;
+            if tokens::revoke_spoke(&store, &a.name).map_err(cluster_err)? {
+                out.push_str(&format!(
+                    "revoked spoke {:?} and its join tokens in {}; a running hub closes its connection within one heartbeat\n",
+                    a.name,
+                    a.state.display()
+                ));
+            } else {
+                return Err(CliError::runtime(format!(
+                    "no spoke or join token named {:?} in {}",
+                    a.name,
+                    a.state.display()
+                )));
+            }
+        }
+    }
+    print(&out)
+}
+
+fn print(text: &str) -> Result<(), CliError> {
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::runtime(e)),
+        _ => Ok(()),
+    }
+}
+
+fn open(path: &Path) -> Result<Store, CliError> {
+    Store::open(path).map_err(CliError::runtime)
+}
+
+fn cluster_err(e: ClusterError) -> CliError {
+    match e {
+        ClusterError::Invalid(msg) => CliError::usage(msg),
+        other => CliError::runtime(other),
+    }
+}
+
+fn create(a: CreateArgs, out: &mut String) -> Result<(), CliError> {
+    let ttl = parse_duration_flag("--ttl", &a.ttl)?;
+    tokens::validate_spoke_name(&a.name).map_err(cluster_err)?;
+    let store = open(&a.state)?;
+    let (token, record) = tokens::create_token(&store, &a.name, ttl).map_err(cluster_err)?;
+    let state = std::fs::canonicalize(&a.state).unwrap_or(a.state.clone());
+    out.push_str(&format!(
+        "join token {} for spoke {:?}, valid for {} (until {}), stored as its hash in {}\n\
+         it is shown only now; on the spoke host run:\n\n  llmbox spoke --hub {} --token {token}\n",
+        record.id(),
+        record.name,
+        format_duration(ttl),
+        utc(record.expires),
+        state.display(),
+        a.hub,
+    ));
+    Ok(())
+}
+
+fn token_list(state: &Path, out: &mut String) -> Result<(), CliError> {
+    let store = open(state)?;
+    let st = store.load().map_err(CliError::runtime)?;
+    let now = unix_now();
+    out.push_str("ID            NAME                 CREATED                 EXPIRES\n");
+    for t in &st.join_tokens {
+        let expires = if t.expires <= now {
+            format!("{} (expired)", utc(t.expires))
+        } else {
+            utc(t.expires)
+        };
+        out.push_str(&format!(
+            "{:<13} {:<20} {:<23} {expires}\n",
+            t.id(),
+            t.name,
+            utc(t.created)
+        ));
+    }
+    Ok(())
+}
+
+fn token_revoke(a: TokenRevokeArgs, out: &mut String) -> Result<(), CliError> {
+    let store = match (&a.id, &a.name) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(CliError::usage(
+                "give exactly one of --id PREFIX or --name NAME\nusage: llmbox spoke token revoke (--id PREFIX | --name N) [--state FILE]",
+            ));
+        }
+        _ => open(&a.state)?,
+    };
+    if let Some(id) = &a.id {
+        let gone = tokens::revoke_token_by_id(&store, id).map_err(cluster_err)?;
+        out.push_str(&format!(
+            "revoked join token {} for spoke {:?}\n",
+            gone.id(),
+            gone.name
+        ));
+    } else if let Some(name) = &a.name {
+        let n = tokens::revoke_tokens_by_name(&store, name).map_err(cluster_err)?;
+        if n == 0 {
+            return Err(CliError::runtime(format!(
+                "no join token for spoke {name:?}"
+            )));
+        }
+        out.push_str(&format!("revoked {n} join token(s) for spoke {name:?}\n"));
+    }
+    Ok(())
+}
+
+fn spoke_list(state: &Path, out: &mut String) -> Result<(), CliError> {
+    let store = open(state)?;
+    let st = store.load().map_err(CliError::runtime)?;
+    out.push_str("NAME                 ENROLLED\n");
+    for s in &st.spokes {
+        out.push_str(&format!("{:<20} {}\n", s.name, utc(s.enrolled)));
+    }
+    Ok(())
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(1_795_000_000), "2026-11-18 11:06:40 UTC");
+    }
+}

@@ -1,0 +1,401 @@
+//! The hub's spoke plane: its own accept loop on `--spoke-listen`, the upgrade on
+//! `/spoke/connect`, enrollment, and one reader + one writer thread per spoke (DESIGN §3–5).
+//!
+//! Threads: `spoke-plane-accept` (owns the listener; ends when the plane stops),
+//! `spoke-plane-watch` (every heartbeat, closes revoked spokes' connections; ends when the
+//! plane stops), and per socket `spoke-conn` (upgrade, enrollment, then reading until the
+//! socket ends) and `spoke-write` (owns the write half). An accept error (EMFILE included) is
+//! logged and the loop keeps serving.
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tungstenite::handshake::HandshakeError;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::StatusCode;
+use tungstenite::protocol::Role;
+use tungstenite::{Message, WebSocket};
+
+use super::ClusterError;
+use super::proto::{CONNECT_PATH, EnrollPayload, Frame, Kind, WelcomePayload, to_value};
+use super::registry::Registry;
+use super::remote::{CallDeadlines, RemoteSpoke};
+use super::tokens::{self, Enrolled};
+use super::transport::{self, CONN_THREAD_STACK, SplitStream, WRITE_TIMEOUT, pump, ws_config};
+
+/// Time from accepting a socket to a finished enrollment.
+pub const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default heartbeat (`--heartbeat`).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Default ceiling on simultaneous spoke sockets (enrolled or still enrolling).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Pause after a failed accept (EMFILE) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How the plane runs.
+#[derive(Debug, Clone)]
+pub struct PlaneConfig {
+    /// Ping interval; a peer silent for 3 of these is dead, and revocations are checked this often.
+    pub heartbeat: Duration,
+    /// Deadline from accept to a finished enrollment.
+    pub enroll_timeout: Duration,
+    /// Per-verb call deadlines for remote spokes.
+    pub deadlines: CallDeadlines,
+    /// Past this many open spoke sockets, new ones are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for PlaneConfig {
+    fn default() -> Self {
+        PlaneConfig {
+            heartbeat: DEFAULT_HEARTBEAT,
+            enroll_timeout: ENROLL_TIMEOUT,
+            deadlines: CallDeadlines::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// A running plane. Dropping it does not stop it; call [`PlaneHandle::stop`].
+pub struct PlaneHandle {
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    wake: Arc<(Mutex<()>, Condvar)>,
+    threads: Vec<thread::JoinHandle<()>>,
+    registry: Arc<Registry>,
+}
+
+impl PlaneHandle {
+    /// The address the plane listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `ws://` URL spokes dial.
+    pub fn url(&self) -> String {
+        format!("ws://{}{CONNECT_PATH}", self.addr)
+    }
+
+    /// Stops accepting, closes every spoke connection and joins the plane's threads.
+    pub fn stop(mut self) {
+        {
+            let _guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.stopping.store(true, Ordering::SeqCst);
+        }
+        self.wake.1.notify_all();
+        // Wake the accept loop with a connection of our own.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        for spoke in self.registry.connections() {
+            spoke.close("hub stopping");
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts serving spokes on `listener`.
+///
+/// # Errors
+/// Reading the listener's address or spawning the plane's threads failed.
+pub fn start(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    config: PlaneConfig,
+) -> Result<PlaneHandle, ClusterError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ClusterError::io("spoke plane: listener address", e))?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new((Mutex::new(()), Condvar::new()));
+    let config = Arc::new(config);
+
+    // Owns the listener; ends when `stopping` is set (stop() connects once to wake it).
+    let accept = {
+        let (registry, config, stopping) = (
+            Arc::clone(&registry),
+            Arc::clone(&config),
+            Arc::clone(&stopping),
+        );
+        thread::Builder::new()
+            .name("spoke-plane-accept".into())
+            .spawn(move || accept_loop(listener, registry, config, stopping))
+            .map_err(|e| ClusterError::io("spoke plane: spawn accept thread", e))?
+    };
+    // Checks revocations every heartbeat; ends when `stopping` is set.
+    let watch = {
+        let (registry, stopping, wake) = (
+            Arc::clone(&registry),
+            Arc::clone(&stopping),
+            Arc::clone(&wake),
+        );
+        let every = config.heartbeat;
+        thread::Builder::new()
+            .name("spoke-plane-watch".into())
+            .spawn(move || {
+                let (m, cv) = &*wake;
+                loop {
+                    // The flag is checked and the wait begun under the lock `stop` sets it
+                    // under, so a stop is never missed; the lock is released before the
+                    // state-file read and the closes.
+                    let guard = m.lock().unwrap_or_else(|e| e.into_inner());
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let guard = cv
+                        .wait_timeout(guard, every)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                    drop(guard);
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    registry.drop_revoked();
+                }
+            })
+            .map_err(|e| ClusterError::io("spoke plane: spawn watch thread", e))?
+    };
+    log::info!("spoke plane listening on ws://{addr}{CONNECT_PATH}");
+    Ok(PlaneHandle {
+        addr,
+        stopping,
+        wake,
+        threads: vec![accept, watch],
+        registry,
+    })
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    config: Arc<PlaneConfig>,
+    stopping: Arc<AtomicBool>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let tcp = match conn {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                log::error!("spoke plane: accept: {e}; still serving");
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        if open.load(Ordering::SeqCst) >= config.max_connections {
+            log::warn!(
+                "spoke plane: {} sockets open, the limit; refusing another",
+                config.max_connections
+            );
+            let _ = tcp.shutdown(Shutdown::Both);
+            continue;
+        }
+        let peer = tcp
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        open.fetch_add(1, Ordering::SeqCst);
+        let guard = OpenGuard(Arc::clone(&open));
+        let (registry, config) = (Arc::clone(&registry), Arc::clone(&config));
+        // Owns the socket from upgrade to close; ends when the socket ends.
+        let spawned = thread::Builder::new()
+            .name("spoke-conn".into())
+            .stack_size(CONN_THREAD_STACK)
+            .spawn(move || {
+                let _guard = guard;
+                serve_socket(tcp, &peer, &registry, &config);
+            });
+        if let Err(e) = spawned {
+            log::error!("spoke plane: cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// Decrements the open-socket count when a connection thread ends (or is never started).
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &PlaneConfig) {
+    let deadline = Instant::now() + config.enroll_timeout;
+    let setup = tcp
+        .set_nodelay(true)
+        .and_then(|()| tcp.set_read_timeout(Some(config.enroll_timeout)))
+        .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
+        .and_then(|()| tcp.try_clone());
+    let raw = match setup {
+        Ok(raw) => raw,
+        Err(e) => {
+            log::warn!("spoke plane: {peer}: socket setup: {e}");
+            return;
+        }
+    };
+    // The callback's error type is tungstenite's (a whole HTTP response); its size is theirs.
+    #[allow(clippy::result_large_err)]
+    let check_path = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() == CONNECT_PATH {
+            Ok(resp)
+        } else {
+            let mut err = ErrorResponse::new(Some(format!(
+                "not found; spokes connect to {CONNECT_PATH}\n"
+            )));
+            *err.status_mut() = StatusCode::NOT_FOUND;
+            Err(err)
+        }
+    };
+    let mut stream = SplitStream::new(tcp);
+    stream.set_deadline(Some(deadline));
+    let mut ws = match tungstenite::accept_hdr_with_config(stream, check_path, Some(ws_config())) {
+        Ok(ws) => ws,
+        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            log::info!("spoke plane: {peer}: refused {}", resp.status());
+            return;
+        }
+        Err(e) => {
+            log::info!("spoke plane: {peer}: not a WebSocket upgrade: {e}");
+            let body = "a WebSocket upgrade to /spoke/connect is required\n";
+            let _ = write!(
+                &raw,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = raw.shutdown(Shutdown::Both);
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    ws.get_mut().attach(tx.clone());
+    let writer = match transport::spawn_writer("spoke-write".into(), &raw, Role::Server, rx) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("spoke plane: {peer}: cannot start writer: {e}");
+            return;
+        }
+    };
+    match read_enroll(&mut ws, deadline) {
+        Err(why) => {
+            log::warn!("spoke plane: {peer}: enrollment rejected: {why}");
+            transport::send_text(&tx, Frame::rejected().encode());
+        }
+        Ok(payload) => match enroll(registry, &payload) {
+            Err(why) => {
+                log::warn!("spoke plane: {peer}: enrollment rejected: {why}");
+                transport::send_text(&tx, Frame::rejected().encode());
+            }
+            Ok(enrolled) => {
+                ws.get_mut().set_deadline(None);
+                run_spoke(&mut ws, &raw, tx.clone(), enrolled, peer, registry, config);
+            }
+        },
+    }
+    let _ = tx.send(transport::Outgoing::Close(transport::close_normal("bye")));
+    drop(tx);
+    drop(ws);
+    let _ = writer.join();
+}
+
+/// Reads the first text message before `deadline`; it must be an `enroll`.
+fn read_enroll(
+    ws: &mut WebSocket<SplitStream>,
+    deadline: Instant,
+) -> Result<EnrollPayload, String> {
+    // The stream's deadline bounds every read here.
+    loop {
+        if Instant::now() >= deadline {
+            return Err("no enroll message within the enrollment deadline".into());
+        }
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                let frame =
+                    Frame::decode(text.as_str()).map_err(|e| format!("bad first message: {e}"))?;
+                if frame.kind != Kind::Enroll {
+                    return Err(format!("first message is {:?}, not enroll", frame.kind));
+                }
+                return frame
+                    .payload_as::<EnrollPayload>()
+                    .map_err(|e| format!("bad enroll payload: {e}"));
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(other) => return Err(format!("first message is not text: {other:?}")),
+            Err(e) => return Err(format!("reading enroll: {e}")),
+        }
+    }
+}
+
+fn enroll(registry: &Registry, p: &EnrollPayload) -> Result<Enrolled, String> {
+    let store = registry.store();
+    if !p.join_token.is_empty() {
+        tokens::enroll_with_token(store, &p.join_token)
+    } else if !p.name.is_empty() && !p.credential.is_empty() {
+        tokens::check_credential(store, &p.name, &p.credential)
+    } else {
+        Err("enroll names neither a join token nor name and credential".into())
+    }
+}
+
+fn run_spoke(
+    ws: &mut WebSocket<SplitStream>,
+    raw: &TcpStream,
+    tx: mpsc::Sender<transport::Outgoing>,
+    enrolled: Enrolled,
+    peer: &str,
+    registry: &Arc<Registry>,
+    config: &PlaneConfig,
+) {
+    let name = enrolled.name.clone();
+    let welcome = Frame {
+        payload: Some(to_value(&WelcomePayload {
+            name: name.clone(),
+            credential: enrolled.credential.clone().unwrap_or_default(),
+        })),
+        ..Frame::new(Kind::Welcome)
+    };
+    if !transport::send_text(&tx, welcome.encode()) {
+        return;
+    }
+    let spoke = Arc::new(RemoteSpoke::new(
+        &name,
+        &enrolled.credential_hash,
+        tx.clone(),
+        config.deadlines,
+    ));
+    let (generation, old) = registry.insert(Arc::clone(&spoke));
+    if let Some(old) = old {
+        log::info!("spoke {name}: reconnected from {peer}; closing the superseded connection");
+        old.close("superseded by a new connection");
+    }
+    log::info!(
+        "spoke {name}: connected from {peer}{}",
+        if enrolled.credential.is_some() {
+            " (new enrollment)"
+        } else {
+            ""
+        }
+    );
+    let set_timeout = |d: Duration| raw.set_read_timeout(Some(d));
+    let end = pump(ws, &tx, None, config.heartbeat, &set_timeout, &mut |text| {
+        match Frame::decode(text) {
+            Ok(frame) if frame.kind == Kind::Resp => spoke.complete(frame),
+            Ok(frame) => log::warn!("spoke {name}: unexpected {:?} frame ignored", frame.kind),
+            Err(e) => log::warn!("spoke {name}: undecodable message ignored: {e}"),
+        }
+        transport::Flow::Continue
+    });
+    registry.remove(&name, generation);
+    spoke.fail_all();
+    log::info!("spoke {name}: disconnected: {end}");
+}

@@ -1,0 +1,517 @@
+//! The cluster wire protocol (DESIGN §4): one JSON object per WebSocket text message, in the
+//! exact shape llmbox's Go hub and spoke (v0.0.36) use.
+//!
+//! Plain serde types and conversions, no sockets. `id`, `method`, `payload` and `error` are
+//! omitted when empty or zero; `create`'s `opts` keeps the Go peers' capitalised field names and
+//! sends file content as standard base64. Every type here round-trips: decoding a Go-shaped
+//! frame and encoding it again gives the same bytes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::boxes::{BoxInfo, CreateOptions, ExecResult, InjectFile};
+use crate::util::base64;
+
+/// Largest WebSocket message and frame either end accepts (larger gets Close 1009).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The exact `error` text of a rejected enrollment; the real reason stays in the hub's log.
+pub const ENROLLMENT_REJECTED: &str = "enrollment rejected";
+
+/// The path the spoke plane serves.
+pub const CONNECT_PATH: &str = "/spoke/connect";
+
+/// Method names of the seven verbs.
+pub mod method {
+    /// `create`.
+    pub const CREATE: &str = "create";
+    /// `submit_code`.
+    pub const SUBMIT_CODE: &str = "submit_code";
+    /// `list`.
+    pub const LIST: &str = "list";
+    /// `destroy`.
+    pub const DESTROY: &str = "destroy";
+    /// `logs`.
+    pub const LOGS: &str = "logs";
+    /// `exec`.
+    pub const EXEC: &str = "exec";
+    /// `reap`.
+    pub const REAP: &str = "reap";
+}
+
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Spoke → hub, first message: join token or saved credentials.
+    Enroll,
+    /// Hub → spoke: enrollment accepted.
+    Welcome,
+    /// Hub → spoke: a verb call.
+    Req,
+    /// Spoke → hub: a verb's answer (payload or error).
+    Resp,
+    /// Hub → spoke: enrollment rejected (then close).
+    Err,
+}
+
+/// One wire message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Frame {
+    /// The message kind (`type` on the wire).
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Request id, counting up from 1 per connection; 0 (omitted) outside req/resp.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u64,
+    /// The verb of a `req`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub method: String,
+    /// The body; omitted when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    /// An error text (`err`, or a failed `resp`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Frame {
+    /// A frame of `kind` with nothing else set.
+    pub fn new(kind: Kind) -> Self {
+        Frame {
+            kind,
+            id: 0,
+            method: String::new(),
+            payload: None,
+            error: String::new(),
+        }
+    }
+
+    /// A `req` for `method` with `payload`.
+    pub fn req(id: u64, method: &str, payload: Box<RawValue>) -> Self {
+        Frame {
+            id,
+            method: method.to_string(),
+            payload: Some(payload),
+            ..Frame::new(Kind::Req)
+        }
+    }
+
+    /// A successful `resp`; `None` for verbs that answer nothing (`destroy`).
+    pub fn resp_ok(id: u64, payload: Option<Box<RawValue>>) -> Self {
+        Frame {
+            id,
+            payload,
+            ..Frame::new(Kind::Resp)
+        }
+    }
+
+    /// A failed `resp`.
+    pub fn resp_err(id: u64, error: impl Into<String>) -> Self {
+        Frame {
+            id,
+            error: error.into(),
+            ..Frame::new(Kind::Resp)
+        }
+    }
+
+    /// The `err` frame of a rejected enrollment.
+    pub fn rejected() -> Self {
+        Frame {
+            error: ENROLLMENT_REJECTED.to_string(),
+            ..Frame::new(Kind::Err)
+        }
+    }
+
+    /// Encodes as one JSON text.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a frame of plain JSON values always serializes")
+    }
+
+    /// Decodes one JSON text.
+    ///
+    /// # Errors
+    /// The serde error for anything that is not a frame.
+    pub fn decode(text: &str) -> Result<Frame, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The payload decoded as `T` (a missing payload decodes as `{}`).
+    ///
+    /// # Errors
+    /// The serde error.
+    pub fn payload_as<T: for<'de> Deserialize<'de>>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.payload.as_deref().map_or("{}", RawValue::get))
+    }
+}
+
+/// `enroll` payload: a join token (first time) or name + credential (reconnect).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollPayload {
+    /// The one-time join token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub join_token: String,
+    /// The enrolled name (reconnect).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The credential from the first welcome (reconnect).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credential: String,
+}
+
+/// `welcome` payload; `credential` only on first enrollment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomePayload {
+    /// The spoke's name.
+    pub name: String,
+    /// The freshly minted credential (first enrollment only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credential: String,
+}
+
+/// `create` request payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateReq {
+    /// The options, in the Go peers' shape.
+    pub opts: WireCreateOptions,
+}
+
+/// `CreateOptions` as the Go peers marshal it: capitalised names, every field present,
+/// `Files` null when there are none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireCreateOptions {
+    /// Image to run.
+    #[serde(default)]
+    pub image: String,
+    /// Box id.
+    #[serde(rename = "BoxID", default)]
+    pub box_id: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The spoke the hub routed to.
+    #[serde(default)]
+    pub spoke_name: String,
+    /// Files to inject (null when none, as Go's nil slice).
+    #[serde(default)]
+    pub files: Option<Vec<WireFile>>,
+}
+
+/// One injected file on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireFile {
+    /// Absolute path in the box.
+    #[serde(default)]
+    pub path: String,
+    /// Standard base64 of the bytes.
+    #[serde(default)]
+    pub content: String,
+    /// Permission bits.
+    #[serde(default)]
+    pub mode: u32,
+    /// Owner uid.
+    #[serde(rename = "UID", default)]
+    pub uid: u32,
+    /// Owner gid.
+    #[serde(rename = "GID", default)]
+    pub gid: u32,
+}
+
+impl From<&CreateOptions> for WireCreateOptions {
+    fn from(o: &CreateOptions) -> Self {
+        let files: Vec<WireFile> = o
+            .files
+            .iter()
+            .map(|f| WireFile {
+                path: f.path.clone(),
+                content: base64::encode(&f.content),
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+            })
+            .collect();
+        WireCreateOptions {
+            image: o.image.clone(),
+            box_id: o.box_id.clone(),
+            description: o.description.clone(),
+            spoke_name: o.spoke_name.clone(),
+            files: (!files.is_empty()).then_some(files),
+        }
+    }
+}
+
+impl WireCreateOptions {
+    /// Converts to the domain type, decoding file content.
+    ///
+    /// # Errors
+    /// A message naming the file whose content is not base64.
+    pub fn into_options(self) -> Result<CreateOptions, String> {
+        let mut files = Vec::new();
+        for f in self.files.unwrap_or_default() {
+            let content = base64::decode(&f.content)
+                .map_err(|e| format!("file {:?}: content is not base64: {e}", f.path))?;
+            files.push(InjectFile {
+                path: f.path,
+                content,
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+            });
+        }
+        Ok(CreateOptions {
+            image: self.image,
+            box_id: self.box_id,
+            description: self.description,
+            spoke_name: self.spoke_name,
+            files,
+        })
+    }
+}
+
+/// `create` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateResp {
+    /// Full container id.
+    pub id: String,
+    /// The authorize URL the box printed.
+    pub authorize_url: String,
+}
+
+/// `submit_code` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitReq {
+    /// Container id or name.
+    pub id: String,
+    /// The OAuth code (a secret: never logged).
+    pub code: String,
+}
+
+/// `submit_code` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResp {
+    /// The remote-control session URL.
+    pub session_url: String,
+}
+
+/// `list` response (`boxes` null from a Go peer with no boxes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListResp {
+    /// The spoke's boxes.
+    #[serde(default)]
+    pub boxes: Option<Vec<BoxInfo>>,
+}
+
+/// `destroy` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetReq {
+    /// Container id, name or box id.
+    pub id_or_name: String,
+}
+
+/// `logs` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsReq {
+    /// Container id, name or box id.
+    pub id_or_name: String,
+    /// How many lines (0 means the default).
+    #[serde(default)]
+    pub tail: usize,
+}
+
+/// `logs` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsResp {
+    /// The lines.
+    pub logs: String,
+}
+
+/// `exec` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecReq {
+    /// Container id, name or box id.
+    pub id_or_name: String,
+    /// argv.
+    pub cmd: Vec<String>,
+}
+
+/// `exec` response is [`ExecResult`] as is.
+pub type ExecResp = ExecResult;
+
+/// `reap` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReapReq {
+    /// Pending boxes older than this many nanoseconds go.
+    pub ttl_nanos: i64,
+}
+
+/// `reap` response (`reaped` null from a Go peer that reaped nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReapResp {
+    /// Short ids removed.
+    #[serde(default)]
+    pub reaped: Option<Vec<String>>,
+}
+
+/// Serializes a payload struct to raw JSON (field order kept).
+pub fn to_value<T: Serialize>(payload: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(payload).expect("payload types hold only plain JSON values")
+}
+
+/// The empty object `{}` (the payload of `list`).
+pub fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_string()).expect("{} is JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boxes::Phase;
+
+    /// Decodes `text` as a frame and checks it encodes back to the same bytes.
+    fn round_trip(text: &str) -> Frame {
+        let frame = Frame::decode(text).expect("decodes");
+        assert_eq!(frame.encode(), text);
+        frame
+    }
+
+    #[test]
+    fn go_shaped_enroll_and_welcome_frames_round_trip() {
+        let f = round_trip(r#"{"type":"enroll","payload":{"join_token":"abc"}}"#);
+        let p: EnrollPayload = f.payload_as().expect("payload");
+        assert_eq!(p.join_token, "abc");
+        let f = round_trip(r#"{"type":"enroll","payload":{"name":"edge-1","credential":"c"}}"#);
+        assert_eq!(f.payload_as::<EnrollPayload>().expect("p").name, "edge-1");
+        round_trip(r#"{"type":"welcome","payload":{"name":"edge-1","credential":"c"}}"#);
+        let f = round_trip(r#"{"type":"welcome","payload":{"name":"edge-1"}}"#);
+        assert_eq!(
+            to_value(&f.payload_as::<WelcomePayload>().expect("p")).get(),
+            f.payload.as_deref().expect("payload").get()
+        );
+        assert_eq!(
+            round_trip(r#"{"type":"err","error":"enrollment rejected"}"#).encode(),
+            Frame::rejected().encode()
+        );
+    }
+
+    #[test]
+    fn go_shaped_create_request_round_trips_with_base64_content() {
+        let text = r#"{"type":"req","id":7,"method":"create","payload":{"opts":{"Image":"img:1","BoxID":"web","Description":"d","SpokeName":"edge-1","Files":[{"Path":"/etc/h.json","Content":"aGVsbG8=","Mode":420,"UID":1000,"GID":1000}]}}}"#;
+        let frame = round_trip(text);
+        assert_eq!(frame.id, 7);
+        let req: CreateReq = frame.payload_as().expect("create payload");
+        let opts = req.opts.clone().into_options().expect("base64");
+        assert_eq!(opts.files[0].content, b"hello");
+        assert_eq!(opts.files[0].mode, 0o644);
+        let again = Frame::req(
+            7,
+            method::CREATE,
+            to_value(&CreateReq {
+                opts: (&opts).into(),
+            }),
+        );
+        assert_eq!(again.encode(), text);
+    }
+
+    #[test]
+    fn create_without_files_sends_null_files_like_go() {
+        let text = r#"{"type":"req","id":1,"method":"create","payload":{"opts":{"Image":"i","BoxID":"b","Description":"","SpokeName":"","Files":null}}}"#;
+        let req: CreateReq = round_trip(text).payload_as().expect("p");
+        let opts = req.opts.into_options().expect("opts");
+        assert!(opts.files.is_empty());
+        let again = Frame::req(
+            1,
+            method::CREATE,
+            to_value(&CreateReq {
+                opts: (&opts).into(),
+            }),
+        );
+        assert_eq!(again.encode(), text);
+    }
+
+    #[test]
+    fn bad_base64_content_is_a_clear_error() {
+        let wire = WireCreateOptions {
+            files: Some(vec![WireFile {
+                path: "/x".into(),
+                content: "!!".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let err = wire.into_options().expect_err("bad base64");
+        assert!(err.contains("\"/x\""), "{err}");
+    }
+
+    #[test]
+    fn verb_payloads_round_trip_in_go_shape() {
+        for text in [
+            r#"{"type":"req","id":2,"method":"submit_code","payload":{"id":"abc","code":"xyz"}}"#,
+            r#"{"type":"resp","id":2,"payload":{"session_url":"https://claude.ai/code/s"}}"#,
+            r#"{"type":"req","id":3,"method":"list","payload":{}}"#,
+            r#"{"type":"req","id":4,"method":"destroy","payload":{"id_or_name":"web"}}"#,
+            r#"{"type":"resp","id":4}"#,
+            r#"{"type":"req","id":5,"method":"logs","payload":{"id_or_name":"web","tail":50}}"#,
+            r#"{"type":"resp","id":5,"payload":{"logs":"a\nb"}}"#,
+            r#"{"type":"req","id":6,"method":"exec","payload":{"id_or_name":"web","cmd":["/bin/sh","-c","ls"]}}"#,
+            r#"{"type":"resp","id":6,"payload":{"stdout":"x","stderr":"","exit_code":1}}"#,
+            r#"{"type":"req","id":8,"method":"reap","payload":{"ttl_nanos":300000000000}}"#,
+            r#"{"type":"resp","id":8,"payload":{"reaped":["abcdef123456"]}}"#,
+            r#"{"type":"resp","id":9,"error":"no managed box matches \"x\""}"#,
+        ] {
+            round_trip(text);
+        }
+        let exec: ExecResp = Frame::decode(
+            r#"{"type":"resp","id":6,"payload":{"stdout":"x","stderr":"","exit_code":1}}"#,
+        )
+        .expect("frame")
+        .payload_as()
+        .expect("exec");
+        assert_eq!(exec.exit_code, 1);
+        let reap: ReapReq = Frame::decode(
+            r#"{"type":"req","id":8,"method":"reap","payload":{"ttl_nanos":300000000000}}"#,
+        )
+        .expect("frame")
+        .payload_as()
+        .expect("reap");
+        assert_eq!(reap.ttl_nanos, 300_000_000_000);
+    }
+
+    #[test]
+    fn list_response_with_go_box_round_trips() {
+        let text = r#"{"type":"resp","id":3,"payload":{"boxes":[{"container_id":"abcdef123456","name":"llmbox-abcdef123456","box_id":"web","spoke":"edge-1","image":"img","state":"running","status":"Up 2 minutes","phase":"ready","created":1700000000}]}}"#;
+        let frame = round_trip(text);
+        let list: ListResp = frame.payload_as().expect("list");
+        let boxes = list.boxes.clone().expect("boxes");
+        assert_eq!(boxes[0].phase, Phase::Ready);
+        assert!(boxes[0].description.is_empty());
+        assert_eq!(
+            to_value(&list).get(),
+            frame.payload.as_deref().expect("payload").get()
+        );
+        let empty: ListResp = Frame::decode(r#"{"type":"resp","id":3,"payload":{"boxes":null}}"#)
+            .expect("frame")
+            .payload_as()
+            .expect("null boxes");
+        assert!(empty.boxes.is_none());
+    }
+
+    #[test]
+    fn unknown_types_and_garbage_do_not_decode() {
+        assert!(Frame::decode(r#"{"type":"bogus"}"#).is_err());
+        assert!(Frame::decode("not json").is_err());
+        assert!(Frame::decode(r#"{"id":1}"#).is_err());
+    }
+
+    #[test]
+    fn missing_payload_reads_as_empty_object() {
+        let f = Frame::decode(r#"{"type":"req","id":1,"method":"list"}"#).expect("frame");
+        let p: serde_json::Map<String, serde_json::Value> = f.payload_as().expect("empty");
+        assert!(p.is_empty());
+    }
+}

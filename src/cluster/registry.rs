@@ -1,0 +1,235 @@
+//! The hub's live directory of spokes: enrolled ones from the state file, connected ones from
+//! the plane, and the in-process `local` spoke (DESIGN §5, §8).
+//!
+//! Supersede rule: a new connection under a name replaces the old one in the map at once; the
+//! old connection is closed, and its teardown removes the entry only if it still holds its own
+//! generation, so tearing down the old socket never evicts the new one. The map lock is never
+//! held across a socket operation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::boxes::BoxManager;
+use crate::store::{Store, unix_now};
+
+use super::remote::RemoteSpoke;
+use super::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};
+
+/// A probe telling whether the local spoke's backend (its Docker daemon) is up.
+pub type HealthProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+struct Live {
+    spoke: Arc<RemoteSpoke>,
+    since: i64,
+    generation: u64,
+}
+
+/// Spokes known to the hub. Shared as `Arc<Registry>` by the plane and the hub.
+pub struct Registry {
+    store: Arc<Store>,
+    live: Mutex<HashMap<String, Live>>,
+    local: Mutex<Option<(Arc<dyn BoxManager>, HealthProbe)>>,
+    generations: AtomicU64,
+}
+
+impl Registry {
+    /// A registry listing the spokes enrolled in `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Registry {
+            store,
+            live: Mutex::new(HashMap::new()),
+            local: Mutex::new(None),
+            generations: AtomicU64::new(1),
+        }
+    }
+
+    /// The state file.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Registers the hub's in-process spoke `local`; `healthy` decides its `connected`.
+    pub fn set_local(&self, manager: Arc<dyn BoxManager>, healthy: HealthProbe) {
+        *lock(&self.local) = Some((manager, healthy));
+    }
+
+    /// Makes `spoke` the live connection for its name. Returns the generation to pass to
+    /// [`Registry::remove`], and the superseded connection (the caller closes it).
+    pub fn insert(&self, spoke: Arc<RemoteSpoke>) -> (u64, Option<Arc<RemoteSpoke>>) {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let name = spoke.name().to_string();
+        let old = lock(&self.live).insert(
+            name,
+            Live {
+                spoke,
+                since: unix_now(),
+                generation,
+            },
+        );
+        (generation, old.map(|l| l.spoke))
+    }
+
+    /// Removes `name` if its live entry is still `generation`.
+    pub fn remove(&self, name: &str, generation: u64) {
+        let mut live = lock(&self.live);
+        if live.get(name).is_some_and(|l| l.generation == generation) {
+            live.remove(name);
+        }
+    }
+
+    /// Every live remote connection.
+    pub fn connections(&self) -> Vec<Arc<RemoteSpoke>> {
+        lock(&self.live)
+            .values()
+            .map(|l| Arc::clone(&l.spoke))
+            .collect()
+    }
+
+    /// Closes connections whose spoke is no longer enrolled with the credential they used
+    /// (revoked, or enrolled again elsewhere). Returns the names closed.
+    pub fn drop_revoked(&self) -> Vec<String> {
+        let state = match self.store.load() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("spoke plane: cannot check revocations: {e}");
+                return Vec::new();
+            }
+        };
+        let mut closed = Vec::new();
+        for spoke in self.connections() {
+            let still = state
+                .spokes
+                .iter()
+                .any(|r| r.name == spoke.name() && r.credential_hash == spoke.credential_hash());
+            if !still {
+                log::info!("spoke {}: revoked; closing its connection", spoke.name());
+                spoke.close("revoked");
+                closed.push(spoke.name().to_string());
+            }
+        }
+        closed
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The registry holds plain maps; a panic elsewhere cannot leave them half-changed.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SpokeDirectory for Registry {
+    fn get(&self, name: &str) -> Option<Arc<dyn BoxManager>> {
+        if name == LOCAL_SPOKE {
+            return lock(&self.local).as_ref().map(|(m, _)| Arc::clone(m));
+        }
+        let spoke = lock(&self.live).get(name).map(|l| Arc::clone(&l.spoke))?;
+        Some(spoke as Arc<dyn BoxManager>)
+    }
+
+    fn statuses(&self) -> Vec<SpokeStatus> {
+        let mut out: BTreeMap<String, SpokeStatus> = BTreeMap::new();
+        match self.store.load() {
+            Ok(state) => {
+                for r in &state.spokes {
+                    out.insert(
+                        r.name.clone(),
+                        SpokeStatus {
+                            name: r.name.clone(),
+                            connected: false,
+                            local: false,
+                            connected_since: None,
+                        },
+                    );
+                }
+            }
+            Err(e) => log::error!("listing spokes: {e}"),
+        }
+        for (name, l) in lock(&self.live).iter() {
+            out.insert(
+                name.clone(),
+                SpokeStatus {
+                    name: name.clone(),
+                    connected: true,
+                    local: false,
+                    connected_since: Some(l.since),
+                },
+            );
+        }
+        let local = lock(&self.local).as_ref().map(|(_, p)| Arc::clone(p));
+        if let Some(probe) = local {
+            // The probe may touch Docker: called with no lock held.
+            let connected = probe();
+            out.insert(
+                LOCAL_SPOKE.to_string(),
+                SpokeStatus {
+                    name: LOCAL_SPOKE.to_string(),
+                    connected,
+                    local: true,
+                    connected_since: None,
+                },
+            );
+        }
+        out.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boxes::memory::MemoryBoxManager;
+    use crate::cluster::remote::CallDeadlines;
+    use crate::store::SpokeRecord;
+
+    fn registry(tag: &str) -> Registry {
+        let dir = std::env::temp_dir().join(format!("llmbox-reg-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Registry::new(Arc::new(Store::open(dir.join("s.json")).expect("store")))
+    }
+
+    fn remote(name: &str) -> Arc<RemoteSpoke> {
+        let (tx, _rx) = std::sync::mpsc::channel();
+        Arc::new(RemoteSpoke::new(name, "h", tx, CallDeadlines::default()))
+    }
+
+    #[test]
+    fn statuses_list_enrolled_live_and_local_sorted() {
+        let reg = registry("statuses");
+        reg.store()
+            .update(|s| {
+                s.spokes.push(SpokeRecord {
+                    name: "zeta".into(),
+                    credential_hash: "x".into(),
+                    enrolled: 1,
+                })
+            })
+            .expect("update");
+        reg.insert(remote("alpha"));
+        reg.set_local(
+            Arc::new(MemoryBoxManager::new("local", 1)),
+            Arc::new(|| false),
+        );
+        let st = reg.statuses();
+        let names: Vec<_> = st.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "local", "zeta"]);
+        assert!(st[0].connected && !st[0].local && st[0].connected_since.is_some());
+        assert!(!st[1].connected && st[1].local);
+        assert!(!st[2].connected);
+        assert!(reg.get("local").is_some());
+        assert!(reg.get("alpha").is_some());
+        assert!(reg.get("zeta").is_none());
+    }
+
+    #[test]
+    fn tearing_down_a_superseded_connection_keeps_the_new_one() {
+        let reg = registry("supersede");
+        let (g1, none) = reg.insert(remote("e"));
+        assert!(none.is_none());
+        let (g2, old) = reg.insert(remote("e"));
+        assert!(old.is_some());
+        reg.remove("e", g1);
+        assert!(reg.get("e").is_some());
+        reg.remove("e", g2);
+        assert!(reg.get("e").is_none());
+    }
+}

@@ -1,0 +1,174 @@
+//! The spoke's side of the verbs: decode a `req`, apply the admission policy, call the local
+//! [`BoxManager`], encode the `resp` (DESIGN §4). No sockets here.
+//!
+//! A spoke is never a generic proxy: it re-validates every argument itself. Unknown methods and
+//! bad payloads get an error `resp` for that id; the socket stays up.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::boxes::{BoxError, BoxManager, DEFAULT_LOG_TAIL};
+
+use super::proto::{self, Frame, method};
+
+/// What a spoke admits on `create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// When non-empty, the only images `create` may name (`--allowed-image`).
+    pub allowed_images: Vec<String>,
+}
+
+impl Policy {
+    /// Checks a create's options: the box-id rule, an image named, and the allow-list.
+    ///
+    /// # Errors
+    /// The [`BoxError`] to send back.
+    pub fn admit(&self, opts: &crate::boxes::CreateOptions) -> Result<(), BoxError> {
+        opts.validate()?;
+        if !self.allowed_images.is_empty() && !self.allowed_images.contains(&opts.image) {
+            return Err(BoxError::ImageNotAllowed(opts.image.clone()));
+        }
+        Ok(())
+    }
+}
+
+fn payload<T: for<'de> Deserialize<'de>>(frame: &Frame) -> Result<T, String> {
+    frame
+        .payload_as()
+        .map_err(|e| format!("bad {} payload: {e}", frame.method))
+}
+
+/// Runs one `req` frame and builds its `resp`.
+pub fn handle(manager: &dyn BoxManager, policy: &Policy, frame: &Frame) -> Frame {
+    match dispatch(manager, policy, frame) {
+        Ok(payload) => Frame::resp_ok(frame.id, payload),
+        Err(e) => Frame::resp_err(frame.id, e),
+    }
+}
+
+fn dispatch(
+    manager: &dyn BoxManager,
+    policy: &Policy,
+    frame: &Frame,
+) -> Result<Option<Box<RawValue>>, String> {
+    let err = |e: BoxError| e.to_string();
+    match frame.method.as_str() {
+        method::CREATE => {
+            let req: proto::CreateReq = payload(frame)?;
+            let opts = req.opts.into_options()?;
+            policy.admit(&opts).map_err(err)?;
+            let c = manager.create(opts).map_err(err)?;
+            Ok(Some(proto::to_value(&proto::CreateResp {
+                id: c.id,
+                authorize_url: c.authorize_url,
+            })))
+        }
+        method::SUBMIT_CODE => {
+            let req: proto::SubmitReq = payload(frame)?;
+            let url = manager.submit_code(&req.id, &req.code).map_err(err)?;
+            Ok(Some(proto::to_value(&proto::SubmitResp {
+                session_url: url,
+            })))
+        }
+        method::LIST => {
+            let boxes = manager.list().map_err(err)?;
+            Ok(Some(proto::to_value(&proto::ListResp {
+                boxes: Some(boxes),
+            })))
+        }
+        method::DESTROY => {
+            let req: proto::TargetReq = payload(frame)?;
+            manager.destroy(&req.id_or_name).map_err(err)?;
+            Ok(None)
+        }
+        method::LOGS => {
+            let req: proto::LogsReq = payload(frame)?;
+            let tail = if req.tail == 0 {
+                DEFAULT_LOG_TAIL
+            } else {
+                req.tail
+            };
+            let logs = manager.logs(&req.id_or_name, tail).map_err(err)?;
+            Ok(Some(proto::to_value(&proto::LogsResp { logs })))
+        }
+        method::EXEC => {
+            let req: proto::ExecReq = payload(frame)?;
+            if req.cmd.is_empty() {
+                return Err(err(BoxError::InvalidArgument("exec: empty command".into())));
+            }
+            let r = manager.exec(&req.id_or_name, &req.cmd).map_err(err)?;
+            Ok(Some(proto::to_value(&r)))
+        }
+        method::REAP => {
+            let req: proto::ReapReq = payload(frame)?;
+            if req.ttl_nanos < 0 {
+                return Err("reap: negative ttl".into());
+            }
+            let reaped = manager
+                .reap(Duration::from_nanos(req.ttl_nanos as u64))
+                .map_err(err)?;
+            Ok(Some(proto::to_value(&proto::ReapResp {
+                reaped: Some(reaped),
+            })))
+        }
+        other => Err(format!("unknown method {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boxes::memory::MemoryBoxManager;
+
+    fn run(policy: &Policy, text: &str) -> Frame {
+        let m = MemoryBoxManager::new("edge", 5);
+        handle(&m, policy, &Frame::decode(text).expect("frame"))
+    }
+
+    #[test]
+    fn unknown_method_and_bad_payload_answer_with_an_error_for_that_id() {
+        let r = run(
+            &Policy::default(),
+            r#"{"type":"req","id":4,"method":"shell","payload":{}}"#,
+        );
+        assert_eq!((r.id, r.error.as_str()), (4, "unknown method \"shell\""));
+        let r = run(
+            &Policy::default(),
+            r#"{"type":"req","id":5,"method":"logs","payload":{"tail":"x"}}"#,
+        );
+        assert_eq!(r.id, 5);
+        assert!(r.error.starts_with("bad logs payload"), "{}", r.error);
+    }
+
+    #[test]
+    fn admission_checks_box_id_image_and_allow_list() {
+        let policy = Policy {
+            allowed_images: vec!["good:1".into()],
+        };
+        let create = |image: &str, id: &str| {
+            format!(
+                r#"{{"type":"req","id":1,"method":"create","payload":{{"opts":{{"Image":"{image}","BoxID":"{id}","Description":"","SpokeName":"","Files":null}}}}}}"#
+            )
+        };
+        assert!(
+            run(&policy, &create("bad:1", "web"))
+                .error
+                .contains("not allowed")
+        );
+        assert!(
+            run(&policy, &create("good:1", "Bad_Id"))
+                .error
+                .contains("invalid box id")
+        );
+        assert!(run(&policy, &create("", "web")).error.contains("no image"));
+        let ok = run(&policy, &create("good:1", "web"));
+        assert!(ok.error.is_empty(), "{}", ok.error);
+        let c: proto::CreateResp = ok.payload_as().expect("created");
+        assert!(
+            c.authorize_url
+                .starts_with("https://claude.com/cai/oauth/authorize")
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Join tokens and spoke credentials on the hub's state file (DESIGN §5).
+//!
+//! Secrets exist in clear only in memory on their way to the operator or the spoke; the state
+//! file holds their SHA-256 hex. Every change is one locked read-modify-write of the [`Store`],
+//! so the hub and CLI commands can run at once, and a token is consumed by exactly one
+//! enrollment however many sockets present it.
+
+use std::time::Duration;
+
+use crate::boxes::is_valid_box_id;
+use crate::store::{JoinTokenRecord, SpokeRecord, Store, unix_now};
+use crate::util::secret::{ct_eq, is_hex_64, random_hex_32, sha256_hex};
+
+use super::{ClusterError, LOCAL_SPOKE};
+
+/// Longest join-token lifetime accepted by `token create`.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Checks a spoke name: one DNS label (it becomes a Docker label value and box namespace),
+/// never the hub's own `local`.
+///
+/// # Errors
+/// [`ClusterError::Invalid`] saying what a name must look like.
+pub fn validate_spoke_name(name: &str) -> Result<(), ClusterError> {
+    if name == LOCAL_SPOKE {
+        return Err(ClusterError::Invalid(format!(
+            "spoke name {name:?} is reserved for the hub's own spoke; pick another"
+        )));
+    }
+    if !is_valid_box_id(name) {
+        return Err(ClusterError::Invalid(format!(
+            "invalid spoke name {name:?}: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+fn random() -> Result<String, ClusterError> {
+    random_hex_32().map_err(|e| ClusterError::Invalid(format!("random source: {e}")))
+}
+
+/// Mints a join token for `name` valid for `ttl`; returns the token (shown once) and its
+/// record as stored.
+///
+/// # Errors
+/// Bad name or ttl, the random source, or the state file.
+pub fn create_token(
+    store: &Store,
+    name: &str,
+    ttl: Duration,
+) -> Result<(String, JoinTokenRecord), ClusterError> {
+    validate_spoke_name(name)?;
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(ClusterError::Invalid(format!(
+            "token lifetime must be between 1s and {}",
+            crate::util::duration::format_duration(MAX_TOKEN_TTL)
+        )));
+    }
+    let token = random()?;
+    let now = unix_now();
+    let record = JoinTokenRecord {
+        hash: sha256_hex(token.as_bytes()),
+        name: name.to_string(),
+        created: now,
+        expires: now.saturating_add(ttl.as_secs() as i64),
+    };
+    let stored = record.clone();
+    store.update(move |s| s.join_tokens.push(stored))?;
+    Ok((token, record))
+}
+
+/// Removes join tokens whose id (hash prefix) starts with `prefix`; returns the removed ones.
+///
+/// # Errors
+/// A prefix shorter than 4 or matching several tokens, or the state file.
+pub fn revoke_token_by_id(store: &Store, prefix: &str) -> Result<JoinTokenRecord, ClusterError> {
+    if prefix.len() < 4 {
+        return Err(ClusterError::Invalid(format!(
+            "token id {prefix:?} is too short: give at least 4 characters of the id `token list` shows"
+        )));
+    }
+    store.update(|s| {
+        let hits: Vec<usize> = s
+            .join_tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.hash.starts_with(prefix))
+            .map(|(i, _)| i)
+            .collect();
+        match hits.as_slice() {
+            [i] => Ok(s.join_tokens.remove(*i)),
+            [] => Err(ClusterError::Invalid(format!(
+                "no join token has an id starting with {prefix:?}"
+            ))),
+            _ => Err(ClusterError::Invalid(format!(
+                "{} join tokens have ids starting with {prefix:?}; give more characters",
+                hits.len()
+            ))),
+        }
+    })?
+}
+
+/// Removes every join token for spoke `name`; returns how many.
+///
+/// # Errors
+/// The state file.
+pub fn revoke_tokens_by_name(store: &Store, name: &str) -> Result<usize, ClusterError> {
+    Ok(store.update(|s| {
+        let before = s.join_tokens.len();
+        s.join_tokens.retain(|t| t.name != name);
+        before - s.join_tokens.len()
+    })?)
+}
+
+/// Deletes spoke `name` and its outstanding tokens. Returns false when nothing was there.
+///
+/// # Errors
+/// The state file.
+pub fn revoke_spoke(store: &Store, name: &str) -> Result<bool, ClusterError> {
+    Ok(store.update(|s| {
+        let before = s.spokes.len() + s.join_tokens.len();
+        s.spokes.retain(|r| r.name != name);
+        s.join_tokens.retain(|t| t.name != name);
+        before != s.spokes.len() + s.join_tokens.len()
+    })?)
+}
+
+/// A successful enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    /// The spoke's name.
+    pub name: String,
+    /// A freshly minted credential (first enrollment only); send it once, never log it.
+    pub credential: Option<String>,
+    /// The credential's hash as now stored (to notice revocation and supersession).
+    pub credential_hash: String,
+}
+
+/// Exchanges a join token for a new credential. The token is consumed whether or not it is
+/// still valid. The `Err` is the reason for the hub's log (never sent to the spoke).
+///
+/// # Errors
+/// Unknown, reused or expired token, a reserved name, or the state file.
+pub fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, String> {
+    if !is_hex_64(token) {
+        return Err("join token is not 64 hex characters".into());
+    }
+    let credential = random().map_err(|e| e.to_string())?;
+    let credential_hash = sha256_hex(credential.as_bytes());
+    let hash = sha256_hex(token.as_bytes());
+    let now = unix_now();
+    let outcome = store
+        .update(|s| {
+            let pos = s.join_tokens.iter().position(|t| ct_eq(&t.hash, &hash));
+            let Some(pos) = pos else {
+                return Err("unknown or already used join token".to_string());
+            };
+            let record = s.join_tokens.remove(pos);
+            if record.expires <= now {
+                return Err(format!(
+                    "join token {} for {:?} expired",
+                    record.id(),
+                    record.name
+                ));
+            }
+            if validate_spoke_name(&record.name).is_err() {
+                return Err(format!("join token names invalid spoke {:?}", record.name));
+            }
+            // Enrolling again under a name replaces the record (and so its credential).
+            s.spokes.retain(|r| r.name != record.name);
+            s.spokes.push(SpokeRecord {
+                name: record.name.clone(),
+                credential_hash: credential_hash.clone(),
+                enrolled: now,
+            });
+            Ok(record.name)
+        })
+        .map_err(|e| e.to_string())?;
+    outcome.map(|name| Enrolled {
+        name,
+        credential: Some(credential),
+        credential_hash,
+    })
+}
+
+/// Checks a reconnecting spoke's saved credential (constant-time).
+///
+/// # Errors
+/// Unknown name or wrong credential (the reason for the hub's log).
+pub fn check_credential(store: &Store, name: &str, credential: &str) -> Result<Enrolled, String> {
+    if name == LOCAL_SPOKE {
+        return Err(format!("the name {LOCAL_SPOKE:?} is the hub's own spoke"));
+    }
+    let state = store.load().map_err(|e| e.to_string())?;
+    let Some(record) = state.spokes.iter().find(|r| r.name == name) else {
+        return Err(format!("spoke {name:?} is not enrolled (revoked?)"));
+    };
+    let hash = sha256_hex(credential.as_bytes());
+    if !ct_eq(&hash, &record.credential_hash) {
+        return Err(format!("wrong or superseded credential for spoke {name:?}"));
+    }
+    Ok(Enrolled {
+        name: name.to_string(),
+        credential: None,
+        credential_hash: hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(tag: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("llmbox-tokens-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Store::open(dir.join("state.json")).expect("store")
+    }
+
+    #[test]
+    fn a_token_enrolls_once_and_only_its_hash_is_stored() {
+        let s = store("once");
+        let (token, rec) = create_token(&s, "edge-1", Duration::from_secs(60)).expect("mint");
+        assert_eq!(rec.hash, sha256_hex(token.as_bytes()));
+        let raw = std::fs::read_to_string(s.path()).expect("read");
+        assert!(!raw.contains(&token));
+        let e = enroll_with_token(&s, &token).expect("enroll");
+        assert_eq!(e.name, "edge-1");
+        let cred = e.credential.expect("credential");
+        assert!(
+            !std::fs::read_to_string(s.path())
+                .expect("read")
+                .contains(&cred)
+        );
+        assert!(enroll_with_token(&s, &token).is_err());
+        assert!(check_credential(&s, "edge-1", &cred).is_ok());
+        assert!(check_credential(&s, "edge-1", "nope").is_err());
+        assert!(check_credential(&s, "edge-2", &cred).is_err());
+    }
+
+    #[test]
+    fn an_expired_token_is_consumed_and_rejected() {
+        let s = store("expired");
+        let (token, _) = create_token(&s, "edge-1", Duration::from_secs(60)).expect("mint");
+        s.update(|st| st.join_tokens[0].expires = 1).expect("age");
+        assert!(
+            enroll_with_token(&s, &token)
+                .expect_err("expired")
+                .contains("expired")
+        );
+        assert!(s.load().expect("load").join_tokens.is_empty());
+        assert!(s.load().expect("load").spokes.is_empty());
+    }
+
+    #[test]
+    fn names_must_be_labels_and_not_local() {
+        let s = store("names");
+        for bad in ["local", "Edge", "", "a_b", "-x"] {
+            assert!(
+                create_token(&s, bad, Duration::from_secs(5)).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(create_token(&s, "ok", Duration::ZERO).is_err());
+        assert!(s.load().expect("load").join_tokens.is_empty());
+    }
+
+    #[test]
+    fn reenrolling_supersedes_the_old_credential_and_revoke_removes_all() {
+        let s = store("reenroll");
+        let (t1, _) = create_token(&s, "e", Duration::from_secs(60)).expect("t1");
+        let c1 = enroll_with_token(&s, &t1)
+            .expect("e1")
+            .credential
+            .expect("c1");
+        let (t2, _) = create_token(&s, "e", Duration::from_secs(60)).expect("t2");
+        let c2 = enroll_with_token(&s, &t2)
+            .expect("e2")
+            .credential
+            .expect("c2");
+        assert!(check_credential(&s, "e", &c1).is_err());
+        assert!(check_credential(&s, "e", &c2).is_ok());
+        assert_eq!(s.load().expect("load").spokes.len(), 1);
+        create_token(&s, "e", Duration::from_secs(60)).expect("t3");
+        assert!(revoke_spoke(&s, "e").expect("revoke"));
+        let st = s.load().expect("load");
+        assert!(st.spokes.is_empty() && st.join_tokens.is_empty());
+        assert!(!revoke_spoke(&s, "e").expect("again"));
+    }
+
+    #[test]
+    fn token_revoke_by_id_prefix() {
+        let s = store("byid");
+        let (_, rec) = create_token(&s, "e", Duration::from_secs(60)).expect("mint");
+        assert!(revoke_token_by_id(&s, "ab").is_err());
+        let gone = revoke_token_by_id(&s, rec.id()).expect("revoke");
+        assert_eq!(gone.hash, rec.hash);
+        assert!(revoke_token_by_id(&s, rec.id()).is_err());
+    }
+}

@@ -1,0 +1,332 @@
+//! Moving WebSocket messages over one socket, for both ends (DESIGN §3).
+//!
+//! Split mode (hub sockets, spoke over `ws://`): the reader thread owns a tungstenite
+//! `WebSocket` over a [`SplitStream`], whose *write* half does not touch the socket but hands the
+//! bytes (pongs, close replies) to the connection's writer channel. A writer thread owns a
+//! `try_clone` of the socket and is the only thing that writes to it, so frames never
+//! interleave. The writer ends when every [`Outgoing`] sender is dropped or a write fails.
+//!
+//! Single-owner mode (spoke over `wss://`, whose rustls stream cannot be split): one thread
+//! alternates a short-timeout read with draining the same outgoing channel ([`pump`] with
+//! `drain`).
+//!
+//! Liveness: [`pump`] sends a Ping every heartbeat and declares the peer dead after
+//! [`MISSED_HEARTBEATS`] heartbeats without any inbound frame. An oversized message is answered
+//! with Close 1009.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use super::proto::MAX_MESSAGE_BYTES;
+
+/// Inbound silence (in heartbeats) after which a peer is dead.
+pub const MISSED_HEARTBEATS: u32 = 3;
+
+/// tungstenite's read buffer: small, so an idle connection costs tens of KiB (DESIGN §10).
+pub const READ_BUFFER_BYTES: usize = 4096;
+
+/// Stack of connection threads (reader, writer): they hold little.
+pub const CONN_THREAD_STACK: usize = 256 << 10;
+
+/// How long one socket write may block before the peer is considered gone.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Read timeout of the single-owner (TLS) loop: the latency bound of its outgoing drain.
+pub const TLS_POLL: Duration = Duration::from_millis(5);
+
+/// The WebSocket settings both ends use: 64 MiB caps on messages and frames, small buffers.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
+/// What the writer puts on the socket.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A message to frame and send.
+    Msg(Message),
+    /// Bytes tungstenite already framed on the read path (pong, close reply).
+    Raw(Vec<u8>),
+    /// Send this close frame, then shut the socket down.
+    Close(CloseFrame),
+}
+
+/// The reader's stream: reads from the socket, writes into the writer's channel. Before
+/// [`SplitStream::attach`] (during the HTTP upgrade) writes go straight to the socket.
+pub struct SplitStream {
+    tcp: TcpStream,
+    out: Option<Sender<Outgoing>>,
+    deadline: Option<Instant>,
+}
+
+impl SplitStream {
+    /// Wraps a connected socket.
+    pub fn new(tcp: TcpStream) -> Self {
+        SplitStream {
+            tcp,
+            out: None,
+            deadline: None,
+        }
+    }
+
+    /// Makes every read fail with `TimedOut` once `deadline` has passed (the enrollment
+    /// deadline covers the whole upgrade, however slowly the peer trickles bytes); `None`
+    /// lifts it, leaving the socket's own read timeout.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Routes further writes through `out`.
+    pub fn attach(&mut self, out: Sender<Outgoing>) {
+        self.out = Some(out);
+    }
+
+    /// The socket.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+}
+
+impl Read for SplitStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.tcp.set_read_timeout(Some(left))?;
+        }
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for SplitStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.out {
+            // The whole buffer is taken at once, so every chunk holds whole frames.
+            Some(out) => out
+                .send(Outgoing::Raw(buf.to_vec()))
+                .map(|()| buf.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer gone")),
+            None => self.tcp.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &self.out {
+            Some(_) => Ok(()),
+            None => self.tcp.flush(),
+        }
+    }
+}
+
+/// Starts the writer thread for `tcp` (a clone of the reader's socket).
+///
+/// The thread owns the write half; it ends when all senders are dropped, after a
+/// [`Outgoing::Close`], or when a write fails, and then shuts the socket down so the reader
+/// wakes up too.
+///
+/// # Errors
+/// Cloning the socket or spawning the thread failed.
+pub fn spawn_writer(
+    name: String,
+    tcp: &TcpStream,
+    role: Role,
+    rx: Receiver<Outgoing>,
+) -> io::Result<thread::JoinHandle<()>> {
+    let clone = tcp.try_clone()?;
+    clone.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    thread::Builder::new()
+        .name(name)
+        .stack_size(CONN_THREAD_STACK)
+        .spawn(move || {
+            let mut ws = WebSocket::from_raw_socket(clone, role, Some(ws_config()));
+            while let Ok(out) = rx.recv() {
+                if let Err(e) = write_one(&mut ws, out) {
+                    log::debug!("{}: write: {e}", thread_name());
+                    break;
+                }
+            }
+            let _ = ws.get_ref().shutdown(Shutdown::Both);
+        })
+}
+
+fn thread_name() -> String {
+    thread::current().name().unwrap_or("conn").to_string()
+}
+
+/// Writes one outgoing item; `Err` ends the connection (a Close counts as the end).
+fn write_one<S: Read + Write>(ws: &mut WebSocket<S>, out: Outgoing) -> Result<(), String> {
+    match out {
+        Outgoing::Msg(msg) => ws.send(msg).map_err(|e| e.to_string()),
+        Outgoing::Raw(bytes) => {
+            let s = ws.get_mut();
+            s.write_all(&bytes)
+                .and_then(|()| s.flush())
+                .map_err(|e| e.to_string())
+        }
+        Outgoing::Close(frame) => {
+            let _ = ws.close(Some(frame));
+            let _ = ws.flush();
+            Err("closed by us".into())
+        }
+    }
+}
+
+/// Close 1009 ("message too big").
+pub fn close_too_big() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Size,
+        reason: format!("message over {MAX_MESSAGE_BYTES} bytes").into(),
+    }
+}
+
+/// A normal close.
+pub fn close_normal(reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.to_string().into(),
+    }
+}
+
+/// What the message handler tells [`pump`].
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// Stop: the handler decided the connection is over.
+    Stop(String),
+}
+
+/// Why [`pump`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The peer closed or the socket ended.
+    Closed(String),
+    /// No inbound frame for [`MISSED_HEARTBEATS`] heartbeats.
+    Dead,
+    /// The peer sent a message over the cap; Close 1009 was sent.
+    TooBig,
+    /// The handler stopped.
+    Handler(String),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Closed(why) => write!(f, "connection closed ({why})"),
+            End::Dead => write!(
+                f,
+                "no frame for {MISSED_HEARTBEATS} heartbeats: peer is dead"
+            ),
+            End::TooBig => write!(f, "peer sent a message over {MAX_MESSAGE_BYTES} bytes"),
+            End::Handler(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Reads messages until the connection ends, sending a Ping every `heartbeat` through `tx` and
+/// handing every text message to `on_text`.
+///
+/// `set_timeout` sets the socket's read timeout. With `drain`, this is the single-owner loop:
+/// outgoing items are written from this thread between short reads.
+pub fn pump<S: Read + Write>(
+    ws: &mut WebSocket<S>,
+    tx: &Sender<Outgoing>,
+    drain: Option<&Receiver<Outgoing>>,
+    heartbeat: Duration,
+    set_timeout: &dyn Fn(Duration) -> io::Result<()>,
+    on_text: &mut dyn FnMut(&str) -> Flow,
+) -> End {
+    let tick = if drain.is_some() {
+        TLS_POLL
+    } else {
+        (heartbeat / 2).max(Duration::from_millis(10))
+    };
+    if let Err(e) = set_timeout(tick) {
+        return End::Closed(format!("set read timeout: {e}"));
+    }
+    let dead_after = heartbeat * MISSED_HEARTBEATS;
+    let mut last_in = Instant::now();
+    let mut last_ping = Instant::now();
+    loop {
+        if let Some(rx) = drain {
+            loop {
+                match rx.try_recv() {
+                    Ok(out) => {
+                        if let Err(e) = write_one(ws, out) {
+                            return End::Closed(e);
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return End::Closed("sender gone".into()),
+                }
+            }
+        }
+        match ws.read() {
+            Ok(msg) => {
+                last_in = Instant::now();
+                match msg {
+                    Message::Text(text) => {
+                        if let Flow::Stop(why) = on_text(text.as_str()) {
+                            return End::Handler(why);
+                        }
+                    }
+                    Message::Close(frame) => {
+                        let why = frame.map(|f| format!("{} {}", f.code, f.reason));
+                        // tungstenite queued the close reply; flush it out.
+                        let _ = ws.flush();
+                        return End::Closed(why.unwrap_or_else(|| "close".into()));
+                    }
+                    // Binary is not part of the protocol; pings are answered by tungstenite.
+                    _ => {}
+                }
+            }
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(tungstenite::Error::Capacity(e)) => {
+                log::warn!("{}: {e}; closing with 1009", thread_name());
+                let frame = close_too_big();
+                if drain.is_some() {
+                    let _ = write_one(ws, Outgoing::Close(frame));
+                } else {
+                    let _ = tx.send(Outgoing::Close(frame));
+                }
+                return End::TooBig;
+            }
+            Err(e) => return End::Closed(e.to_string()),
+        }
+        let now = Instant::now();
+        if now.duration_since(last_in) >= dead_after {
+            return End::Dead;
+        }
+        if now.duration_since(last_ping) >= heartbeat {
+            last_ping = now;
+            let ping = Message::Ping(Vec::new().into());
+            let sent = match drain {
+                Some(_) => write_one(ws, Outgoing::Msg(ping)).is_ok(),
+                None => tx.send(Outgoing::Msg(ping)).is_ok(),
+            };
+            if !sent {
+                return End::Closed("writer gone".into());
+            }
+        }
+    }
+}
+
+/// Sends one frame's JSON as a text message through `tx`; false when the connection is gone.
+pub fn send_text(tx: &Sender<Outgoing>, text: String) -> bool {
+    tx.send(Outgoing::Msg(Message::text(text))).is_ok()
+}

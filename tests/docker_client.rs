@@ -1,0 +1,161 @@
+//! The Engine client against the real daemon (version negotiation, typed errors, keep-alive,
+//! a daemon that is down) and against a canned fake daemon on a temporary Unix socket for
+//! answers the real one will not give on demand (a truncated chunk, a 500 mid-stream).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use llmbox::boxes::{BoxError, BoxManager};
+use llmbox::docker::api;
+use llmbox::docker::client::{Body, Client, DEFAULT_TIMEOUT};
+use llmbox::docker::{DEFAULT_DOCKER_HOST, DockerBoxManager, DockerError, ManagerConfig};
+
+#[test]
+fn negotiates_the_api_version_and_types_daemon_errors() {
+    let client = Client::new(DEFAULT_DOCKER_HOST).expect("client");
+    let version = client.ping().expect("ping the real daemon");
+    assert!(version.starts_with("1."), "{version}");
+    let missing = api::inspect_container(&client, "llmbox-no-such-container-xyz")
+        .expect_err("missing container");
+    assert!(missing.is_not_found(), "{missing}");
+    assert!(
+        missing
+            .to_string()
+            .contains("No such container: llmbox-no-such-container-xyz"),
+        "the daemon's words are kept: {missing}"
+    );
+    // Many calls in a row reuse keep-alive connections and keep working.
+    for _ in 0..20 {
+        client
+            .call("GET", "/_ping", &Body::None, DEFAULT_TIMEOUT)
+            .expect("ping again");
+    }
+}
+
+#[test]
+fn a_name_in_use_is_a_conflict() {
+    let t = common::TestNs::new("conflict");
+    let name = t.helper("named", &[]);
+    let client = Client::new(DEFAULT_DOCKER_HOST).expect("client");
+    let body = serde_json::json!({"Image": common::TEST_IMAGE, "Cmd": ["true"],
+        "Labels": {common::TEST_LABEL: t.ns.clone()}});
+    let err = api::create_container(&client, &name, &body).expect_err("name taken");
+    assert!(matches!(err, DockerError::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("is already in use"), "{err}");
+}
+
+#[test]
+fn a_stopped_daemon_gives_the_clear_error_on_every_verb() {
+    let path = std::env::temp_dir().join(format!("llmbox-stopped-{}.sock", std::process::id()));
+    let host = format!("unix://{}", path.display());
+    let mut config = ManagerConfig::new("local");
+    config.docker_host = host.clone();
+    let m = DockerBoxManager::new(config).expect("a manager starts without its daemon");
+    let err = m.ping().expect_err("ping");
+    let want = format!("cannot reach Docker at {host}: ");
+    assert!(err.to_string().starts_with(&want), "{err}");
+    let errors = [
+        m.create(common::opts("web")).map(drop).expect_err("create"),
+        m.list().map(drop).expect_err("list"),
+        m.destroy("web").expect_err("destroy"),
+        m.logs("web", 5).map(drop).expect_err("logs"),
+        m.exec("web", &["true".into()]).map(drop).expect_err("exec"),
+        m.submit_code("web", "code").map(drop).expect_err("submit"),
+        m.reap(Duration::ZERO).map(drop).expect_err("reap"),
+    ];
+    for e in errors {
+        assert!(matches!(e, BoxError::Unavailable(_)), "{e:?}");
+        assert!(e.to_string().contains(&want), "{e}");
+    }
+}
+
+/// Serves one canned answer per connection on a temporary socket.
+fn fake_daemon(name: &str, answers: Vec<&'static [u8]>) -> (String, std::thread::JoinHandle<()>) {
+    let path = std::env::temp_dir().join(format!("llmbox-fake-{name}-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let host = format!("unix://{}", path.display());
+    let handle = std::thread::Builder::new()
+        .name(format!("fake-daemon-{name}"))
+        .spawn(move || {
+            for answer in answers {
+                let (mut s, _) = listener.accept().expect("accept");
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).expect("read request");
+                s.write_all(answer).expect("write answer");
+            }
+            let _ = std::fs::remove_file(&path);
+        })
+        .expect("spawn");
+    (host, handle)
+}
+
+const PING: &[u8] =
+    b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nConnection: close\r\nContent-Length: 2\r\n\r\nOK";
+
+#[test]
+fn a_truncated_chunked_answer_is_an_error_not_a_hang() {
+    let (host, server) = fake_daemon(
+        "trunc",
+        vec![
+            PING,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n[{\"Id\":",
+        ],
+    );
+    let client = Client::new(&host).expect("client");
+    let err = api::list_containers(&client, &[]).expect_err("truncated");
+    assert!(
+        err.to_string().contains("connection closed inside chunk"),
+        "{err}"
+    );
+    server.join().expect("server");
+}
+
+#[test]
+fn a_server_error_keeps_the_daemon_message() {
+    let (host, server) = fake_daemon(
+        "500",
+        vec![
+            PING,
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+              1d\r\n{\"message\":\"disk is full!!\"}\n\r\n0\r\n\r\n",
+        ],
+    );
+    let client = Client::new(&host).expect("client");
+    let err = api::list_containers(&client, &[]).expect_err("500");
+    assert!(matches!(err, DockerError::Api { status: 500, .. }), "{err}");
+    assert_eq!(err.to_string(), "docker: HTTP 500: disk is full!!");
+    server.join().expect("server");
+}
+
+#[test]
+fn tcp_hosts_are_spoken_to_like_unix_sockets() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::Builder::new()
+        .name("fake-daemon-tcp".into())
+        .spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).expect("read");
+            assert!(buf[..n].starts_with(b"GET /_ping HTTP/1.1\r\n"));
+            s.write_all(PING).expect("write");
+        })
+        .expect("spawn");
+    let client = Client::new(&format!("tcp://127.0.0.1:{port}")).expect("client");
+    assert_eq!(client.ping().expect("ping over tcp"), "1.41");
+    server.join().expect("server");
+    // Nothing listens on the port any more: a clear error, not a hang.
+    let err = Client::new(&format!("tcp://127.0.0.1:{port}"))
+        .expect("client")
+        .ping()
+        .expect_err("closed port");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot reach Docker at tcp://127.0.0.1:{port}: ")),
+        "{err}"
+    );
+}

@@ -1,0 +1,290 @@
+//! The verbs after create on the real Docker daemon: logs, exec, destroy, reap, and the
+//! namespace boundary.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{TestNs, create, docker, exists};
+use llmbox::boxes::{BoxError, BoxManager, Phase};
+use llmbox::docker::text::{EXEC_OUTPUT_CAP, TRUNCATION_MARKER};
+
+fn sh(cmd: &str) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), cmd.into()]
+}
+
+#[test]
+fn logs_are_tailed_and_stripped_of_ansi_and_cr() {
+    let t = TestNs::new("logs");
+    let m = t.manager();
+    create(&m, "web");
+    let all = m.logs("web", 200).expect("logs");
+    assert!(
+        all.contains("https://claude.com/cai/oauth/authorize?"),
+        "{all}"
+    );
+    assert!(all.contains("Use the url below to sign in:"), "{all}");
+    assert!(!all.contains('\u{1b}') && !all.contains('\r'), "{all:?}");
+    let tail = m.logs("web", 2).expect("tail");
+    let n = tail.lines().count();
+    assert!((1..=2).contains(&n), "{tail:?}");
+    assert!(
+        all.trim_end().ends_with(tail.trim_end()),
+        "{tail:?} is the end of {all:?}"
+    );
+    let first = m.logs("web", 200).expect("logs");
+    assert!(
+        first.lines().count() > n,
+        "the tail is shorter than the whole log"
+    );
+}
+
+#[test]
+fn exec_returns_stdout_stderr_and_exit_code() {
+    let t = TestNs::new("exec");
+    let m = t.manager();
+    create(&m, "web");
+    let r = m
+        .exec("web", &sh("echo out; echo err >&2; pwd; exit 3"))
+        .expect("exec");
+    assert_eq!(r.stdout, "out\n/workspace\n");
+    assert_eq!(r.stderr, "err\n");
+    assert_eq!(r.exit_code, 3);
+    let ok = m.exec("web", &["true".into()]).expect("true");
+    assert_eq!(ok.exit_code, 0);
+    let missing = m.exec("web", &["no-such-command".into()]).expect("missing");
+    assert_ne!(missing.exit_code, 0);
+    assert!(matches!(
+        m.exec("web", &[]),
+        Err(BoxError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn exec_output_is_capped_at_64_kib_with_a_marker() {
+    let t = TestNs::new("execcap");
+    let m = t.manager();
+    create(&m, "web");
+    let r = m
+        .exec(
+            "web",
+            &sh("yes abcdefgh | head -c 300000; yes e | head -c 100 >&2"),
+        )
+        .expect("exec");
+    assert!(r.stdout.ends_with(TRUNCATION_MARKER));
+    assert_eq!(r.stdout.len(), EXEC_OUTPUT_CAP + TRUNCATION_MARKER.len());
+    assert!(r.stdout.starts_with("abcdefgh\nabcdefgh\n"));
+    assert_eq!(r.stderr.len(), 100);
+    assert_eq!(r.exit_code, 0);
+}
+
+#[test]
+fn destroy_stops_with_sigterm_and_removes_container_and_network() {
+    let t = TestNs::new("destroy");
+    let m = t.manager();
+    let pending = create(&m, "pend");
+    let ready = create(&m, "ready");
+    m.submit_code("ready", "good").expect("activate");
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 1;
+    for c in [&pending, &ready] {
+        m.destroy(&c.id).expect("destroy");
+        assert!(!exists("container", &c.id), "container gone");
+        assert!(
+            !exists("network", &format!("llmboxnet-{}", &c.id[..12])),
+            "network gone"
+        );
+        // Stopped within the grace period: the daemon sent SIGTERM and never needed SIGKILL.
+        let until = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 1;
+        let (ok, signals, err) = docker(&[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            &format!("container={}", c.id),
+            "--filter",
+            "event=kill",
+            "--format",
+            "{{.Actor.Attributes.signal}}",
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(signals.lines().collect::<Vec<_>>(), ["15"], "signals sent");
+    }
+    assert!(m.list().expect("list").is_empty());
+    let gone = m.destroy(&pending.id).expect_err("already gone");
+    assert!(matches!(gone, BoxError::NotFound(_)), "{gone}");
+}
+
+#[test]
+fn reap_takes_old_pending_boxes_and_never_ready_ones() {
+    let t = TestNs::new("reap");
+    let m = t.manager();
+    let pending = create(&m, "pend");
+    let ready = create(&m, "ready");
+    m.submit_code("ready", "good").expect("activate");
+    assert!(
+        m.reap(Duration::from_secs(3600)).expect("reap").is_empty(),
+        "too young"
+    );
+    let reaped = m.reap(Duration::ZERO).expect("reap");
+    assert_eq!(reaped, [pending.id[..12].to_string()]);
+    assert!(!exists("container", &pending.id));
+    assert!(!exists(
+        "network",
+        &format!("llmboxnet-{}", &pending.id[..12])
+    ));
+    let left = m.list().expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].phase, Phase::Ready);
+    assert!(exists("container", &ready.id));
+}
+
+#[test]
+fn llmbox_reap_command_reaps_one_namespace_and_prints_what_it_removed() {
+    let t = TestNs::new("reapcli");
+    let other = t.sibling("other");
+    let m = t.manager();
+    let o = other.manager();
+    let mine = create(&m, "pend");
+    let theirs = create(&o, "pend");
+    let out = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args([
+            "reap",
+            "--ttl",
+            "0",
+            "--namespace",
+            &t.ns,
+            "--log-level",
+            "off",
+        ])
+        .output()
+        .expect("run llmbox reap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("reaped {} namespace={} box_id=pend", &mine.id[..12], t.ns)
+    );
+    assert!(!exists("container", &mine.id));
+    assert!(exists("container", &theirs.id), "other namespace untouched");
+    let reaped = llmbox::docker::reap(
+        llmbox::docker::DEFAULT_DOCKER_HOST,
+        Duration::ZERO,
+        Some(&other.ns),
+    )
+    .expect("reap");
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].id, theirs.id);
+    assert_eq!(reaped[0].namespace, other.ns);
+    let bad = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args(["reap", "--docker-host", "unix:///nonexistent/docker.sock"])
+        .output()
+        .expect("run llmbox reap");
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("cannot reach Docker at unix:///nonexistent/docker.sock: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unmanaged_containers_and_other_namespaces_are_untouchable() {
+    let t = TestNs::new("fence");
+    let other = t.sibling("other");
+    let m = t.manager();
+    let theirs = create(&other.manager(), "web");
+    let bystander = t.helper("bystander", &["com.llmbox.managed=false"]);
+    let bystander_id = common::inspect(&bystander, "{{.Id}}");
+    let keys = [
+        theirs.id.clone(),
+        theirs.id[..12].to_string(),
+        format!("llmbox-pending-{}", &theirs.id[..12]),
+        "web".to_string(),
+        bystander.clone(),
+        bystander_id.clone(),
+        bystander_id[..12].to_string(),
+    ];
+    for key in &keys {
+        let nf = |r: Result<(), BoxError>, verb: &str| match r {
+            Err(BoxError::NotFound(_)) => {}
+            other => panic!("{verb} {key}: expected not found, got {other:?}"),
+        };
+        nf(m.submit_code(key, "good").map(drop), "submit_code");
+        nf(m.logs(key, 10).map(drop), "logs");
+        nf(m.exec(key, &["true".into()]).map(drop), "exec");
+        nf(m.destroy(key), "destroy");
+        let msg = m.destroy(key).expect_err("not found").to_string();
+        assert_eq!(msg, format!("no managed box matches {key:?}"));
+    }
+    assert!(m.list().expect("list").is_empty());
+    assert!(m.reap(Duration::ZERO).expect("reap").is_empty());
+    assert!(exists("container", &theirs.id));
+    assert!(exists("container", &bystander));
+    assert_eq!(
+        common::inspect(&theirs.id, "{{.Name}}"),
+        format!("/llmbox-pending-{}", &theirs.id[..12]),
+        "still pending: the code was never typed into it"
+    );
+}
+
+#[test]
+fn boxes_cannot_reach_each_other_but_both_reach_a_box_peer() {
+    let t = TestNs::new("net");
+    let peer = t.helper("peer", &[]);
+    let mut config = t.config();
+    config.box_peers = vec![peer.clone()];
+    let m = llmbox::docker::DockerBoxManager::new(config).expect("manager");
+    let a = create(&m, "a");
+    let b = create(&m, "b");
+    let ip_on = |container: &str, net: &str| {
+        common::inspect(
+            container,
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        )
+    };
+    let net_a = format!("llmboxnet-{}", &a.id[..12]);
+    let net_b = format!("llmboxnet-{}", &b.id[..12]);
+    let b_ip = ip_on(&b.id, &net_b);
+    let peer_on_a = ip_on(&peer, &net_a);
+    let peer_on_b = ip_on(&peer, &net_b);
+    let ping = |from: &str, ip: &str| {
+        m.exec(from, &sh(&format!("ping -c 1 -W 2 {ip} >/dev/null 2>&1")))
+            .expect("exec ping")
+            .exit_code
+    };
+    assert_eq!(ping("a", &peer_on_a), 0, "a reaches the peer");
+    assert_eq!(ping("b", &peer_on_b), 0, "b reaches the peer");
+    // Docker 20.10 rewrites its bridge-isolation iptables rules whenever any network on the
+    // daemon is created or removed (other tests do so concurrently), and for a moment an
+    // inter-bridge packet can slip through. A box that really could reach another would
+    // succeed every time; one refusal among a few attempts proves the isolation rule exists.
+    let blocked = (0..5).any(|_| ping("a", &b_ip) != 0);
+    assert!(blocked, "a cannot reach b");
+    let nets = common::inspect(
+        &a.id,
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    );
+    assert_eq!(
+        nets, net_a,
+        "the box is only on its own network, not the default bridge"
+    );
+    // Destroying a box disconnects the peer and removes the network; the peer lives on.
+    m.destroy("a").expect("destroy");
+    assert!(!exists("network", &net_a));
+    assert!(exists("container", &peer));
+}
