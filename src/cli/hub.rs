@@ -48,6 +48,7 @@ pub struct Args {
 /// Usage errors (exit 2); a bad state file or a busy address (exit 1).
 pub fn run(args: Args) -> Result<(), CliError> {
     init_logging(&args.log_level)?;
+    crate::util::signal::exit_on_termination();
     let heartbeat = parse_duration_flag("--heartbeat", &args.heartbeat)
         .map_err(|e| CliError::usage(format!("{}\n{USAGE}", e.message)))?;
     if heartbeat.is_zero() {
