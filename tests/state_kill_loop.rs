@@ -15,18 +15,26 @@ fn killing_writers_at_any_moment_never_corrupts_the_state_file() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let state = dir.join("state.json");
-    let mut finished = 0usize;
-    for round in 0..ROUNDS {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+    let writer = |round: usize| {
+        Command::new(env!("CARGO_BIN_EXE_llmbox"))
             .args(["spoke", "token", "create", "--name", &format!("s{round}")])
             .arg("--state")
             .arg(&state)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn llmbox");
-        // Stagger the kill across the process's life: 0..3 ms covers exec, lock, write, rename.
-        std::thread::sleep(Duration::from_micros((round as u64 * 97) % 3000));
+            .expect("spawn llmbox")
+    };
+    // How long one writer lives here, so the kills spread over its whole life.
+    let start = std::time::Instant::now();
+    assert!(writer(ROUNDS).wait().expect("wait").success());
+    let life = start.elapsed().as_micros().max(1) as u64;
+    let mut finished = 1usize;
+    for round in 0..ROUNDS {
+        let mut child = writer(round);
+        std::thread::sleep(Duration::from_micros(
+            life * 3 / 2 * round as u64 / ROUNDS as u64,
+        ));
         let _ = child.kill();
         let status = child.wait().expect("wait");
         if status.success() {
@@ -40,5 +48,13 @@ fn killing_writers_at_any_moment_never_corrupts_the_state_file() {
             "round {round}: {finished} commands finished but only {tokens} tokens are stored"
         );
     }
+    println!(
+        "{finished} of {} writers finished before their kill",
+        ROUNDS + 1
+    );
+    assert!(
+        finished < ROUNDS + 1,
+        "no writer was killed: the test proved nothing"
+    );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
