@@ -84,6 +84,11 @@ class Cluster:
     def start(self) -> None:
         docker("network", "create", "--label", f"llmbox-test={self.prefix}", self.net)
         docker("volume", "create", "--label", f"llmbox-test={self.prefix}", f"{self.prefix}-hubstate")
+        self.create_hub()
+        self.start_hub()
+
+    def create_hub(self, *extra: str) -> None:
+        """Creates the hub container on the state volume (again, after `docker rm`, to change flags)."""
         docker(
             "create", "--name", self.hub, "--label", f"llmbox-test={self.prefix}",
             "--network", self.net, "--network-alias", "hub",
@@ -92,9 +97,8 @@ class Cluster:
             IMAGE, "hub", "--no-local",
             "--listen", "0.0.0.0:8080", "--spoke-listen", "0.0.0.0:8081",
             "--state", "/data/state.json", "--heartbeat", f"{self.heartbeat_s}s",
-            "--public-url", self.url, "--box-image", BOX_IMAGE, "--log-level", "debug",
+            "--public-url", self.url, "--box-image", BOX_IMAGE, "--log-level", "debug", *extra,
         )
-        self.start_hub()
 
     def start_hub(self) -> float:
         docker("start", self.hub)
@@ -181,11 +185,11 @@ class Cluster:
     def call(self, tool: str, args: dict | None = None, timeout: float = 120) -> ToolResult:
         """One MCP tool call with the official Python SDK (1.x), a fresh session each time."""
         from mcp import ClientSession
-        from mcp.client.streamable_http import streamablehttp_client
+        from mcp.client.streamable_http import streamable_http_client
 
         async def go():
             with anyio.fail_after(timeout):
-                async with streamablehttp_client(self.url + "/mcp") as streams:
+                async with streamable_http_client(self.url + "/mcp") as streams:
                     async with ClientSession(streams[0], streams[1]) as session:
                         await session.initialize()
                         return await session.call_tool(tool, args or {})
