@@ -3,7 +3,7 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/llmbox
 
-.PHONY: build test lint unit run static bench-cluster bench-docker bench-scale test-multihost box-image test-image test-clients browser
+.PHONY: build test lint unit run static image-test bench-cluster bench-docker bench-scale test-multihost box-image test-image test-clients browser
 
 build:
 	$(CARGO) build --release
@@ -11,6 +11,7 @@ build:
 ## Everything: formatting, lints, unit and integration tests (real Docker), the slow suites.
 test: lint test-image test-clients
 	$(CARGO) test --all-targets -- --test-threads=4
+	$(MAKE) test-multihost
 	@echo "make test: all suites passed"
 
 lint:
@@ -64,3 +65,11 @@ browser:
 ## The real box image (Claude Code on Debian); needs a reachable registry, not used by tests.
 box-image:
 	docker build -t llmbox-box:latest box/
+
+## The release image users run anywhere: FROM scratch with only the static binary.
+image-test: static
+	bash tests/multihost/build-image.sh
+
+## Hub and spokes as containers on private networks: partitions, crashes, revocation.
+test-multihost: image-test test-image .venv-mcp1/ok
+	cd tests/multihost && ../../.venv-mcp1/bin/python -m pytest -v -s -p no:cacheprovider test_multihost.py

@@ -225,6 +225,7 @@ fn exposure_warning(listen: &SocketAddr) -> Option<String> {
 /// Usage errors (exit 2); a bad state file or a busy address (exit 1).
 pub fn run(args: Args) -> Result<(), CliError> {
     init_logging(&args.log_level)?;
+    crate::util::signal::exit_on_termination();
     let config = Config::from_args(&args)?;
     match crate::util::rlimit::raise_nofile_limit() {
         Ok(n) => log::debug!("open-file limit {n}"),

@@ -85,6 +85,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return spoke_token::run(command);
     }
     init_logging(&args.log_level)?;
+    crate::util::signal::exit_on_termination();
     let usage = |msg: String| CliError::usage(format!("{msg}\n{USAGE}"));
     let Some(hub) = args.hub.clone() else {
         return Err(usage("--hub is required".into()));
