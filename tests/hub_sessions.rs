@@ -110,7 +110,7 @@ fn activation_fails_with_bad_code_then_succeeds_and_refuses_a_second_time() {
 
     let page = hub.activate(&token, "   ").expect("ok").expect("page");
     assert!(
-        matches!(page.state, PageState::Error { ref message } if message.contains("Enter the code"))
+        matches!(page.state, PageState::Unusable { ref message } if message.contains("Enter the code"))
     );
     assert_eq!(
         hub.get_box("web").expect("get").status,
@@ -345,7 +345,7 @@ fn a_second_activation_while_one_runs_is_turned_away() {
         .expect("ok")
         .expect("page");
     assert!(
-        matches!(second.state, PageState::Error { ref message } if message.contains("Another activation")),
+        matches!(second.state, PageState::Unusable { ref message } if message.contains("Another activation")),
         "{:?}",
         second.state
     );

@@ -23,8 +23,14 @@ pub enum PageState {
         /// Where the person continues.
         session_url: String,
     },
-    /// The last attempt failed (or the input was unusable); the form is offered again.
+    /// The box rejected the last code; a fresh sign-in link and the form are offered again.
     Error {
+        /// What to tell the person.
+        message: String,
+    },
+    /// The input could not be used (empty, too long, busy, spoke away); nothing reached the
+    /// box, so the same sign-in link still stands and the form is offered again.
+    Unusable {
         /// What to tell the person.
         message: String,
     },
@@ -134,14 +140,18 @@ impl Hub {
             None
         };
         if let Some(message) = unusable {
-            return Ok(Some(Self::page_of(&s, PageState::Error { message }, None)));
+            return Ok(Some(Self::page_of(
+                &s,
+                PageState::Unusable { message },
+                None,
+            )));
         }
         if !self.volatile().activating.insert(s.container_id.clone()) {
             let message =
                 "Another activation of this box is running; wait a moment, then reload this page.";
             return Ok(Some(Self::page_of(
                 &s,
-                PageState::Error {
+                PageState::Unusable {
                     message: message.into(),
                 },
                 None,
@@ -173,7 +183,11 @@ impl Hub {
             Ok(m) => m,
             Err(e) => {
                 let message = e.to_string();
-                return Ok(Some(Self::page_of(&s, PageState::Error { message }, None)));
+                return Ok(Some(Self::page_of(
+                    &s,
+                    PageState::Unusable { message },
+                    None,
+                )));
             }
         };
         match self.verb("submit_code", || manager.submit_code(&s.container_id, code)) {

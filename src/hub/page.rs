@@ -120,6 +120,13 @@ pub fn render(page: &ActivationPage) -> String {
             ));
             body.push_str(&signin_and_form(&page.authorize_url));
         }
+        PageState::Unusable { message } => {
+            body.push_str(&format!(
+                "<p id=\"error\" role=\"alert\">{}</p>",
+                escape(message)
+            ));
+            body.push_str(&signin_and_form(&page.authorize_url));
+        }
     }
     document(&format!("Activate {} · llmbox", page.box_id), &body)
 }
@@ -186,6 +193,17 @@ mod tests {
         }));
         assert!(html.contains("<p id=\"error\" role=\"alert\">login failed</p>"));
         assert!(html.contains("id=\"signin\"") && html.contains("id=\"activate\""));
+        assert!(html.contains("fresh link"));
+    }
+
+    #[test]
+    fn unusable_input_shows_the_message_and_form_without_asking_for_a_new_sign_in() {
+        let html = render(&page(PageState::Unusable {
+            message: "Enter the code".into(),
+        }));
+        assert!(html.contains("<p id=\"error\" role=\"alert\">Enter the code</p>"));
+        assert!(html.contains("id=\"signin\"") && html.contains("id=\"activate\""));
+        assert!(!html.contains("fresh link"));
     }
 
     #[test]
