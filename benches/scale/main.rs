@@ -1,0 +1,562 @@
+//! `make bench-scale`: how far one hub goes. One real `llmbox hub --no-local` process (the built
+//! binary, loopback ports, a temp state file) and N real spoke loops with in-memory box
+//! managers ([`fleet`]), at N = 100, 1000, 5000. Prints numbers, asserts nothing.
+//!
+//! Measured, each beside a baseline from the same run:
+//! - hub RSS and threads with N idle spokes, vs a bare tungstenite echo process holding N idle
+//!   connections (one reader thread each);
+//! - hub CPU while idle with N spokes heartbeating every [`HEARTBEAT`] (both ends ping), over
+//!   [`CPU_WINDOW`], as % of one core; the spoke processes' CPU beside it;
+//! - verb round trip p50/p99 through the hub's MCP endpoint (`exec_llmbox` to one spoke) while
+//!   N are connected, beside MCP `ping` (HTTP + JSON-RPC, no spoke) and the in-process spoke
+//!   plane (`RemoteSpoke::exec`, one spoke, no HTTP); a `list_llmboxes` fan-out to all N;
+//! - time for all N to reconnect after the hub is SIGKILLed and started again on the same state
+//!   file, with the spoke loop's own jittered backoff (1 s → 30 s, ±20 %).
+//!
+//! `SCALE_STEPS=100,500` runs other sizes; `LLMBOX_BIN` points at another `llmbox` binary.
+//! Children: this binary re-run with `BENCH_CHILD=echo` (the baseline server) or
+//! `BENCH_CHILD=fleet:…` (a batch of spokes).
+
+#[path = "../common/mod.rs"]
+mod common;
+mod fleet;
+mod hub;
+mod mcp;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use llmbox::boxes::CreateOptions;
+use llmbox::cluster::transport::ws_config;
+use serde_json::json;
+
+use common::{ProcStatus, clock_ticks_per_sec, cpu_ticks, pct, proc_status};
+use fleet::{Fleet, spoke_name};
+use hub::{HubArgs, HubProcess};
+use mcp::Mcp;
+
+/// Spoke counts measured (override with `SCALE_STEPS`).
+const STEPS: [usize; 3] = [100, 1000, 5000];
+/// Heartbeat of the hub and of every spoke (short, so the idle CPU shows it: 7.5× the default).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Window of the idle CPU reading.
+const CPU_WINDOW: Duration = Duration::from_secs(10);
+/// Round trips per latency figure.
+const CALLS: usize = 1000;
+/// `list_llmboxes` fan-outs per N.
+const FANOUTS: usize = 5;
+/// How long N spokes may take to connect (or reconnect).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Descriptors the hub holds per spoke: the socket, the reader's clone, the writer's clone.
+const HUB_FDS_PER_SPOKE: u64 = 3;
+/// Descriptors kept for everything else in the hub.
+const FD_SLACK: u64 = 300;
+/// The box the MCP round trips exec in (created on spoke 0).
+const PROBE_BOX: &str = "scale-probe";
+
+fn main() {
+    if let Ok(mode) = std::env::var("BENCH_CHILD") {
+        match mode.split_once(':') {
+            Some(("fleet", spec)) => fleet::child_main(spec),
+            _ => echo_child(),
+        }
+        return;
+    }
+    // `cargo test --all-targets` runs this binary too, without `--bench`: measure nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scale benchmark: run it with `make bench-scale`");
+        return;
+    }
+    run();
+}
+
+/// One N's measurements.
+#[derive(Default)]
+struct Row {
+    n: usize,
+    connect: Option<Duration>,
+    hub: ProcStatus,
+    echo: ProcStatus,
+    fleet: ProcStatus,
+    hub_cpu: f64,
+    fleet_cpu: f64,
+    ping: Vec<Duration>,
+    exec: Vec<Duration>,
+    fanout: Vec<Duration>,
+}
+
+fn run() {
+    let limit = llmbox::util::rlimit::raise_nofile_limit().unwrap_or(1024);
+    let steps = steps(limit);
+    let max_n = steps.iter().copied().max().unwrap_or(0);
+    let bin = std::env::var_os("LLMBOX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_llmbox")));
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    println!("== llmbox scale benchmark ==");
+    println!(
+        "machine: {cores} cores, {} MiB memory; open-file limit {limit} (hub: {HUB_FDS_PER_SPOKE} per spoke; spokes: {} per child process)",
+        common::mem_total_mib(),
+        fleet::SPOKES_PER_CHILD
+    );
+    println!(
+        "hub: {} --no-local, heartbeat {HEARTBEAT:?} (hub and spokes); spokes: llmbox::cluster::spoke::run + MemoryBoxManager, library backoff",
+        bin.display()
+    );
+    let dir = std::env::temp_dir().join(format!("llmbox-bench-scale-{}", std::process::id()));
+    let _cleanup = RemoveDir(dir.clone());
+    let state = dir.join("state.json");
+    let creds = dir.join("creds");
+    let t = Instant::now();
+    fleet::seed(&state, &creds, max_n);
+    println!(
+        "seeded {max_n} spoke records and credentials in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let inproc = inprocess_baseline(&dir.join("inproc"));
+    let mut rows: Vec<Row> = steps
+        .iter()
+        .map(|&n| Row {
+            n,
+            ..Row::default()
+        })
+        .collect();
+    let echo0 = echo_phase(&mut rows);
+
+    let args = HubArgs {
+        bin: bin.clone(),
+        listen: free_addr(),
+        spoke_listen: free_addr(),
+        state: state.clone(),
+        heartbeat: HEARTBEAT,
+        extra: extra_flags(&bin),
+    };
+    let hub = HubProcess::start(&args);
+    thread::sleep(Duration::from_millis(300));
+    let hub0 = proc_status(hub.pid);
+    let mut mcp = Mcp::new(args.listen);
+    let mcp_missing = mcp.call("ping", json!({})).err();
+    if let Some(why) = &mcp_missing {
+        println!("MCP endpoint not available on this build ({why}): MCP round trips skipped");
+    }
+    let url = format!("ws://{}/spoke/connect", args.spoke_listen);
+    let mut fleet = Fleet::new(&url, &creds, HEARTBEAT);
+    let mut probe: Option<Result<(), String>> = None;
+    let clk = clock_ticks_per_sec() as f64;
+    for row in &mut rows {
+        println!("\n-- N = {} --", row.n);
+        let since = Instant::now();
+        fleet.grow_to(row.n);
+        row.connect = hub.wait_connected(row.n, since, CONNECT_TIMEOUT);
+        match row.connect {
+            Some(d) => println!("{} spokes connected in {:.2}s", row.n, d.as_secs_f64()),
+            None => println!(
+                "only {} of {} spokes connected within {CONNECT_TIMEOUT:?}",
+                hub.log.connected(),
+                row.n
+            ),
+        }
+        // Let the connection bursts settle: two heartbeats of nothing but pings.
+        thread::sleep(HEARTBEAT * 2);
+        row.hub = proc_status(hub.pid);
+        row.fleet = sum_status(&fleet.pids());
+        let (h0, f0, t0) = (cpu_ticks(hub.pid), fleet_ticks(&fleet), Instant::now());
+        thread::sleep(CPU_WINDOW);
+        let secs = t0.elapsed().as_secs_f64();
+        row.hub_cpu = (cpu_ticks(hub.pid) - h0) as f64 / clk / secs * 100.0;
+        row.fleet_cpu = (fleet_ticks(&fleet) - f0) as f64 / clk / secs * 100.0;
+        println!(
+            "hub: {:.1} MiB, {} threads, idle CPU {:.2}% of a core; spokes: {:.2}%",
+            row.hub.rss_kib as f64 / 1024.0,
+            row.hub.threads,
+            row.hub_cpu,
+            row.fleet_cpu
+        );
+        if mcp_missing.is_none() {
+            let probe = probe.get_or_insert_with(|| {
+                mcp.tool(
+                    "create_llmbox",
+                    json!({"box_id": PROBE_BOX, "spoke": spoke_name(0), "description": "scale bench probe"}),
+                )
+                .map(|_| ())
+            });
+            measure_mcp(&mut mcp, probe, row);
+        }
+    }
+
+    let (hub, restart) = restart_phase(hub, &args, max_n);
+    if mcp_missing.is_none() && matches!(probe, Some(Ok(()))) {
+        match mcp.tool(
+            "exec_llmbox",
+            json!({"box_id": PROBE_BOX, "command": "echo still-here"}),
+        ) {
+            Ok(_) => println!("after the restart: exec_llmbox in {PROBE_BOX} answers"),
+            Err(e) => println!("after the restart: exec_llmbox in {PROBE_BOX} failed: {e}"),
+        }
+    }
+    let (warnings, first) = hub.log.warnings();
+    if warnings > 0 {
+        println!("hub logged {warnings} warning/error lines since its restart; first: {first:?}");
+    }
+    drop(fleet);
+    hub.kill();
+    print_tables(&rows, hub0, echo0, &inproc, restart, max_n);
+}
+
+/// The steps to run: `SCALE_STEPS` or [`STEPS`], capped at what the open-file limit allows.
+fn steps(limit: u64) -> Vec<usize> {
+    let wanted: Vec<usize> = std::env::var("SCALE_STEPS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+        .unwrap_or_else(|| STEPS.to_vec());
+    let fit = (limit.saturating_sub(FD_SLACK) / HUB_FDS_PER_SPOKE) as usize;
+    wanted
+        .into_iter()
+        .map(|n| {
+            if n > fit {
+                println!(
+                    "N = {n} does not fit the open-file limit {limit} ({HUB_FDS_PER_SPOKE} per spoke in the hub): measuring {fit}"
+                );
+            }
+            n.min(fit)
+        })
+        .collect()
+}
+
+/// `--reap-interval 0` when the hub has a reaper (its passes over N spokes are not idle load).
+fn extra_flags(bin: &Path) -> Vec<String> {
+    let help = Command::new(bin)
+        .args(["hub", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if help.contains("--reap-interval") {
+        vec!["--reap-interval".into(), "0".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("address")
+}
+
+fn sum_status(pids: &[u32]) -> ProcStatus {
+    pids.iter()
+        .map(|&p| proc_status(p))
+        .fold(ProcStatus::default(), |a, b| ProcStatus {
+            rss_kib: a.rss_kib + b.rss_kib,
+            threads: a.threads + b.threads,
+        })
+}
+
+fn fleet_ticks(fleet: &Fleet) -> u64 {
+    fleet.pids().iter().map(|&p| cpu_ticks(p)).sum()
+}
+
+/// MCP `ping`, `exec_llmbox` to the probe box, and `list_llmboxes` fan-outs.
+fn measure_mcp(mcp: &mut Mcp, probe: &Result<(), String>, row: &mut Row) {
+    row.ping = timed(CALLS, || mcp.call("ping", json!({})).map(|_| ()));
+    match probe {
+        Ok(()) => {
+            row.exec = timed(CALLS, || {
+                mcp.tool(
+                    "exec_llmbox",
+                    json!({"box_id": PROBE_BOX, "command": "echo hi"}),
+                )
+                .map(|_| ())
+            });
+        }
+        Err(e) => println!("create_llmbox on {} failed: {e}", spoke_name(0)),
+    }
+    row.fanout = timed(FANOUTS, || mcp.tool("list_llmboxes", json!({})).map(|_| ()));
+    println!(
+        "MCP ping p50 {} µs; exec_llmbox p50 {} µs p99 {} µs; list_llmboxes over {} spokes p50 {} ms",
+        us(&row.ping, 50),
+        us(&row.exec, 50),
+        us(&row.exec, 99),
+        row.n,
+        ms(&row.fanout, 50)
+    );
+}
+
+/// Times `calls` calls of `f`; the first failure is printed and ends the series.
+fn timed(calls: usize, mut f: impl FnMut() -> Result<(), String>) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        if let Err(e) = f() {
+            println!("call failed: {e}");
+            break;
+        }
+        out.push(t.elapsed());
+    }
+    out
+}
+
+/// `RemoteSpoke::exec` in this process, one spoke, no HTTP: the spoke plane's own cost.
+fn inprocess_baseline(dir: &Path) -> Vec<Duration> {
+    let hub = common::BenchHub::start(dir);
+    let created = hub.remote.create(CreateOptions {
+        image: "bench".into(),
+        box_id: PROBE_BOX.into(),
+        description: String::new(),
+        spoke_name: "bench".into(),
+        files: Vec::new(),
+    });
+    let samples = match created {
+        Ok(c) => {
+            let cmd = ["/bin/sh".to_string(), "-c".into(), "echo hi".into()];
+            timed(CALLS, || {
+                hub.remote
+                    .exec(&c.id, &cmd)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Err(e) => {
+            println!("in-process baseline: create failed: {e}");
+            Vec::new()
+        }
+    };
+    hub.stop.stop();
+    samples
+}
+
+// ---------- the echo baseline
+
+/// The child: a bare tungstenite echo server; prints its address, serves until stdin closes.
+fn echo_child() {
+    let _ = llmbox::util::rlimit::raise_nofile_limit();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!("{}", listener.local_addr().expect("address"));
+    common::serve_echo(listener);
+    common::wait_for_stdin_close();
+}
+
+/// Kills the child on drop.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Holds N idle connections to an echo child for each N; returns the child's RSS at rest.
+fn echo_phase(rows: &mut [Row]) -> ProcStatus {
+    let mut child = Command::new(std::env::current_exe().expect("own executable"))
+        .env("BENCH_CHILD", "echo")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the echo child");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("echo address");
+    let addr: SocketAddr = line.trim().parse().expect("echo address");
+    let child = ChildGuard(child);
+    let pid = child.0.id();
+    thread::sleep(Duration::from_millis(200));
+    let rest = proc_status(pid);
+    let mut conns = Vec::new();
+    for row in rows.iter_mut() {
+        while conns.len() < row.n {
+            let tcp = TcpStream::connect(addr).expect("connect to the echo child");
+            let (ws, _) = tungstenite::client::client_with_config(
+                format!("ws://{addr}/"),
+                tcp,
+                Some(ws_config()),
+            )
+            .expect("echo upgrade");
+            conns.push(ws);
+        }
+        thread::sleep(Duration::from_millis(500));
+        row.echo = proc_status(pid);
+    }
+    drop(conns);
+    rest
+}
+
+// ---------- restart
+
+/// Reconnect times after a SIGKILL of the hub and a new start on the same state file.
+struct Restart {
+    /// From the kill to the new process answering `/healthz`.
+    hub_up: Duration,
+    /// From the kill to half of the N connected again.
+    half: Option<Duration>,
+    /// … to 90 %.
+    most: Option<Duration>,
+    /// … to all N (None: not within the timeout).
+    all: Option<Duration>,
+    /// How many were back at the timeout.
+    back: usize,
+}
+
+fn restart_phase(hub: HubProcess, args: &HubArgs, n: usize) -> (HubProcess, Restart) {
+    println!("\n-- hub SIGKILL and restart with {n} spokes --");
+    let t = Instant::now();
+    hub.kill();
+    let hub = HubProcess::start(args);
+    let hub_up = t.elapsed();
+    let mut marks = [(50, None), (90, None), (100, None)];
+    loop {
+        let back = hub.log.connected();
+        for (share, at) in &mut marks {
+            if at.is_none() && back * 100 >= n * *share {
+                *at = Some(t.elapsed());
+            }
+        }
+        if back >= n || t.elapsed() > CONNECT_TIMEOUT {
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let restart = Restart {
+        hub_up,
+        half: marks[0].1,
+        most: marks[1].1,
+        all: marks[2].1,
+        back: hub.log.connected(),
+    };
+    println!(
+        "hub up after {:.2}s; 50% back {}, 90% {}, all {}",
+        hub_up.as_secs_f64(),
+        secs(restart.half),
+        secs(restart.most),
+        secs(restart.all)
+    );
+    (hub, restart)
+}
+
+/// A percentile in µs, or `-` when nothing was measured.
+fn us(samples: &[Duration], p: usize) -> String {
+    if samples.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.0}", pct(samples, p))
+    }
+}
+
+/// A percentile in ms, or `-` when nothing was measured.
+fn ms(samples: &[Duration], p: usize) -> String {
+    if samples.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.1}", pct(samples, p) / 1000.0)
+    }
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.2}s", d.as_secs_f64()))
+}
+
+// ---------- output
+
+fn print_tables(
+    rows: &[Row],
+    hub0: ProcStatus,
+    echo0: ProcStatus,
+    inproc: &[Duration],
+    restart: Restart,
+    n: usize,
+) {
+    let mib = |k: u64| k as f64 / 1024.0;
+    let per = |k: u64, k0: u64, n: usize| k.saturating_sub(k0) as f64 / n.max(1) as f64;
+    println!(
+        "\n== memory and threads, N idle spokes (hub at rest: {:.1} MiB, {} threads; echo at rest: {:.1} MiB) ==",
+        mib(hub0.rss_kib),
+        hub0.threads,
+        mib(echo0.rss_kib)
+    );
+    println!(
+        "{:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} {:>8} | {:>6} | {:>8}",
+        "N", "hub MiB", "KiB/spk", "threads", "echo MiB", "KiB/conn", "threads", "ratio", "connect"
+    );
+    for r in rows {
+        let (h, e) = (
+            per(r.hub.rss_kib, hub0.rss_kib, r.n),
+            per(r.echo.rss_kib, echo0.rss_kib, r.n),
+        );
+        println!(
+            "{:>6} | {:>9.1} {:>9.1} {:>8} | {:>9.1} {:>9.1} {:>8} | {:>6.2} | {:>8}",
+            r.n,
+            mib(r.hub.rss_kib),
+            h,
+            r.hub.threads,
+            mib(r.echo.rss_kib),
+            e,
+            r.echo.threads,
+            h / e.max(0.001),
+            r.connect
+                .map_or("-".into(), |d| format!("{:.2}s", d.as_secs_f64()))
+        );
+    }
+    println!("\n== idle CPU over {CPU_WINDOW:?}, heartbeat {HEARTBEAT:?} (% of one core) ==");
+    println!(
+        "{:>6} | {:>8} | {:>10} {:>12} {:>9}",
+        "N", "hub", "spokes", "spokes MiB", "threads"
+    );
+    for r in rows {
+        println!(
+            "{:>6} | {:>7.2}% | {:>9.2}% {:>12.1} {:>9}",
+            r.n,
+            r.hub_cpu,
+            r.fleet_cpu,
+            mib(r.fleet.rss_kib),
+            r.fleet.threads
+        );
+    }
+    println!("\n== verb round trip to one spoke while N are connected ({CALLS} calls) ==");
+    common::print_latency("in-process RemoteSpoke exec", inproc);
+    println!(
+        "{:>6} | {:>20} | {:>24} | {:>18}",
+        "N", "MCP ping p50/p99 µs", "MCP exec_llmbox p50/p99 µs", "list_llmboxes p50 ms"
+    );
+    for r in rows {
+        println!(
+            "{:>6} | {:>9} / {:>8} | {:>11} / {:>10} | {:>18}",
+            r.n,
+            us(&r.ping, 50),
+            us(&r.ping, 99),
+            us(&r.exec, 50),
+            us(&r.exec, 99),
+            ms(&r.fanout, 50),
+        );
+    }
+    println!("\n== hub SIGKILL + restart with {n} spokes (library backoff 1 s → 30 s, ±20 %) ==");
+    println!(
+        "hub answering /healthz again: {:.2}s after the kill",
+        restart.hub_up.as_secs_f64()
+    );
+    println!(
+        "spokes reconnected after the kill: 50% {}, 90% {}, all {}",
+        secs(restart.half),
+        secs(restart.most),
+        secs(restart.all)
+    );
+    if restart.all.is_none() {
+        println!(
+            "only {} of {n} spokes back within {CONNECT_TIMEOUT:?}",
+            restart.back
+        );
+    }
+}
+
+/// Removes the bench's temp directory on drop.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
