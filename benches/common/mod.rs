@@ -101,7 +101,24 @@ pub fn clock_ticks_per_sec() -> u64 {
         .unwrap_or(100)
 }
 
-/// A `/proc` reading of one line: `MemTotal` in MiB.
+/// `TcpExt: ListenOverflows` of this network namespace (`/proc/net/netstat`): connections
+/// dropped because a listener's accept queue was full. Namespace-wide, so it also counts other
+/// processes' listeners; 0 when unreadable.
+pub fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `MemTotal` in MiB, from `/proc/meminfo`.
 pub fn mem_total_mib() -> u64 {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     info.lines()

@@ -34,7 +34,7 @@ use llmbox::boxes::CreateOptions;
 use llmbox::cluster::transport::ws_config;
 use serde_json::json;
 
-use common::{ProcStatus, clock_ticks_per_sec, cpu_ticks, pct, proc_status};
+use common::{ProcStatus, clock_ticks_per_sec, cpu_ticks, listen_overflows, pct, proc_status};
 use fleet::{Fleet, spoke_name};
 use hub::{HubArgs, HubProcess};
 use mcp::Mcp;
@@ -87,6 +87,8 @@ struct Row {
     ping: Vec<Duration>,
     exec: Vec<Duration>,
     fanout: Vec<Duration>,
+    /// Listen-queue overflows while these spokes connected.
+    overflows: u64,
 }
 
 fn run() {
@@ -150,11 +152,17 @@ fn run() {
     let clk = clock_ticks_per_sec() as f64;
     for row in &mut rows {
         println!("\n-- N = {} --", row.n);
-        let since = Instant::now();
+        let (since, overflows) = (Instant::now(), listen_overflows());
         fleet.grow_to(row.n);
         row.connect = hub.wait_connected(row.n, since, CONNECT_TIMEOUT);
+        row.overflows = listen_overflows() - overflows;
         match row.connect {
-            Some(d) => println!("{} spokes connected in {:.2}s", row.n, d.as_secs_f64()),
+            Some(d) => println!(
+                "{} spokes connected in {:.2}s ({} listen-queue overflows)",
+                row.n,
+                d.as_secs_f64(),
+                row.overflows
+            ),
             None => println!(
                 "only {} of {} spokes connected within {CONNECT_TIMEOUT:?}",
                 hub.log.connected(),
@@ -390,6 +398,8 @@ fn echo_phase(rows: &mut [Row]) -> ProcStatus {
 
 /// Reconnect times after a SIGKILL of the hub and a new start on the same state file.
 struct Restart {
+    /// From the SIGKILL to the old process reaped (its threads and sockets torn down).
+    killed: Duration,
     /// From the kill to the new process answering `/healthz`.
     hub_up: Duration,
     /// From the kill to half of the N connected again.
@@ -400,12 +410,15 @@ struct Restart {
     all: Option<Duration>,
     /// How many were back at the timeout.
     back: usize,
+    /// Listen-queue overflows during the reconnect storm.
+    overflows: u64,
 }
 
 fn restart_phase(hub: HubProcess, args: &HubArgs, n: usize) -> (HubProcess, Restart) {
     println!("\n-- hub SIGKILL and restart with {n} spokes --");
-    let t = Instant::now();
+    let (t, overflows) = (Instant::now(), listen_overflows());
     hub.kill();
+    let killed = t.elapsed();
     let hub = HubProcess::start(args);
     let hub_up = t.elapsed();
     let mut marks = [(50, None), (90, None), (100, None)];
@@ -422,18 +435,22 @@ fn restart_phase(hub: HubProcess, args: &HubArgs, n: usize) -> (HubProcess, Rest
         thread::sleep(Duration::from_millis(5));
     }
     let restart = Restart {
+        killed,
         hub_up,
         half: marks[0].1,
         most: marks[1].1,
         all: marks[2].1,
         back: hub.log.connected(),
+        overflows: listen_overflows() - overflows,
     };
     println!(
-        "hub up after {:.2}s; 50% back {}, 90% {}, all {}",
+        "old hub reaped after {:.2}s, new one up after {:.2}s; 50% back {}, 90% {}, all {} ({} listen-queue overflows)",
+        killed.as_secs_f64(),
         hub_up.as_secs_f64(),
         secs(restart.half),
         secs(restart.most),
-        secs(restart.all)
+        secs(restart.all),
+        restart.overflows
     );
     (hub, restart)
 }
@@ -479,8 +496,17 @@ fn print_tables(
         mib(echo0.rss_kib)
     );
     println!(
-        "{:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} {:>8} | {:>6} | {:>8}",
-        "N", "hub MiB", "KiB/spk", "threads", "echo MiB", "KiB/conn", "threads", "ratio", "connect"
+        "{:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} {:>8} | {:>6} | {:>8} {:>9}",
+        "N",
+        "hub MiB",
+        "KiB/spk",
+        "threads",
+        "echo MiB",
+        "KiB/conn",
+        "threads",
+        "ratio",
+        "connect",
+        "overflows"
     );
     for r in rows {
         let (h, e) = (
@@ -488,7 +514,7 @@ fn print_tables(
             per(r.echo.rss_kib, echo0.rss_kib, r.n),
         );
         println!(
-            "{:>6} | {:>9.1} {:>9.1} {:>8} | {:>9.1} {:>9.1} {:>8} | {:>6.2} | {:>8}",
+            "{:>6} | {:>9.1} {:>9.1} {:>8} | {:>9.1} {:>9.1} {:>8} | {:>6.2} | {:>8} {:>9}",
             r.n,
             mib(r.hub.rss_kib),
             h,
@@ -497,8 +523,8 @@ fn print_tables(
             e,
             r.echo.threads,
             h / e.max(0.001),
-            r.connect
-                .map_or("-".into(), |d| format!("{:.2}s", d.as_secs_f64()))
+            secs(r.connect),
+            r.overflows
         );
     }
     println!("\n== idle CPU over {CPU_WINDOW:?}, heartbeat {HEARTBEAT:?} (% of one core) ==");
@@ -535,7 +561,8 @@ fn print_tables(
     }
     println!("\n== hub SIGKILL + restart with {n} spokes (library backoff 1 s → 30 s, ±20 %) ==");
     println!(
-        "hub answering /healthz again: {:.2}s after the kill",
+        "old process reaped {:.2}s after the SIGKILL; new one answering /healthz {:.2}s after it",
+        restart.killed.as_secs_f64(),
         restart.hub_up.as_secs_f64()
     );
     println!(
@@ -543,6 +570,10 @@ fn print_tables(
         secs(restart.half),
         secs(restart.most),
         secs(restart.all)
+    );
+    println!(
+        "listen-queue overflows (TcpExt ListenOverflows) during the reconnect: {}",
+        restart.overflows
     );
     if restart.all.is_none() {
         println!(
