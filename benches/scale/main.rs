@@ -17,27 +17,27 @@
 //! Children: this binary re-run with `BENCH_CHILD=echo` (the baseline server) or
 //! `BENCH_CHILD=fleet:…` (a batch of spokes).
 
+mod baseline;
 #[path = "../common/mod.rs"]
 mod common;
 mod fleet;
 mod hub;
 mod mcp;
+mod report;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use llmbox::boxes::CreateOptions;
-use llmbox::cluster::transport::ws_config;
 use serde_json::json;
 
-use common::{ProcStatus, clock_ticks_per_sec, cpu_ticks, listen_overflows, pct, proc_status};
+use common::{ProcStatus, clock_ticks_per_sec, cpu_ticks, listen_overflows, proc_status};
 use fleet::{Fleet, spoke_name};
 use hub::{HubArgs, HubProcess};
 use mcp::Mcp;
+use report::{Restart, Row, ms, secs, us};
 
 /// Spoke counts measured (override with `SCALE_STEPS`).
 const STEPS: [usize; 3] = [100, 1000, 5000];
@@ -62,7 +62,7 @@ fn main() {
     if let Ok(mode) = std::env::var("BENCH_CHILD") {
         match mode.split_once(':') {
             Some(("fleet", spec)) => fleet::child_main(spec),
-            _ => echo_child(),
+            _ => baseline::echo_child(),
         }
         return;
     }
@@ -72,23 +72,6 @@ fn main() {
         return;
     }
     run();
-}
-
-/// One N's measurements.
-#[derive(Default)]
-struct Row {
-    n: usize,
-    connect: Option<Duration>,
-    hub: ProcStatus,
-    echo: ProcStatus,
-    fleet: ProcStatus,
-    hub_cpu: f64,
-    fleet_cpu: f64,
-    ping: Vec<Duration>,
-    exec: Vec<Duration>,
-    fanout: Vec<Duration>,
-    /// Listen-queue overflows while these spokes connected.
-    overflows: u64,
 }
 
 fn run() {
@@ -120,7 +103,7 @@ fn run() {
         t.elapsed().as_secs_f64()
     );
 
-    let inproc = inprocess_baseline(&dir.join("inproc"));
+    let inproc = baseline::inprocess_baseline(&dir.join("inproc"));
     let mut rows: Vec<Row> = steps
         .iter()
         .map(|&n| Row {
@@ -128,7 +111,10 @@ fn run() {
             ..Row::default()
         })
         .collect();
-    let echo0 = echo_phase(&mut rows);
+    for row in &mut rows {
+        row.sweep = baseline::revocation_sweep(&state, row.n);
+    }
+    let echo0 = baseline::echo_phase(&mut rows);
 
     let args = HubArgs {
         bin: bin.clone(),
@@ -213,7 +199,7 @@ fn run() {
     }
     drop(fleet);
     hub.kill();
-    print_tables(&rows, hub0, echo0, &inproc, restart, max_n);
+    report::print_tables(&rows, hub0, echo0, &inproc, restart, max_n);
 }
 
 /// The steps to run: `SCALE_STEPS` or [`STEPS`], capped at what the open-file limit allows.
@@ -308,111 +294,7 @@ fn timed(calls: usize, mut f: impl FnMut() -> Result<(), String>) -> Vec<Duratio
     out
 }
 
-/// `RemoteSpoke::exec` in this process, one spoke, no HTTP: the spoke plane's own cost.
-fn inprocess_baseline(dir: &Path) -> Vec<Duration> {
-    let hub = common::BenchHub::start(dir);
-    let created = hub.remote.create(CreateOptions {
-        image: "bench".into(),
-        box_id: PROBE_BOX.into(),
-        description: String::new(),
-        spoke_name: "bench".into(),
-        files: Vec::new(),
-    });
-    let samples = match created {
-        Ok(c) => {
-            let cmd = ["/bin/sh".to_string(), "-c".into(), "echo hi".into()];
-            timed(CALLS, || {
-                hub.remote
-                    .exec(&c.id, &cmd)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-        }
-        Err(e) => {
-            println!("in-process baseline: create failed: {e}");
-            Vec::new()
-        }
-    };
-    hub.stop.stop();
-    samples
-}
-
-// ---------- the echo baseline
-
-/// The child: a bare tungstenite echo server; prints its address, serves until stdin closes.
-fn echo_child() {
-    let _ = llmbox::util::rlimit::raise_nofile_limit();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    println!("{}", listener.local_addr().expect("address"));
-    common::serve_echo(listener);
-    common::wait_for_stdin_close();
-}
-
-/// Kills the child on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Holds N idle connections to an echo child for each N; returns the child's RSS at rest.
-fn echo_phase(rows: &mut [Row]) -> ProcStatus {
-    let mut child = Command::new(std::env::current_exe().expect("own executable"))
-        .env("BENCH_CHILD", "echo")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the echo child");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout is piped"))
-        .read_line(&mut line)
-        .expect("echo address");
-    let addr: SocketAddr = line.trim().parse().expect("echo address");
-    let child = ChildGuard(child);
-    let pid = child.0.id();
-    thread::sleep(Duration::from_millis(200));
-    let rest = proc_status(pid);
-    let mut conns = Vec::new();
-    for row in rows.iter_mut() {
-        while conns.len() < row.n {
-            let tcp = TcpStream::connect(addr).expect("connect to the echo child");
-            let (ws, _) = tungstenite::client::client_with_config(
-                format!("ws://{addr}/"),
-                tcp,
-                Some(ws_config()),
-            )
-            .expect("echo upgrade");
-            conns.push(ws);
-        }
-        thread::sleep(Duration::from_millis(500));
-        row.echo = proc_status(pid);
-    }
-    drop(conns);
-    rest
-}
-
 // ---------- restart
-
-/// Reconnect times after a SIGKILL of the hub and a new start on the same state file.
-struct Restart {
-    /// From the SIGKILL to the old process reaped (its threads and sockets torn down).
-    killed: Duration,
-    /// From the kill to the new process answering `/healthz`.
-    hub_up: Duration,
-    /// From the kill to half of the N connected again.
-    half: Option<Duration>,
-    /// … to 90 %.
-    most: Option<Duration>,
-    /// … to all N (None: not within the timeout).
-    all: Option<Duration>,
-    /// How many were back at the timeout.
-    back: usize,
-    /// Listen-queue overflows during the reconnect storm.
-    overflows: u64,
-}
 
 fn restart_phase(hub: HubProcess, args: &HubArgs, n: usize) -> (HubProcess, Restart) {
     println!("\n-- hub SIGKILL and restart with {n} spokes --");
@@ -453,134 +335,6 @@ fn restart_phase(hub: HubProcess, args: &HubArgs, n: usize) -> (HubProcess, Rest
         restart.overflows
     );
     (hub, restart)
-}
-
-/// A percentile in µs, or `-` when nothing was measured.
-fn us(samples: &[Duration], p: usize) -> String {
-    if samples.is_empty() {
-        "-".into()
-    } else {
-        format!("{:.0}", pct(samples, p))
-    }
-}
-
-/// A percentile in ms, or `-` when nothing was measured.
-fn ms(samples: &[Duration], p: usize) -> String {
-    if samples.is_empty() {
-        "-".into()
-    } else {
-        format!("{:.1}", pct(samples, p) / 1000.0)
-    }
-}
-
-fn secs(d: Option<Duration>) -> String {
-    d.map_or("-".into(), |d| format!("{:.2}s", d.as_secs_f64()))
-}
-
-// ---------- output
-
-fn print_tables(
-    rows: &[Row],
-    hub0: ProcStatus,
-    echo0: ProcStatus,
-    inproc: &[Duration],
-    restart: Restart,
-    n: usize,
-) {
-    let mib = |k: u64| k as f64 / 1024.0;
-    let per = |k: u64, k0: u64, n: usize| k.saturating_sub(k0) as f64 / n.max(1) as f64;
-    println!(
-        "\n== memory and threads, N idle spokes (hub at rest: {:.1} MiB, {} threads; echo at rest: {:.1} MiB) ==",
-        mib(hub0.rss_kib),
-        hub0.threads,
-        mib(echo0.rss_kib)
-    );
-    println!(
-        "{:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} {:>8} | {:>6} | {:>8} {:>9}",
-        "N",
-        "hub MiB",
-        "KiB/spk",
-        "threads",
-        "echo MiB",
-        "KiB/conn",
-        "threads",
-        "ratio",
-        "connect",
-        "overflows"
-    );
-    for r in rows {
-        let (h, e) = (
-            per(r.hub.rss_kib, hub0.rss_kib, r.n),
-            per(r.echo.rss_kib, echo0.rss_kib, r.n),
-        );
-        println!(
-            "{:>6} | {:>9.1} {:>9.1} {:>8} | {:>9.1} {:>9.1} {:>8} | {:>6.2} | {:>8} {:>9}",
-            r.n,
-            mib(r.hub.rss_kib),
-            h,
-            r.hub.threads,
-            mib(r.echo.rss_kib),
-            e,
-            r.echo.threads,
-            h / e.max(0.001),
-            secs(r.connect),
-            r.overflows
-        );
-    }
-    println!("\n== idle CPU over {CPU_WINDOW:?}, heartbeat {HEARTBEAT:?} (% of one core) ==");
-    println!(
-        "{:>6} | {:>8} | {:>10} {:>12} {:>9}",
-        "N", "hub", "spokes", "spokes MiB", "threads"
-    );
-    for r in rows {
-        println!(
-            "{:>6} | {:>7.2}% | {:>9.2}% {:>12.1} {:>9}",
-            r.n,
-            r.hub_cpu,
-            r.fleet_cpu,
-            mib(r.fleet.rss_kib),
-            r.fleet.threads
-        );
-    }
-    println!("\n== verb round trip to one spoke while N are connected ({CALLS} calls) ==");
-    common::print_latency("in-process RemoteSpoke exec", inproc);
-    println!(
-        "{:>6} | {:>20} | {:>24} | {:>18}",
-        "N", "MCP ping p50/p99 µs", "MCP exec_llmbox p50/p99 µs", "list_llmboxes p50 ms"
-    );
-    for r in rows {
-        println!(
-            "{:>6} | {:>9} / {:>8} | {:>11} / {:>10} | {:>18}",
-            r.n,
-            us(&r.ping, 50),
-            us(&r.ping, 99),
-            us(&r.exec, 50),
-            us(&r.exec, 99),
-            ms(&r.fanout, 50),
-        );
-    }
-    println!("\n== hub SIGKILL + restart with {n} spokes (library backoff 1 s → 30 s, ±20 %) ==");
-    println!(
-        "old process reaped {:.2}s after the SIGKILL; new one answering /healthz {:.2}s after it",
-        restart.killed.as_secs_f64(),
-        restart.hub_up.as_secs_f64()
-    );
-    println!(
-        "spokes reconnected after the kill: 50% {}, 90% {}, all {}",
-        secs(restart.half),
-        secs(restart.most),
-        secs(restart.all)
-    );
-    println!(
-        "listen-queue overflows (TcpExt ListenOverflows) during the reconnect: {}",
-        restart.overflows
-    );
-    if restart.all.is_none() {
-        println!(
-            "only {} of {n} spokes back within {CONNECT_TIMEOUT:?}",
-            restart.back
-        );
-    }
 }
 
 /// Removes the bench's temp directory on drop.
