@@ -6,7 +6,8 @@
 //! - hub RSS and threads with N idle spokes, vs a bare tungstenite echo process holding N idle
 //!   connections (one reader thread each);
 //! - hub CPU while idle with N spokes heartbeating every [`HEARTBEAT`] (both ends ping), over
-//!   [`CPU_WINDOW`], as % of one core; the spoke processes' CPU beside it;
+//!   [`CPU_WINDOW`], as % of one core; the spoke processes' CPU beside it; and once more at the
+//!   largest N with a fresh hub and spokes at the shipped heartbeat (15 s);
 //! - verb round trip p50/p99 through the hub's MCP endpoint (`exec_llmbox` to one spoke) while
 //!   N are connected, beside MCP `ping` (HTTP + JSON-RPC, no spoke) and the in-process spoke
 //!   plane (`RemoteSpoke::exec`, one spoke, no HTTP); a `list_llmboxes` fan-out to all N;
@@ -45,6 +46,12 @@ const STEPS: [usize; 3] = [100, 1000, 5000];
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Window of the idle CPU reading.
 const CPU_WINDOW: Duration = Duration::from_secs(10);
+/// Pause after a connect burst before reading memory and CPU (two short heartbeats).
+const SETTLE: Duration = Duration::from_secs(4);
+/// The shipped heartbeat, for one more idle CPU reading at the largest N.
+const DEFAULT_HEARTBEAT: Duration = llmbox::cluster::plane::DEFAULT_HEARTBEAT;
+/// Window of that reading: two default heartbeats.
+const DEFAULT_CPU_WINDOW: Duration = Duration::from_secs(30);
 /// Round trips per latency figure.
 const CALLS: usize = 1000;
 /// `list_llmboxes` fan-outs per N.
@@ -135,7 +142,6 @@ fn run() {
     let url = format!("ws://{}/spoke/connect", args.spoke_listen);
     let mut fleet = Fleet::new(&url, &creds, HEARTBEAT);
     let mut probe: Option<Result<(), String>> = None;
-    let clk = clock_ticks_per_sec() as f64;
     for row in &mut rows {
         println!("\n-- N = {} --", row.n);
         let (since, overflows) = (Instant::now(), listen_overflows());
@@ -156,14 +162,10 @@ fn run() {
             ),
         }
         // Let the connection bursts settle: two heartbeats of nothing but pings.
-        thread::sleep(HEARTBEAT * 2);
+        thread::sleep(SETTLE);
         row.hub = proc_status(hub.pid);
         row.fleet = sum_status(&fleet.pids());
-        let (h0, f0, t0) = (cpu_ticks(hub.pid), fleet_ticks(&fleet), Instant::now());
-        thread::sleep(CPU_WINDOW);
-        let secs = t0.elapsed().as_secs_f64();
-        row.hub_cpu = (cpu_ticks(hub.pid) - h0) as f64 / clk / secs * 100.0;
-        row.fleet_cpu = (fleet_ticks(&fleet) - f0) as f64 / clk / secs * 100.0;
+        (row.hub_cpu, row.fleet_cpu) = idle_cpu(&hub, &fleet, CPU_WINDOW);
         println!(
             "hub: {:.1} MiB, {} threads, idle CPU {:.2}% of a core; spokes: {:.2}%",
             row.hub.rss_kib as f64 / 1024.0,
@@ -199,7 +201,45 @@ fn run() {
     }
     drop(fleet);
     hub.kill();
-    report::print_tables(&rows, hub0, echo0, &inproc, restart, max_n);
+    let at_default = default_heartbeat_phase(&args, &creds, max_n);
+    report::print_tables(&rows, hub0, echo0, &inproc, restart, at_default, max_n);
+}
+
+/// CPU of the hub and of the spoke processes over `window`, each as % of one core.
+fn idle_cpu(hub: &HubProcess, fleet: &Fleet, window: Duration) -> (f64, f64) {
+    let clk = clock_ticks_per_sec() as f64;
+    let (h0, f0, t0) = (cpu_ticks(hub.pid), fleet_ticks(fleet), Instant::now());
+    thread::sleep(window);
+    let secs = t0.elapsed().as_secs_f64();
+    (
+        cpu_ticks(hub.pid).saturating_sub(h0) as f64 / clk / secs * 100.0,
+        fleet_ticks(fleet).saturating_sub(f0) as f64 / clk / secs * 100.0,
+    )
+}
+
+/// A fresh hub and `n` fresh spokes, all at the default heartbeat: their idle CPU over
+/// [`DEFAULT_CPU_WINDOW`] (two heartbeats).
+fn default_heartbeat_phase(args: &HubArgs, creds: &Path, n: usize) -> (f64, f64) {
+    println!("\n-- {n} spokes at the default heartbeat {DEFAULT_HEARTBEAT:?} --");
+    let args = HubArgs {
+        heartbeat: DEFAULT_HEARTBEAT,
+        ..args.clone()
+    };
+    let hub = HubProcess::start(&args);
+    let url = format!("ws://{}/spoke/connect", args.spoke_listen);
+    let mut fleet = Fleet::new(&url, creds, DEFAULT_HEARTBEAT);
+    let since = Instant::now();
+    fleet.grow_to(n);
+    if hub.wait_connected(n, since, CONNECT_TIMEOUT).is_none() {
+        println!(
+            "only {} of {n} spokes connected within {CONNECT_TIMEOUT:?}",
+            hub.log.connected()
+        );
+    }
+    thread::sleep(SETTLE);
+    let (h, f) = idle_cpu(&hub, &fleet, DEFAULT_CPU_WINDOW);
+    println!("hub idle CPU {h:.2}% of a core; spokes: {f:.2}%");
+    (h, f)
 }
 
 /// The steps to run: `SCALE_STEPS` or [`STEPS`], capped at what the open-file limit allows.

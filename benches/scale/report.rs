@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::common::{self, ProcStatus, pct};
-use super::{CALLS, CONNECT_TIMEOUT, CPU_WINDOW, HEARTBEAT};
+use super::{CALLS, CONNECT_TIMEOUT, CPU_WINDOW, DEFAULT_CPU_WINDOW, DEFAULT_HEARTBEAT, HEARTBEAT};
 
 /// One N's measurements.
 #[derive(Default)]
@@ -82,6 +82,7 @@ pub fn print_tables(
     echo0: ProcStatus,
     inproc: &[Duration],
     restart: Restart,
+    at_default: (f64, f64),
     n: usize,
 ) {
     let mib = |k: u64| k as f64 / 1024.0;
@@ -140,6 +141,10 @@ pub fn print_tables(
             r.sweep.as_secs_f64() * 1e3
         );
     }
+    println!(
+        "{n:>6} spokes at the default heartbeat {DEFAULT_HEARTBEAT:?}, over {DEFAULT_CPU_WINDOW:?}: hub {:.2}%, spokes {:.2}%",
+        at_default.0, at_default.1
+    );
     println!("\n== verb round trip to one spoke while N are connected ({CALLS} calls) ==");
     common::print_latency("in-process RemoteSpoke exec", inproc);
     println!(
