@@ -90,6 +90,23 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     get(14) + get(15)
 }
 
+/// Busy clock ticks of the whole machine, all cores (`/proc/stat` `cpu` line minus idle and
+/// iowait): with [`cpu_ticks`] of the processes under test, what everything else used.
+pub fn system_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = v.iter().take(8).sum();
+    total.saturating_sub(v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0))
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on).
 pub fn clock_ticks_per_sec() -> u64 {
     std::process::Command::new("getconf")

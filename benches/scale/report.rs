@@ -18,10 +18,8 @@ pub struct Row {
     pub echo: ProcStatus,
     /// The spoke processes, summed.
     pub fleet: ProcStatus,
-    /// Hub CPU over the window, % of one core.
-    pub hub_cpu: f64,
-    /// Spoke processes' CPU over the window, % of one core.
-    pub fleet_cpu: f64,
+    /// CPU over the idle window.
+    pub cpu: Cpu,
     /// One revocation sweep over N connections (in-process, median).
     pub sweep: Duration,
     /// MCP `ping` round trips.
@@ -32,6 +30,17 @@ pub struct Row {
     pub fanout: Vec<Duration>,
     /// Listen-queue overflows while these spokes connected.
     pub overflows: u64,
+}
+
+/// An idle CPU reading, each as % of one core.
+#[derive(Default, Clone, Copy)]
+pub struct Cpu {
+    /// The hub process.
+    pub hub: f64,
+    /// The spoke processes, summed.
+    pub spokes: f64,
+    /// Everything else on the machine (background load: other builds and tests).
+    pub others: f64,
 }
 
 /// Reconnect times after a SIGKILL of the hub and a new start on the same state file.
@@ -82,7 +91,7 @@ pub fn print_tables(
     echo0: ProcStatus,
     inproc: &[Duration],
     restart: Restart,
-    at_default: (f64, f64),
+    at_default: Cpu,
     n: usize,
 ) {
     let mib = |k: u64| k as f64 / 1024.0;
@@ -127,23 +136,24 @@ pub fn print_tables(
     }
     println!("\n== idle CPU over {CPU_WINDOW:?}, heartbeat {HEARTBEAT:?} (% of one core) ==");
     println!(
-        "{:>6} | {:>8} | {:>10} {:>12} {:>9} | {:>14}",
-        "N", "hub", "spokes", "spokes MiB", "threads", "sweep ms/beat"
+        "{:>6} | {:>8} | {:>10} {:>12} {:>9} | {:>14} | {:>10}",
+        "N", "hub", "spokes", "spokes MiB", "threads", "sweep ms/beat", "others"
     );
     for r in rows {
         println!(
-            "{:>6} | {:>7.2}% | {:>9.2}% {:>12.1} {:>9} | {:>14.2}",
+            "{:>6} | {:>7.2}% | {:>9.2}% {:>12.1} {:>9} | {:>14.2} | {:>9.1}%",
             r.n,
-            r.hub_cpu,
-            r.fleet_cpu,
+            r.cpu.hub,
+            r.cpu.spokes,
             mib(r.fleet.rss_kib),
             r.fleet.threads,
-            r.sweep.as_secs_f64() * 1e3
+            r.sweep.as_secs_f64() * 1e3,
+            r.cpu.others
         );
     }
     println!(
-        "{n:>6} spokes at the default heartbeat {DEFAULT_HEARTBEAT:?}, over {DEFAULT_CPU_WINDOW:?}: hub {:.2}%, spokes {:.2}%",
-        at_default.0, at_default.1
+        "{n:>6} spokes at the default heartbeat {DEFAULT_HEARTBEAT:?}, over {DEFAULT_CPU_WINDOW:?}: hub {:.2}%, spokes {:.2}%, others {:.1}%",
+        at_default.hub, at_default.spokes, at_default.others
     );
     println!("\n== verb round trip to one spoke while N are connected ({CALLS} calls) ==");
     common::print_latency("in-process RemoteSpoke exec", inproc);
