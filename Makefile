@@ -3,14 +3,15 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/llmbox
 
-.PHONY: build test lint unit run static bench-cluster bench-docker bench-scale test-multihost box-image test-image
+.PHONY: build test lint unit run static image-test bench-cluster bench-docker bench-scale test-multihost box-image test-image test-clients browser
 
 build:
 	$(CARGO) build --release
 
 ## Everything: formatting, lints, unit and integration tests (real Docker), the slow suites.
-test: lint test-image
+test: lint test-image test-clients
 	$(CARGO) test --all-targets -- --test-threads=4
+	$(MAKE) test-multihost
 	@echo "make test: all suites passed"
 
 lint:
@@ -45,3 +46,36 @@ static:
 	$(CARGO) build --release --target $(MUSL_TARGET)
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN) | awk '{print "size:", $$5, "bytes"}'
+
+## Real MCP clients for the hub's end-to-end tests: the official Python SDK 1.x and 2.x, each in
+## its own virtualenv (tests/clients/*.py run in them), and Debian's chromium + chromedriver
+## with selenium for the activation-page test.
+PYTHON ?= python3
+test-clients: .venv-mcp1/ok .venv-mcp2/ok browser
+
+.venv-mcp1/ok: tests/clients/requirements-mcp1.txt
+	rm -rf .venv-mcp1 && $(PYTHON) -m venv .venv-mcp1
+	.venv-mcp1/bin/pip install -q -r tests/clients/requirements-mcp1.txt
+	touch $@
+
+.venv-mcp2/ok: tests/clients/requirements-mcp2.txt
+	rm -rf .venv-mcp2 && $(PYTHON) -m venv .venv-mcp2
+	.venv-mcp2/bin/pip install -q -r tests/clients/requirements-mcp2.txt
+	touch $@
+
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+	  apt-get install -y -qq chromium chromium-driver fonts-dejavu-core; fi
+
+## The real box image (Claude Code on Debian); needs a reachable registry, not used by tests.
+box-image:
+	docker build -t llmbox-box:latest box/
+
+## The release image users run anywhere: FROM scratch with only the static binary.
+image-test: static
+	bash tests/multihost/build-image.sh
+
+## Hub and spokes as containers on private networks: partitions, crashes, revocation.
+test-multihost: image-test test-image .venv-mcp1/ok
+	cd tests/multihost && ../../.venv-mcp1/bin/python -m pytest -v -s -p no:cacheprovider test_multihost.py

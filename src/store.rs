@@ -116,6 +116,21 @@ pub struct Session {
     pub hook_state: Option<serde_json::Value>,
     /// Created at, unix seconds.
     pub created: i64,
+    /// SHA-256 hex of further page tokens for the same page, minted when a restarted hub is
+    /// asked for the link again (it knows tokens only by hash); every one of them stays valid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_token_hashes: Vec<String>,
+    /// SHA-256 hex of the codes typed on the activation page (the newest few), so a restarted
+    /// hub can still hide their TTY echo in the box's logs; the codes themselves never reach disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_hashes: Vec<String>,
+}
+
+impl Session {
+    /// True when `token_hash` opens this session's activation page.
+    pub fn has_token_hash(&self, token_hash: &str) -> bool {
+        self.token_hash == token_hash || self.more_token_hashes.iter().any(|h| h == token_hash)
+    }
 }
 
 /// Why the state file could not be used.

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{Hub, REJECTED, RawSpoke, Spoke, welcome_credential};
+use common::{Hub, REJECTED, RawSpoke, Spoke, wait_for, welcome_credential};
 use llmbox::cluster::SpokeDirectory;
 use llmbox::cluster::plane::PlaneConfig;
 
@@ -217,6 +217,9 @@ fn a_restarted_spoke_prefers_its_saved_credentials_over_a_used_token() {
     let token = hub.token("edge");
     let first = Spoke::run(Spoke::config(&hub, Some(token.clone()), creds.clone(), HB));
     hub.wait_connected("edge");
+    // The hub counts the spoke connected when it sends the welcome; the spoke saves its
+    // credential just after reading it.
+    wait_for("credentials saved", || creds.exists().then_some(()));
     drop(first);
     hub.wait_disconnected("edge");
     // Same command line again, token included (as a service unit would): it must reconnect.
@@ -235,6 +238,9 @@ fn rejected_credentials_fall_back_to_a_fresh_token() {
         HB,
     ));
     hub.wait_connected("edge");
+    // The hub counts the spoke connected when it sends the welcome; the spoke saves its
+    // credential just after reading it.
+    wait_for("credentials saved", || creds.exists().then_some(()));
     drop(first);
     hub.wait_disconnected("edge");
     hub.store

@@ -93,7 +93,8 @@ impl BoxManager for MemoryBoxManager {
         }
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         *next += 1;
-        let id = format!("{:064x}", *next);
+        // Distinct in the first 12 characters, like Docker ids, so short ids identify a box.
+        let id = format!("{:012x}{:052x}", *next, *next);
         let authorize_url = format!(
             "https://claude.com/cai/oauth/authorize?code=true&code_challenge=c{n}&state=s{n}",
             n = *next

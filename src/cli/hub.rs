@@ -1,88 +1,379 @@
-//! `llmbox hub`: the spoke plane on `--spoke-listen` and, for now, `GET /healthz` on
-//! `--listen`. (MCP, the activation page and the local spoke's boxes come with the hub layer;
-//! it replaces the HTTP part here.)
+//! `llmbox hub`: the MCP endpoint and activation page (HTTP front), the spoke plane, the
+//! in-process `local` spoke on this host's Docker, and the reaper (DESIGN §2, §8).
+//!
+//! Flags are parsed into a validated [`Config`] first; `run` only wires parts together. A
+//! Docker daemon that is down does not stop the hub: `local` reports disconnected and its verbs
+//! fail clearly, while remote spokes are served as usual.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use argh::FromArgs;
 
+use super::spoke_token::DEFAULT_STATE;
+use super::{CliError, DEFAULT_LOG_LEVEL, init_logging, parse_duration_flag};
 use crate::cluster::plane::{self, PlaneConfig};
 use crate::cluster::registry::Registry;
-use crate::docker::ManagerConfig;
+use crate::cluster::{LOCAL_SPOKE, SpokeDirectory};
+use crate::docker::{DockerBoxManager, ManagerConfig};
+use crate::hub::http::HttpFront;
+use crate::hub::reaper::Reaper;
+use crate::hub::{Hub, HubConfig};
 use crate::store::Store;
 
-use super::{CliError, DEFAULT_LOG_LEVEL, init_logging, parse_duration_flag};
+/// Default `--listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default `--spoke-listen`.
+pub const DEFAULT_SPOKE_LISTEN: &str = "127.0.0.1:8081";
 
 /// The usage line printed with a usage error.
-pub const USAGE: &str = "usage: llmbox hub [--no-local] [--listen ADDR] [--spoke-listen ADDR] [--state FILE] [--heartbeat DUR]";
+pub const USAGE: &str = "usage: llmbox hub [--listen ADDR] [--spoke-listen ADDR] [--public-url URL] [--state FILE] [--no-local] [--box-image IMAGE] [--claude-bin FILE] [--hook FILE]... (llmbox hub --help lists every flag)";
 
-/// Run the hub: MCP and activation page (HTTP), spoke plane (WebSocket), local spoke.
-#[derive(FromArgs, Debug)]
+/// Run the hub: MCP and activation page (HTTP), spoke plane (WebSocket), local spoke, reaper.
+#[derive(FromArgs, Debug, Default)]
 #[argh(subcommand, name = "hub")]
 pub struct Args {
+    /// HTTP address for MCP and the activation page (default 127.0.0.1:8080)
+    #[argh(option, default = "String::from(DEFAULT_LISTEN)")]
+    pub listen: String,
+    /// spoke-plane address spokes dial (default 127.0.0.1:8081)
+    #[argh(option, default = "String::from(DEFAULT_SPOKE_LISTEN)")]
+    pub spoke_listen: String,
+    /// base of the links handed out, as people reach this hub (default http://<listen>)
+    #[argh(option)]
+    pub public_url: Option<String>,
+    /// state file (default llmbox-state.json)
+    #[argh(option, default = "PathBuf::from(DEFAULT_STATE)")]
+    pub state: PathBuf,
     /// serve no boxes on this host (no in-process `local` spoke)
     #[argh(switch)]
     pub no_local: bool,
-    /// HTTP address (default 127.0.0.1:8080)
-    #[argh(option, default = "String::from(\"127.0.0.1:8080\")")]
-    pub listen: String,
-    /// spoke-plane address (default 127.0.0.1:8081)
-    #[argh(option, default = "String::from(\"127.0.0.1:8081\")")]
-    pub spoke_listen: String,
-    /// state file (default llmbox-state.json)
-    #[argh(option, default = "PathBuf::from(super::spoke_token::DEFAULT_STATE)")]
-    pub state: PathBuf,
+    /// the Docker namespace label of the local spoke's boxes (default local); give each hub its
+    /// own when several share one Docker daemon
+    #[argh(option)]
+    pub local_namespace: Option<String>,
+    /// image for boxes whose create names none (default llmbox-box:latest)
+    #[argh(option, default = "String::from(crate::hub::DEFAULT_BOX_IMAGE)")]
+    pub box_image: String,
+    /// pending boxes older than this are reaped (default 5m)
+    #[argh(option, default = "String::from(\"5m\")")]
+    pub auth_ttl: String,
+    /// how often the reaper runs; 0 turns it off (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub reap_interval: String,
+    /// a box.create / box.destroy hook executable (repeatable, run in order)
+    #[argh(option)]
+    pub hook: Vec<PathBuf>,
     /// heartbeat to spokes (default 15s); 3 missed ones drop a spoke
     #[argh(option, default = "String::from(\"15s\")")]
     pub heartbeat: String,
+    /// the Docker daemon of the local spoke (default $DOCKER_HOST or unix:///var/run/docker.sock)
+    #[argh(option)]
+    pub docker_host: Option<String>,
+    /// a Claude binary injected into every local box at /usr/local/bin/claude
+    #[argh(option)]
+    pub claude_bin: Option<PathBuf>,
+    /// extra arguments for `claude remote-control` (default "--spawn same-dir")
+    #[argh(option)]
+    pub remote_args: Option<String>,
+    /// most boxes on the local spoke (default 50)
+    #[argh(option)]
+    pub max_boxes: Option<usize>,
+    /// memory limit per box in MiB (default 4096)
+    #[argh(option)]
+    pub memory_mb: Option<u64>,
+    /// CPU limit per box (default 2)
+    #[argh(option)]
+    pub cpus: Option<f64>,
+    /// process limit per box (default 4096)
+    #[argh(option)]
+    pub pids_limit: Option<i64>,
+    /// a container joined to every local box's network (repeatable)
+    #[argh(option)]
+    pub box_peer: Vec<String>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, default = "String::from(DEFAULT_LOG_LEVEL)")]
     pub log_level: String,
 }
 
-/// Runs the command until killed.
+/// The validated form of [`Args`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP front address.
+    pub listen: SocketAddr,
+    /// Spoke plane address.
+    pub spoke_listen: SocketAddr,
+    /// The hub layer's settings.
+    pub hub: HubConfig,
+    /// State file.
+    pub state: PathBuf,
+    /// The local spoke's manager settings; `None` with `--no-local`.
+    pub local: Option<ManagerConfig>,
+    /// Spoke heartbeat.
+    pub heartbeat: Duration,
+}
+
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, CliError> {
+    value.parse().map_err(|_| {
+        CliError::usage(format!(
+            "invalid {flag} {value:?}: use IP:PORT, like 127.0.0.1:8080\n{USAGE}"
+        ))
+    })
+}
+
+impl Config {
+    /// Checks every flag.
+    ///
+    /// # Errors
+    /// A usage error naming the flag.
+    pub fn from_args(args: &Args) -> Result<Config, CliError> {
+        let usage = |e: CliError| CliError::usage(format!("{}\n{USAGE}", e.message));
+        let listen = parse_addr("--listen", &args.listen)?;
+        let spoke_listen = parse_addr("--spoke-listen", &args.spoke_listen)?;
+        let heartbeat = parse_duration_flag("--heartbeat", &args.heartbeat).map_err(usage)?;
+        let auth_ttl = parse_duration_flag("--auth-ttl", &args.auth_ttl).map_err(usage)?;
+        let reap_interval =
+            parse_duration_flag("--reap-interval", &args.reap_interval).map_err(usage)?;
+        if heartbeat.is_zero() || auth_ttl.is_zero() {
+            return Err(CliError::usage(format!(
+                "--heartbeat and --auth-ttl must be above zero\n{USAGE}"
+            )));
+        }
+        let public_url = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
+            || public_url.contains(char::is_whitespace)
+        {
+            return Err(CliError::usage(format!(
+                "invalid --public-url {public_url:?}: use http(s)://host[:port][/prefix]\n{USAGE}"
+            )));
+        }
+        if args.box_image.trim().is_empty() {
+            return Err(CliError::usage(format!("--box-image is empty\n{USAGE}")));
+        }
+        for hook in &args.hook {
+            if !hook.is_file() {
+                return Err(CliError::usage(format!(
+                    "--hook {}: no such file",
+                    hook.display()
+                )));
+            }
+        }
+        if let Some(bin) = &args.claude_bin
+            && !bin.is_file()
+        {
+            return Err(CliError::usage(format!(
+                "--claude-bin {}: no such file",
+                bin.display()
+            )));
+        }
+        let mut hub = HubConfig::new(&public_url);
+        hub.box_image = args.box_image.clone();
+        hub.auth_ttl = auth_ttl;
+        hub.reap_interval = reap_interval;
+        hub.hooks = args.hook.clone();
+        if let Some(ns) = &args.local_namespace
+            && !crate::boxes::is_valid_box_id(ns)
+        {
+            return Err(CliError::usage(format!(
+                "invalid --local-namespace {ns:?}: use lowercase letters, digits and '-'\n{USAGE}"
+            )));
+        }
+        let local = (!args.no_local).then(|| local_manager_config(args));
+        Ok(Config {
+            listen,
+            spoke_listen,
+            hub,
+            state: args.state.clone(),
+            local,
+            heartbeat,
+        })
+    }
+}
+
+/// The local spoke's Docker manager settings from the box flags shared with `llmbox spoke`.
+fn local_manager_config(args: &Args) -> ManagerConfig {
+    super::BoxFlags {
+        docker_host: args.docker_host.as_deref(),
+        claude_bin: args.claude_bin.as_deref(),
+        remote_args: args.remote_args.as_deref(),
+        max_boxes: args.max_boxes,
+        memory_mb: args.memory_mb,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        box_peers: &args.box_peer,
+    }
+    .manager_config(args.local_namespace.as_deref().unwrap_or(LOCAL_SPOKE))
+}
+
+/// The warning logged when the HTTP front listens beyond loopback.
+fn exposure_warning(listen: &SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "--listen {listen} is not a loopback address: the MCP endpoint has no caller authentication yet; put it behind an authenticating proxy (and set --public-url to the address people use)"
+        )
+    })
+}
+
+/// Runs the hub until it is killed.
 ///
 /// # Errors
 /// Usage errors (exit 2); a bad state file or a busy address (exit 1).
 pub fn run(args: Args) -> Result<(), CliError> {
     init_logging(&args.log_level)?;
-    let heartbeat = parse_duration_flag("--heartbeat", &args.heartbeat)
-        .map_err(|e| CliError::usage(format!("{}\n{USAGE}", e.message)))?;
-    if heartbeat.is_zero() {
-        return Err(CliError::usage(format!(
-            "--heartbeat must be above zero\n{USAGE}"
-        )));
-    }
+    crate::util::signal::exit_on_termination();
+    let config = Config::from_args(&args)?;
     match crate::util::rlimit::raise_nofile_limit() {
         Ok(n) => log::debug!("open-file limit {n}"),
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
-    let store = Arc::new(Store::open(&args.state).map_err(CliError::runtime)?);
-    let registry = Arc::new(Registry::new(store));
-    if !args.no_local {
-        match super::spoke::box_manager(ManagerConfig::new(crate::cluster::LOCAL_SPOKE)) {
-            Ok(manager) => registry.set_local(manager, Arc::new(|| true)),
-            Err(e) => log::warn!("no local spoke: {e}"),
+    let store = Arc::new(Store::open(&config.state).map_err(CliError::runtime)?);
+    let registry = Arc::new(Registry::new(Arc::clone(&store)));
+    if let Some(mc) = &config.local {
+        let manager = Arc::new(
+            DockerBoxManager::new(mc.clone())
+                .map_err(|e| CliError::usage(format!("--docker-host: {e}")))?,
+        );
+        if let Err(e) = manager.ping() {
+            log::warn!(
+                "local spoke: {e}; it reports disconnected until Docker answers, remote spokes are served as usual"
+            );
         }
+        let probe = Arc::clone(&manager);
+        registry.set_local(manager, Arc::new(move || probe.ping().is_ok()));
     }
-    let spoke_listener = TcpListener::bind(&args.spoke_listen)
-        .map_err(|e| CliError::runtime(format!("--spoke-listen {}: {e}", args.spoke_listen)))?;
-    let http = tiny_http::Server::http(&args.listen)
-        .map_err(|e| CliError::runtime(format!("--listen {}: {e}", args.listen)))?;
-    let config = PlaneConfig {
-        heartbeat,
+    let spoke_listener = TcpListener::bind(config.spoke_listen)
+        .map_err(|e| CliError::runtime(format!("--spoke-listen {}: {e}", config.spoke_listen)))?;
+    let plane_config = PlaneConfig {
+        heartbeat: config.heartbeat,
         ..PlaneConfig::default()
     };
-    let _plane = plane::start(spoke_listener, registry, config).map_err(CliError::runtime)?;
-    log::info!("hub listening on http://{}", args.listen);
-    for request in http.incoming_requests() {
-        let (status, body) = match (request.method(), request.url()) {
-            (tiny_http::Method::Get, "/healthz") => (200, "ok\n"),
-            _ => (404, "not found\n"),
-        };
-        let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(status));
+    let plane = plane::start(spoke_listener, Arc::clone(&registry), plane_config)
+        .map_err(CliError::runtime)?;
+    let directory: Arc<dyn SpokeDirectory> = registry;
+    let hub = Arc::new(Hub::new(config.hub.clone(), Arc::clone(&store), directory));
+    let dropped = hub.reconcile();
+    if dropped > 0 {
+        log::info!("dropped {dropped} sessions whose boxes are gone");
     }
+    let _reaper = Reaper::start(Arc::clone(&hub))
+        .map_err(|e| CliError::runtime(format!("cannot start the reaper: {e}")))?;
+    let front = HttpFront::start(Arc::clone(&hub), &config.listen.to_string())
+        .map_err(|e| CliError::runtime(format!("--listen: {e}")))?;
+    if let Some(warning) = exposure_warning(&config.listen) {
+        log::warn!("{warning}");
+    }
+    log::info!(
+        "hub serving MCP at {}/mcp; spokes dial {} (state {})",
+        config.hub.public_url,
+        plane.url(),
+        config.state.display()
+    );
+    front.wait();
+    plane.stop();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> Args {
+        Args {
+            listen: DEFAULT_LISTEN.into(),
+            spoke_listen: DEFAULT_SPOKE_LISTEN.into(),
+            state: PathBuf::from(DEFAULT_STATE),
+            box_image: crate::hub::DEFAULT_BOX_IMAGE.into(),
+            auth_ttl: "5m".into(),
+            reap_interval: "30s".into(),
+            heartbeat: "15s".into(),
+            log_level: "info".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_become_a_config() {
+        let c = Config::from_args(&args()).expect("config");
+        assert_eq!(c.hub.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.hub.auth_ttl, Duration::from_secs(300));
+        assert_eq!(c.hub.reap_interval, Duration::from_secs(30));
+        assert_eq!(c.local.expect("local").namespace, "local");
+    }
+
+    #[test]
+    fn box_flags_reach_the_local_manager_and_no_local_drops_it() {
+        let mut a = args();
+        a.max_boxes = Some(3);
+        a.cpus = Some(0.5);
+        a.box_peer = vec!["proxy".into()];
+        a.remote_args = Some("--x".into());
+        let local = Config::from_args(&a).expect("config").local.expect("local");
+        assert_eq!((local.max_boxes, local.cpus), (3, 0.5));
+        assert_eq!(local.box_peers, vec!["proxy".to_string()]);
+        assert_eq!(local.remote_args, "--x");
+        a.no_local = true;
+        assert!(Config::from_args(&a).expect("config").local.is_none());
+    }
+
+    #[test]
+    fn only_a_non_loopback_listen_address_is_warned_about() {
+        for quiet in ["127.0.0.1:8080", "[::1]:80", "127.0.0.2:1"] {
+            assert_eq!(
+                exposure_warning(&quiet.parse().expect("addr")),
+                None,
+                "{quiet}"
+            );
+        }
+        for loud in ["0.0.0.0:8080", "192.168.1.5:80", "[::]:80"] {
+            let w = exposure_warning(&loud.parse().expect("addr")).expect(loud);
+            assert!(w.contains("no caller authentication"), "{w}");
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors_naming_the_flag() {
+        type Change = Box<dyn Fn(&mut Args)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|a| a.listen = "nowhere".into()), "--listen"),
+            (
+                Box::new(|a| a.spoke_listen = "1.2.3.4".into()),
+                "--spoke-listen",
+            ),
+            (Box::new(|a| a.auth_ttl = "soon".into()), "--auth-ttl"),
+            (
+                Box::new(|a| a.reap_interval = "-1s".into()),
+                "--reap-interval",
+            ),
+            (Box::new(|a| a.heartbeat = "0".into()), "--heartbeat"),
+            (
+                Box::new(|a| a.public_url = Some("ftp://x".into())),
+                "--public-url",
+            ),
+            (
+                Box::new(|a| a.hook = vec!["/no/such/hook".into()]),
+                "--hook",
+            ),
+            (
+                Box::new(|a| a.claude_bin = Some("/no/claude".into())),
+                "--claude-bin",
+            ),
+            (Box::new(|a| a.box_image = " ".into()), "--box-image"),
+            (
+                Box::new(|a| a.local_namespace = Some("Bad NS".into())),
+                "--local-namespace",
+            ),
+        ];
+        for (change, flag) in cases {
+            let mut a = args();
+            change(&mut a);
+            let err = Config::from_args(&a).expect_err(flag);
+            assert_eq!(err.code, crate::cli::EXIT_USAGE, "{flag}");
+            assert!(err.message.contains(flag), "{flag}: {}", err.message);
+        }
+    }
 }

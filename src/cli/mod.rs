@@ -105,3 +105,53 @@ pub fn parse_duration_flag(flag: &str, value: &str) -> Result<std::time::Duratio
     crate::util::duration::parse_duration(value)
         .map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }
+
+/// The box-manager flags `llmbox hub` (for its `local` spoke) and `llmbox spoke` share; one
+/// place turns them into a [`crate::docker::ManagerConfig`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoxFlags<'a> {
+    /// `--docker-host`.
+    pub docker_host: Option<&'a str>,
+    /// `--claude-bin`.
+    pub claude_bin: Option<&'a std::path::Path>,
+    /// `--remote-args`.
+    pub remote_args: Option<&'a str>,
+    /// `--max-boxes`.
+    pub max_boxes: Option<usize>,
+    /// `--memory-mb`.
+    pub memory_mb: Option<u64>,
+    /// `--cpus`.
+    pub cpus: Option<f64>,
+    /// `--pids-limit`.
+    pub pids_limit: Option<i64>,
+    /// `--box-peer` (repeatable).
+    pub box_peers: &'a [String],
+}
+
+impl BoxFlags<'_> {
+    /// The manager settings for `namespace`: the defaults, overridden by every flag given.
+    pub fn manager_config(&self, namespace: &str) -> crate::docker::ManagerConfig {
+        let mut c = crate::docker::ManagerConfig::new(namespace);
+        if let Some(h) = self.docker_host {
+            c.docker_host = h.to_string();
+        }
+        c.claude_bin = self.claude_bin.map(std::path::Path::to_path_buf);
+        if let Some(r) = self.remote_args {
+            c.remote_args = r.to_string();
+        }
+        if let Some(n) = self.max_boxes {
+            c.max_boxes = n;
+        }
+        if let Some(n) = self.memory_mb {
+            c.memory_mb = n;
+        }
+        if let Some(n) = self.cpus {
+            c.cpus = n;
+        }
+        if let Some(n) = self.pids_limit {
+            c.pids_limit = n;
+        }
+        c.box_peers = self.box_peers.to_vec();
+        c
+    }
+}

@@ -28,6 +28,9 @@ pub struct Args {
     /// only reap boxes of this namespace (spoke name; `local` for the hub's own)
     #[argh(option)]
     pub namespace: Option<String>,
+    /// the hub's state file: also drop the activation sessions of the reaped boxes
+    #[argh(option)]
+    pub state: Option<std::path::PathBuf>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, default = "DEFAULT_LOG_LEVEL.to_string()")]
     pub log_level: String,
@@ -87,6 +90,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let config = Config::from_args(&args)?;
     let reaped = docker::reap(&config.docker_host, config.ttl, config.namespace.as_deref())
         .map_err(|e| CliError::runtime(format!("reap: {e}")))?;
+    // Open the state file before reaping would be nicer, but a missing daemon must still say
+    // so first; the file is only touched when something was reaped.
+    if let Some(path) = &args.state {
+        let store = crate::store::Store::open(path).map_err(CliError::runtime)?;
+        let ids: Vec<String> = reaped.iter().map(|b| b.short_id.clone()).collect();
+        let dropped = crate::hub::forget_reaped(&store, &ids).map_err(CliError::runtime)?;
+        if dropped > 0 {
+            log::info!("dropped {dropped} hub sessions of reaped boxes");
+        }
+    }
     let mut out = String::new();
     for b in &reaped {
         out.push_str(&format_reaped(b));
@@ -108,6 +121,7 @@ mod tests {
             ttl: ttl.into(),
             docker_host: Some("unix:///x.sock".into()),
             namespace: ns.map(String::from),
+            state: None,
             log_level: "info".into(),
         }
     }

@@ -85,6 +85,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return spoke_token::run(command);
     }
     init_logging(&args.log_level)?;
+    crate::util::signal::exit_on_termination();
     let usage = |msg: String| CliError::usage(format!("{msg}\n{USAGE}"));
     let Some(hub) = args.hub.clone() else {
         return Err(usage("--hub is required".into()));
@@ -126,28 +127,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
 /// The Docker manager settings from the flags, for namespace `name` (the enrolled name).
 pub fn manager_config(args: &Args, name: &str) -> ManagerConfig {
-    let mut c = ManagerConfig::new(name);
-    if let Some(h) = &args.docker_host {
-        c.docker_host = h.clone();
+    super::BoxFlags {
+        docker_host: args.docker_host.as_deref(),
+        claude_bin: args.claude_bin.as_deref(),
+        remote_args: args.remote_args.as_deref(),
+        max_boxes: args.max_boxes,
+        memory_mb: args.memory_mb,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        box_peers: &args.box_peer,
     }
-    c.claude_bin = args.claude_bin.clone();
-    if let Some(r) = &args.remote_args {
-        c.remote_args = r.clone();
-    }
-    if let Some(n) = args.max_boxes {
-        c.max_boxes = n;
-    }
-    if let Some(n) = args.memory_mb {
-        c.memory_mb = n;
-    }
-    if let Some(n) = args.cpus {
-        c.cpus = n;
-    }
-    if let Some(n) = args.pids_limit {
-        c.pids_limit = n;
-    }
-    c.box_peers = args.box_peer.clone();
-    c
+    .manager_config(name)
 }
 
 /// Builds this host's box manager. The one place `llmbox spoke` (and the hub's `local` spoke)

@@ -1,1 +1,318 @@
-//! Placeholder; see DESIGN §2.
+//! The hub: sessions, routing, MCP, the activation page, the HTTP front, the reaper and hooks
+//! (DESIGN §8).
+//!
+//! [`Hub`] is the product logic and knows nothing of HTTP: it routes every per-box operation to
+//! the spoke holding the box (through [`SpokeDirectory`]), keeps one activation session per box
+//! in the state file ([`Store`]), runs hooks and counts verb calls. The sans-IO MCP dispatcher
+//! ([`mcp`]) and the tool layer ([`tools`]) sit on top of it; [`http`] is the only module that
+//! touches sockets (tiny_http), and [`page`] renders the activation page.
+//!
+//! Invariants: page tokens reach disk only as their SHA-256; the OAuth authorize URL and the
+//! codes a person types never leave through MCP (see [`redact`]); no lock is held across a
+//! spoke call, a hook run or a state-file write, except the store's own file lock.
+//!
+//! Threads: the HTTP front's accept loop and bounded handler threads ([`http`]), and the reaper
+//! ([`reaper`]); each is named and owned by the handle that started it.
+
+mod activation;
+pub mod hooks;
+pub mod http;
+pub mod mcp;
+pub mod metrics;
+pub mod page;
+pub mod reaper;
+pub mod redact;
+mod sessions;
+pub mod tools;
+mod upkeep;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::boxes::BoxError;
+use crate::cluster::SpokeDirectory;
+use crate::store::{Store, StoreError};
+
+pub use activation::{ActivationPage, MAX_CODE_LEN, PageState};
+pub use sessions::{BoxView, CreateRequest, ListView, ListedBox, SpokeFailure};
+pub use upkeep::forget_reaped;
+
+/// Default `--auth-ttl`: pending boxes older than this are reaped.
+pub const DEFAULT_AUTH_TTL: Duration = Duration::from_secs(5 * 60);
+/// Default `--reap-interval`.
+pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(30);
+/// Default `--box-image`.
+pub const DEFAULT_BOX_IMAGE: &str = "llmbox-box:latest";
+/// How long one hook run may take before it is killed and counted as failed.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the hub is configured with (flags of `llmbox hub` that concern the hub layer).
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Base of the links handed out (`--public-url`), without a trailing slash.
+    pub public_url: String,
+    /// Image used when `create_llmbox` names none (`--box-image`).
+    pub box_image: String,
+    /// Pending boxes older than this are reaped (`--auth-ttl`).
+    pub auth_ttl: Duration,
+    /// How often the reaper runs; zero turns it off (`--reap-interval`).
+    pub reap_interval: Duration,
+    /// Hook executables (`--hook`), run in order.
+    pub hooks: Vec<PathBuf>,
+    /// Time limit of one hook run.
+    pub hook_timeout: Duration,
+}
+
+impl HubConfig {
+    /// Defaults for a hub whose links start with `public_url`.
+    pub fn new(public_url: &str) -> Self {
+        HubConfig {
+            public_url: public_url.trim_end_matches('/').to_string(),
+            box_image: DEFAULT_BOX_IMAGE.to_string(),
+            auth_ttl: DEFAULT_AUTH_TTL,
+            reap_interval: DEFAULT_REAP_INTERVAL,
+            hooks: Vec::new(),
+            hook_timeout: HOOK_TIMEOUT,
+        }
+    }
+}
+
+/// Why a hub operation failed. Displayed text is a sentence a model (or a person) can act on.
+#[derive(Debug)]
+pub enum HubError {
+    /// A tool argument is missing, of the wrong type or out of range.
+    InvalidArgument(String),
+    /// No box with this id is known to the hub or any reachable spoke.
+    UnknownBox(String),
+    /// No reachable spoke has the box, but some spokes did not answer and may hold it.
+    MaybeOnSilentSpoke {
+        /// The box asked for.
+        box_id: String,
+        /// The spokes that did not answer.
+        spokes: Vec<String>,
+    },
+    /// The box vanished from its spoke behind the hub's back (reaped while pending, removed).
+    BoxGone {
+        /// The box.
+        box_id: String,
+        /// Its spoke.
+        spoke: String,
+    },
+    /// The box id is taken somewhere in the cluster.
+    DuplicateBoxId(String),
+    /// No spoke of this name is known.
+    UnknownSpoke {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+    /// The spoke is known but not connected right now.
+    SpokeAway(String),
+    /// No spoke at all is connected.
+    NoSpoke,
+    /// Another operation on the same box is in progress.
+    Busy(String),
+    /// A verb on a spoke failed.
+    Verb {
+        /// The verb (`create`, `destroy`, …).
+        op: &'static str,
+        /// The box it was for.
+        box_id: String,
+        /// The spoke it ran on.
+        spoke: String,
+        /// What the spoke said.
+        source: BoxError,
+    },
+    /// The state file could not be read or written.
+    Store(StoreError),
+    /// A hook failed.
+    Hook(hooks::HookError),
+    /// The OS random source failed.
+    Random(String),
+    /// The HTTP front could not listen.
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HubError::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            HubError::UnknownBox(id) => write!(
+                f,
+                "no box with id {id:?} exists; call list_llmboxes to see the boxes, or create_llmbox to make one"
+            ),
+            HubError::MaybeOnSilentSpoke { box_id, spokes } => write!(
+                f,
+                "no reachable spoke has a box with id {box_id:?}; spokes {} did not answer and may hold it, so try again later",
+                spokes.join(", ")
+            ),
+            HubError::BoxGone { box_id, spoke } => write!(
+                f,
+                "box {box_id:?} no longer exists on spoke {spoke:?} (it was reaped while waiting for activation, or removed); create a new one"
+            ),
+            HubError::DuplicateBoxId(id) => write!(
+                f,
+                "a box with id {id:?} already exists; pick another id or destroy that box first"
+            ),
+            HubError::UnknownSpoke { name, known } => write!(
+                f,
+                "no spoke named {name:?}; known spokes: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+            HubError::SpokeAway(name) => write!(
+                f,
+                "spoke {name:?} is not connected right now; try again later or use another spoke (list_spokes shows which are up)"
+            ),
+            HubError::NoSpoke => {
+                f.write_str("no spoke is connected, so no box can be created now; try again later")
+            }
+            HubError::Busy(msg) => f.write_str(msg),
+            HubError::Verb {
+                op,
+                box_id,
+                spoke,
+                source,
+            } => write!(f, "{op} box {box_id:?} on spoke {spoke:?}: {source}"),
+            HubError::Store(err) => write!(f, "hub state: {err}"),
+            HubError::Hook(err) => write!(f, "hook: {err}"),
+            HubError::Random(err) => write!(f, "random source: {err}"),
+            HubError::Listen { addr, reason } => write!(f, "listen on {addr}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for HubError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HubError::Verb { source, .. } => Some(source),
+            HubError::Store(err) => Some(err),
+            HubError::Hook(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for HubError {
+    fn from(err: StoreError) -> Self {
+        HubError::Store(err)
+    }
+}
+
+/// Most codes remembered per box for redaction (a person retrying many times).
+const MAX_CODES_PER_BOX: usize = 8;
+
+/// In-memory bookkeeping that never reaches disk.
+#[derive(Default)]
+struct Volatile {
+    /// Box ids (lowercase) whose create is in flight: reserves the id hub-wide.
+    creating: HashSet<String>,
+    /// Container ids with an activation in flight.
+    activating: HashSet<String>,
+    /// Page tokens handed out by this process, by container id, so `get_llmbox` can repeat the
+    /// link. After a restart a fresh token is minted instead (the old link keeps working).
+    tokens: HashMap<String, String>,
+    /// Codes typed for each container, kept only to scrub them from logs and exec output.
+    codes: HashMap<String, Vec<String>>,
+}
+
+/// The hub: every MCP tool and the activation page call into this.
+pub struct Hub {
+    config: HubConfig,
+    store: Arc<Store>,
+    spokes: Arc<dyn SpokeDirectory>,
+    hooks: hooks::Hooks,
+    metrics: metrics::Metrics,
+    volatile: Mutex<Volatile>,
+}
+
+impl Hub {
+    /// A hub over `store` routing through `spokes`.
+    pub fn new(config: HubConfig, store: Arc<Store>, spokes: Arc<dyn SpokeDirectory>) -> Self {
+        let hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
+        Hub {
+            config,
+            store,
+            spokes,
+            hooks,
+            metrics: metrics::Metrics::default(),
+            volatile: Mutex::new(Volatile::default()),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The state file.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The spoke directory.
+    pub fn spokes(&self) -> &Arc<dyn SpokeDirectory> {
+        &self.spokes
+    }
+
+    /// Verb counters and latencies.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The activation page link for a page token.
+    pub fn activation_url(&self, token: &str) -> String {
+        format!("{}/auth/{token}", self.config.public_url)
+    }
+
+    fn volatile(&self) -> MutexGuard<'_, Volatile> {
+        // Plain sets and maps: a panic elsewhere cannot leave them half-updated.
+        self.volatile.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one verb, counting it and its latency under `method`.
+    fn verb<T>(
+        &self,
+        method: &'static str,
+        call: impl FnOnce() -> Result<T, BoxError>,
+    ) -> Result<T, BoxError> {
+        let started = std::time::Instant::now();
+        let result = call();
+        self.metrics
+            .observe(method, started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let connected = self
+            .spokes
+            .statuses()
+            .iter()
+            .filter(|s| s.connected)
+            .count();
+        let (mut pending, mut ready) = (0, 0);
+        if let Ok(state) = self.store.load() {
+            for s in &state.sessions {
+                match s.status {
+                    crate::store::SessionStatus::Ready => ready += 1,
+                    _ => pending += 1,
+                }
+            }
+        }
+        self.metrics
+            .render(connected, &[("pending", pending), ("ready", ready)])
+    }
+}

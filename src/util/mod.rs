@@ -6,3 +6,4 @@ pub mod duration;
 pub mod fsutil;
 pub mod rlimit;
 pub mod secret;
+pub mod signal;

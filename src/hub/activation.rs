@@ -1,0 +1,226 @@
+//! The activation page's logic: find the session behind a page token, feed a code to the box,
+//! record ready or error. The code is never logged and never stored; after a failed code the
+//! newest sign-in link is read back from the box's logs (the `logs` verb, so it works on any
+//! spoke) and offered again. One activation per box runs at a time.
+
+use super::redact::newest_authorize_url;
+use super::{Hub, HubError, MAX_CODES_PER_BOX};
+use crate::store::{Session, SessionStatus};
+use crate::util::secret::sha256_hex;
+
+/// Longest code the activation page accepts.
+pub const MAX_CODE_LEN: usize = 4096;
+/// Log lines read back to find a fresh sign-in link after a failed code.
+const FRESH_LINK_TAIL: usize = 200;
+
+/// Where the activation page stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageState {
+    /// Waiting for the code.
+    Pending,
+    /// Activated.
+    Ready {
+        /// Where the person continues.
+        session_url: String,
+    },
+    /// The last attempt failed (or the input was unusable); the form is offered again.
+    Error {
+        /// What to tell the person.
+        message: String,
+    },
+}
+
+/// Everything the activation page shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationPage {
+    /// The box id.
+    pub box_id: String,
+    /// Its spoke.
+    pub spoke: String,
+    /// Its description.
+    pub description: String,
+    /// The newest sign-in link.
+    pub authorize_url: String,
+    /// Pending, ready or error.
+    pub state: PageState,
+    /// A polite side note (second submission after success, activation in progress).
+    pub notice: Option<String>,
+}
+
+/// Removes an activation-in-progress mark when dropped.
+struct Activating<'a> {
+    hub: &'a Hub,
+    container_id: String,
+}
+
+impl Drop for Activating<'_> {
+    fn drop(&mut self) {
+        self.hub.volatile().activating.remove(&self.container_id);
+    }
+}
+
+impl Hub {
+    fn session_by_token(&self, token: &str) -> Result<Option<Session>, HubError> {
+        if !crate::util::secret::is_hex_64(token) {
+            return Ok(None);
+        }
+        let hash = sha256_hex(token.as_bytes());
+        let state = self.store.load()?;
+        Ok(state
+            .sessions
+            .iter()
+            .find(|s| s.has_token_hash(&hash))
+            .cloned())
+    }
+
+    fn page_of(s: &Session, state: PageState, notice: Option<String>) -> ActivationPage {
+        ActivationPage {
+            box_id: s.box_id.clone(),
+            spoke: s.spoke.clone(),
+            description: s.description.clone(),
+            authorize_url: s.authorize_url.clone(),
+            state,
+            notice,
+        }
+    }
+
+    fn stored_state(s: &Session) -> PageState {
+        match s.status {
+            SessionStatus::Pending => PageState::Pending,
+            SessionStatus::Ready => PageState::Ready {
+                session_url: s.session_url.clone(),
+            },
+            SessionStatus::Error => PageState::Error {
+                message: s.error.clone(),
+            },
+        }
+    }
+
+    /// The activation page for `token`; `None` for an unknown or malformed token.
+    ///
+    /// # Errors
+    /// The state file.
+    pub fn activation_page(&self, token: &str) -> Result<Option<ActivationPage>, HubError> {
+        Ok(self
+            .session_by_token(token)?
+            .map(|s| Self::page_of(&s, Self::stored_state(&s), None)))
+    }
+
+    /// Feeds `code` to the box behind `token`; `None` for an unknown or malformed token. The
+    /// code is never logged and never stored.
+    ///
+    /// # Errors
+    /// The state file.
+    pub fn activate(&self, token: &str, code: &str) -> Result<Option<ActivationPage>, HubError> {
+        let Some(s) = self.session_by_token(token)? else {
+            return Ok(None);
+        };
+        if s.status == SessionStatus::Ready {
+            let note = "This box is already activated, so the code was not sent again.";
+            return Ok(Some(Self::page_of(
+                &s,
+                Self::stored_state(&s),
+                Some(note.into()),
+            )));
+        }
+        let code = code.trim();
+        let unusable = if code.is_empty() {
+            Some("Enter the code shown after you signed in, then press Activate.".to_string())
+        } else if code.len() > MAX_CODE_LEN {
+            Some(format!(
+                "That code is longer than {MAX_CODE_LEN} characters; copy only the code."
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = unusable {
+            return Ok(Some(Self::page_of(&s, PageState::Error { message }, None)));
+        }
+        if !self.volatile().activating.insert(s.container_id.clone()) {
+            let message =
+                "Another activation of this box is running; wait a moment, then reload this page.";
+            return Ok(Some(Self::page_of(
+                &s,
+                PageState::Error {
+                    message: message.into(),
+                },
+                None,
+            )));
+        }
+        let _mark = Activating {
+            hub: self,
+            container_id: s.container_id.clone(),
+        };
+        {
+            let mut v = self.volatile();
+            let codes = v.codes.entry(s.container_id.clone()).or_default();
+            if codes.len() >= MAX_CODES_PER_BOX {
+                codes.remove(0);
+            }
+            codes.push(code.to_string());
+        }
+        // Before the box sees it, so its echo is hidden even if this process dies meanwhile.
+        let (id, hash) = (s.container_id.clone(), sha256_hex(code.as_bytes()));
+        self.store.update(|state| {
+            if let Some(x) = state.sessions.iter_mut().find(|x| x.container_id == id) {
+                if x.code_hashes.len() >= MAX_CODES_PER_BOX {
+                    x.code_hashes.remove(0);
+                }
+                x.code_hashes.push(hash);
+            }
+        })?;
+        let manager = match self.manager(&s.spoke) {
+            Ok(m) => m,
+            Err(e) => {
+                let message = e.to_string();
+                return Ok(Some(Self::page_of(&s, PageState::Error { message }, None)));
+            }
+        };
+        match self.verb("submit_code", || manager.submit_code(&s.container_id, code)) {
+            Ok(session_url) => {
+                let (id, url) = (s.container_id.clone(), session_url.clone());
+                self.store.update(|state| {
+                    if let Some(x) = state.sessions.iter_mut().find(|x| x.container_id == id) {
+                        x.status = SessionStatus::Ready;
+                        x.session_url = url;
+                        x.error.clear();
+                    }
+                })?;
+                log::info!("box {:?} on spoke {:?} activated", s.box_id, s.spoke);
+                Ok(Some(Self::page_of(
+                    &s,
+                    PageState::Ready { session_url },
+                    None,
+                )))
+            }
+            Err(err) => {
+                let message = err.to_string().replace(code, "[code hidden]");
+                log::info!(
+                    "activation of box {:?} on spoke {:?} failed: {message}",
+                    s.box_id,
+                    s.spoke
+                );
+                let fresh = self
+                    .verb("logs", || manager.logs(&s.container_id, FRESH_LINK_TAIL))
+                    .ok()
+                    .and_then(|logs| newest_authorize_url(&logs));
+                let (id, msg) = (s.container_id.clone(), message.clone());
+                let fresh_url = fresh.clone();
+                self.store.update(|state| {
+                    if let Some(x) = state.sessions.iter_mut().find(|x| x.container_id == id) {
+                        x.status = SessionStatus::Error;
+                        x.error = msg;
+                        if let Some(url) = fresh_url {
+                            x.authorize_url = url;
+                        }
+                    }
+                })?;
+                let mut page = Self::page_of(&s, PageState::Error { message }, None);
+                if let Some(url) = fresh {
+                    page.authorize_url = url;
+                }
+                Ok(Some(page))
+            }
+        }
+    }
+}

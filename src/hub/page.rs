@@ -1,0 +1,209 @@
+//! The activation page: HTML only, no I/O.
+//!
+//! A stable DOM contract for browser tests and people alike: `#box-id`, `#spoke`, the sign-in
+//! link `a#signin` (new tab, no referrer), the form `form#activate` with `input#code[name=code]`
+//! and `button#activate-button`; when ready `a#session-url`; on failure `p#error` plus a fresh
+//! `#signin` and the form again; a polite side note in `p#notice`. One inline stylesheet,
+//! allowed by its hash in the CSP, so the page loads nothing from anywhere; light and dark
+//! follow `prefers-color-scheme`; the layout is one column that fits a phone.
+
+use std::sync::OnceLock;
+
+use super::{ActivationPage, PageState};
+
+const STYLE: &str = "\
+:root{color-scheme:light dark;--bg:#f6f7f9;--card:#fff;--fg:#1c1e21;--muted:#5f6670;--accent:#c2571a;--accent-fg:#fff;--err-bg:#fdecea;--err-fg:#8a1c12;--ok-bg:#e8f5e9;--ok-fg:#1b5e20;--border:#d9dce1}\
+@media (prefers-color-scheme:dark){:root{--bg:#15171a;--card:#1f2226;--fg:#e8eaed;--muted:#a0a6ad;--accent:#e07a3f;--accent-fg:#111;--err-bg:#3b1d1a;--err-fg:#ffb4a9;--ok-bg:#1c3320;--ok-fg:#a5d6a7;--border:#363a40}}\
+*{box-sizing:border-box}\
+body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:var(--bg);color:var(--fg)}\
+main{max-width:34rem;margin:2rem auto;padding:1.5rem;background:var(--card);border:1px solid var(--border);border-radius:12px}\
+h1{font-size:1.4rem;margin:0 0 1rem}\
+dl{display:grid;grid-template-columns:auto 1fr;gap:.25rem 1rem;margin:0 0 1.25rem}\
+dt{color:var(--muted)}dd{margin:0;font-family:ui-monospace,monospace;overflow-wrap:anywhere}\
+ol{padding-left:1.25rem}li{margin:.5rem 0}\
+.button,button{display:inline-block;padding:.65rem 1.1rem;border:0;border-radius:8px;background:var(--accent);color:var(--accent-fg);font:inherit;font-weight:600;text-decoration:none;cursor:pointer}\
+label{display:block;font-weight:600;margin:.5rem 0 .25rem}\
+input{width:100%;padding:.6rem;font:inherit;font-family:ui-monospace,monospace;border:1px solid var(--border);border-radius:8px;background:var(--bg);color:var(--fg);margin-bottom:.75rem}\
+#error{background:var(--err-bg);color:var(--err-fg);padding:.75rem;border-radius:8px;overflow-wrap:anywhere;white-space:pre-wrap}\
+#ready,#notice{background:var(--ok-bg);color:var(--ok-fg);padding:.75rem;border-radius:8px}\
+a{color:var(--accent)}#session-url{overflow-wrap:anywhere;font-family:ui-monospace,monospace}\
+.muted{color:var(--muted);font-size:.9rem}\
+@media (max-width:600px){main{margin:0;border-radius:0;border-left:0;border-right:0;min-height:100vh;padding:1.25rem}}";
+
+/// The page's Content-Security-Policy: nothing loads except the hashed inline style, the
+/// favicon from this origin, and a form post back to this origin.
+pub fn csp() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let hash = crate::util::base64::encode(&Sha256::digest(STYLE.as_bytes()));
+        format!(
+            "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        )
+    })
+}
+
+/// Escapes text for HTML element content and double-quoted attributes.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn document(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta name=\"referrer\" content=\"no-referrer\">\
+<title>{}</title><link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
+<style>{STYLE}</style></head><body><main>{body}</main></body></html>\n",
+        escape(title)
+    )
+}
+
+fn signin_and_form(authorize_url: &str) -> String {
+    format!(
+        "<ol><li>Sign in with your own Claude account: \
+<a id=\"signin\" class=\"button\" href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">Sign in with Claude</a></li>\
+<li>Copy the code shown after signing in and paste it below.</li></ol>\
+<form method=\"post\" id=\"activate\"><label for=\"code\">Code</label>\
+<input name=\"code\" id=\"code\" type=\"text\" autocomplete=\"off\" autocapitalize=\"off\" autocorrect=\"off\" spellcheck=\"false\" inputmode=\"text\">\
+<button id=\"activate-button\" type=\"submit\">Activate</button></form>\
+<p class=\"muted\">The code goes straight to your box; it is never shown to the chatbot.</p>",
+        escape(authorize_url)
+    )
+}
+
+/// Renders the activation page.
+pub fn render(page: &ActivationPage) -> String {
+    let mut body = String::from("<h1>Activate your box</h1><dl>");
+    body.push_str(&format!(
+        "<dt>Box</dt><dd id=\"box-id\">{}</dd><dt>Spoke</dt><dd id=\"spoke\">{}</dd>",
+        escape(&page.box_id),
+        escape(&page.spoke)
+    ));
+    if !page.description.is_empty() {
+        body.push_str(&format!(
+            "<dt>About</dt><dd id=\"description\">{}</dd>",
+            escape(&page.description)
+        ));
+    }
+    body.push_str("</dl>");
+    if let Some(note) = &page.notice {
+        body.push_str(&format!(
+            "<p id=\"notice\" role=\"status\">{}</p>",
+            escape(note)
+        ));
+    }
+    match &page.state {
+        PageState::Ready { session_url } => {
+            body.push_str(&format!(
+                "<p id=\"ready\" role=\"status\">Your box is ready. Continue in Claude:</p>\
+<p><a id=\"session-url\" href=\"{0}\" target=\"_blank\" rel=\"noopener noreferrer\">{0}</a></p>",
+                escape(session_url)
+            ));
+        }
+        PageState::Pending => body.push_str(&signin_and_form(&page.authorize_url)),
+        PageState::Error { message } => {
+            body.push_str(&format!(
+                "<p id=\"error\" role=\"alert\">{}</p><p>Sign in again with the fresh link below and paste the new code.</p>",
+                escape(message)
+            ));
+            body.push_str(&signin_and_form(&page.authorize_url));
+        }
+    }
+    document(&format!("Activate {} · llmbox", page.box_id), &body)
+}
+
+/// The page for an unknown or malformed link.
+pub fn not_found() -> String {
+    document(
+        "Unknown link · llmbox",
+        "<h1>Unknown activation link</h1><p id=\"error\" role=\"alert\">This activation link is unknown or its box is gone. Ask for a new box.</p>",
+    )
+}
+
+/// A plain message page (refused origin, bad form, server trouble).
+pub fn message(title: &str, text: &str) -> String {
+    document(
+        title,
+        &format!(
+            "<h1>{}</h1><p id=\"error\" role=\"alert\">{}</p>",
+            escape(title),
+            escape(text)
+        ),
+    )
+}
+
+/// The favicon (SVG).
+pub const FAVICON_SVG: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\"><rect x=\"3\" y=\"7\" width=\"26\" height=\"20\" rx=\"4\" fill=\"#c2571a\"/><path d=\"M9 14l4 3-4 3M15 21h8\" stroke=\"#fff\" stroke-width=\"2.5\" fill=\"none\" stroke-linecap=\"round\"/></svg>";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(state: PageState) -> ActivationPage {
+        ActivationPage {
+            box_id: "web".into(),
+            spoke: "local".into(),
+            description: "<b>mine</b>".into(),
+            authorize_url: "https://claude.com/cai/oauth/authorize?a=1&b=\"2\"".into(),
+            state,
+            notice: None,
+        }
+    }
+
+    #[test]
+    fn pending_page_has_the_dom_contract_and_escapes_everything() {
+        let html = render(&page(PageState::Pending));
+        for needle in [
+            "id=\"box-id\">web<",
+            "id=\"spoke\">local<",
+            "<a id=\"signin\" class=\"button\" href=\"https://claude.com/cai/oauth/authorize?a=1&amp;b=&quot;2&quot;\" target=\"_blank\" rel=\"noopener noreferrer\">",
+            "<form method=\"post\" id=\"activate\">",
+            "name=\"code\" id=\"code\"",
+            "<button id=\"activate-button\" type=\"submit\">Activate</button>",
+            "&lt;b&gt;mine&lt;/b&gt;",
+        ] {
+            assert!(html.contains(needle), "missing {needle}");
+        }
+        assert!(!html.contains("id=\"error\""));
+    }
+
+    #[test]
+    fn error_page_shows_the_message_signin_and_form_again() {
+        let html = render(&page(PageState::Error {
+            message: "login failed".into(),
+        }));
+        assert!(html.contains("<p id=\"error\" role=\"alert\">login failed</p>"));
+        assert!(html.contains("id=\"signin\"") && html.contains("id=\"activate\""));
+    }
+
+    #[test]
+    fn ready_page_links_the_session_and_offers_no_form() {
+        let html = render(&page(PageState::Ready {
+            session_url: "https://claude.ai/code/session_1".into(),
+        }));
+        assert!(html.contains("<a id=\"session-url\" href=\"https://claude.ai/code/session_1\""));
+        assert!(!html.contains("id=\"activate\"") && !html.contains("id=\"signin\""));
+    }
+
+    #[test]
+    fn csp_allows_exactly_the_inline_style() {
+        let csp = csp();
+        assert!(
+            csp.starts_with("default-src 'none'; style-src 'sha256-"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"));
+    }
+}

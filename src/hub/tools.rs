@@ -1,0 +1,324 @@
+//! The seven MCP tools: their definitions (input and output schemas, annotations, descriptions
+//! written for a model) and the glue from arguments to [`Hub`] calls.
+//!
+//! [`outcome`] is the one place a hub result or error becomes MCP output: success is the
+//! structured JSON plus the same JSON as text; a failure is `isError: true` with the full error
+//! chain as a sentence, logged once here. Argument problems (missing, wrong type, unknown key)
+//! are tool errors too, so the model can correct itself.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::CreateRequest;
+use super::mcp::{ToolHost, ToolOutcome};
+use super::{Hub, HubError};
+use crate::boxes::DEFAULT_LOG_TAIL;
+
+/// Tool names, in the order `tools/list` gives them.
+pub const TOOL_NAMES: [&str; 7] = [
+    "create_llmbox",
+    "get_llmbox",
+    "list_llmboxes",
+    "list_spokes",
+    "destroy_llmbox",
+    "get_llmbox_logs",
+    "exec_llmbox",
+];
+
+/// The hub as an MCP tool host.
+pub struct HubTools<'a>(pub &'a Hub);
+
+/// Turns a hub result into MCP tool output (the single error → MCP function).
+pub fn outcome<T: Serialize>(tool: &str, result: Result<T, HubError>) -> ToolOutcome {
+    match result.map(|v| serde_json::to_value(v)) {
+        Ok(Ok(structured)) => ToolOutcome {
+            text: serde_json::to_string_pretty(&structured).unwrap_or_default(),
+            structured,
+            is_error: false,
+        },
+        Ok(Err(e)) => error_outcome(tool, &format!("internal error encoding the result: {e}")),
+        Err(e) => error_outcome(tool, &e.to_string()),
+    }
+}
+
+fn error_outcome(tool: &str, message: &str) -> ToolOutcome {
+    log::info!("tool {tool} failed: {message}");
+    ToolOutcome {
+        structured: json!({"error": message}),
+        is_error: true,
+        text: message.to_string(),
+    }
+}
+
+/// Reads the arguments of one call, naming the problem precisely.
+struct Args<'a> {
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Args<'a> {
+    fn new(map: &'a Map<String, Value>, allowed: &[&str]) -> Result<Self, HubError> {
+        if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            let takes = if allowed.is_empty() {
+                "no arguments".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(HubError::InvalidArgument(format!(
+                "unknown argument {k:?}; this tool takes {takes}"
+            )));
+        }
+        Ok(Args { map })
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, HubError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(HubError::InvalidArgument(format!(
+                "{key} must be a string, not {}",
+                kind(other)
+            ))),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<String, HubError> {
+        self.string(key)?
+            .ok_or_else(|| HubError::InvalidArgument(format!("{key} is required")))
+    }
+
+    fn integer(&self, key: &str) -> Result<Option<i64>, HubError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+            Some(Value::Number(n)) if n.is_u64() => Ok(Some(i64::MAX)),
+            Some(other) => Err(HubError::InvalidArgument(format!(
+                "{key} must be an integer, not {}",
+                kind(other)
+            ))),
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl ToolHost for HubTools<'_> {
+    fn tools(&self) -> Vec<Value> {
+        definitions()
+    }
+
+    fn call(&self, name: &str, arguments: &Map<String, Value>) -> Option<ToolOutcome> {
+        let hub = self.0;
+        let out = match name {
+            "create_llmbox" => outcome(
+                name,
+                Args::new(arguments, &["box_id", "image", "description", "spoke"]).and_then(|a| {
+                    hub.create_box(CreateRequest {
+                        box_id: a.required("box_id")?,
+                        image: a.string("image")?,
+                        description: a.string("description")?.unwrap_or_default(),
+                        spoke: a.string("spoke")?.filter(|s| !s.is_empty()),
+                    })
+                }),
+            ),
+            "get_llmbox" => outcome(
+                name,
+                Args::new(arguments, &["box_id"]).and_then(|a| hub.get_box(&a.required("box_id")?)),
+            ),
+            "list_llmboxes" => outcome(name, Args::new(arguments, &[]).map(|_| hub.list_boxes())),
+            "list_spokes" => outcome(
+                name,
+                Args::new(arguments, &[]).map(|_| json!({"spokes": hub.list_spokes()})),
+            ),
+            "destroy_llmbox" => outcome(
+                name,
+                Args::new(arguments, &["box_id"])
+                    .and_then(|a| hub.destroy_box(&a.required("box_id")?)),
+            ),
+            "get_llmbox_logs" => outcome(
+                name,
+                Args::new(arguments, &["box_id", "tail"]).and_then(|a| {
+                    let box_id = a.required("box_id")?;
+                    let tail = a.integer("tail")?.unwrap_or(DEFAULT_LOG_TAIL as i64);
+                    let tail = usize::try_from(tail).unwrap_or(0);
+                    let logs = hub.box_logs(&box_id, tail)?;
+                    Ok(json!({"box_id": box_id, "logs": logs}))
+                }),
+            ),
+            "exec_llmbox" => outcome(
+                name,
+                Args::new(arguments, &["box_id", "command"]).and_then(|a| {
+                    let box_id = a.required("box_id")?;
+                    let r = hub.exec_box(&box_id, &a.required("command")?)?;
+                    Ok(json!({"box_id": box_id, "exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}))
+                }),
+            ),
+            _ => return None,
+        };
+        Some(out)
+    }
+}
+
+fn box_id_schema() -> Value {
+    json!({
+        "type": "string",
+        "description": "The box's id: 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit.",
+        "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        "maxLength": 63
+    })
+}
+
+fn box_view_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "box_id": {"type": "string"},
+            "spoke": {"type": "string"},
+            "status": {"type": "string", "description": "pending, error (last code failed; still waiting), ready, or destroyed"},
+            "activation_url": {"type": "string", "description": "Link for the person to activate the box; present until ready"},
+            "session_url": {"type": "string", "description": "Claude remote-control session, once ready"},
+            "error": {"type": "string"},
+            "container_id": {"type": "string"},
+            "description": {"type": "string"},
+            "created": {"type": "integer"},
+            "next_step": {"type": "string"}
+        },
+        "required": ["box_id", "spoke", "status", "container_id", "next_step"]
+    })
+}
+
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+fn tool(
+    name: &str,
+    title: &str,
+    description: &str,
+    input: Value,
+    output: Value,
+    annotations: Value,
+) -> Value {
+    json!({
+        "name": name,
+        "title": title,
+        "description": description,
+        "inputSchema": input,
+        "outputSchema": output,
+        "annotations": annotations
+    })
+}
+
+/// The seven tool definitions.
+pub fn definitions() -> Vec<Value> {
+    let read_only = json!({"readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false});
+    vec![
+        tool(
+            "create_llmbox",
+            "Create a box",
+            "Create a sandboxed Claude Code box (a container) for a person. Returns status 'pending' and an activation_url: give that link to the person, who opens it, signs in with their own Claude account and pastes the code there (never ask them for the code yourself). Then call get_llmbox until status is 'ready' and hand the person the session_url. Box ids are unique across the whole hub.",
+            object(
+                json!({
+                    "box_id": box_id_schema(),
+                    "image": {"type": "string", "description": "Container image; omit to use the hub's default box image."},
+                    "description": {"type": "string", "description": "Free text shown in listings.", "maxLength": 1024},
+                    "spoke": {"type": "string", "description": "Host to run the box on (see list_spokes); omit for the hub's own host or the first connected one."}
+                }),
+                &["box_id"],
+            ),
+            box_view_schema(),
+            json!({"readOnlyHint": false, "destructiveHint": false, "idempotentHint": false, "openWorldHint": true}),
+        ),
+        tool(
+            "get_llmbox",
+            "Get a box",
+            "Get one box's activation state. While status is 'pending' or 'error', give the person the activation_url again and ask them to finish there; when 'ready', session_url is the Claude remote-control session to hand them.",
+            object(json!({"box_id": box_id_schema()}), &["box_id"]),
+            box_view_schema(),
+            read_only.clone(),
+        ),
+        tool(
+            "list_llmboxes",
+            "List boxes",
+            "List every box on every reachable spoke with its status (pending, error, ready). Spokes that are away or failed are listed under 'unreachable'; their boxes are missing from the list.",
+            object(json!({}), &[]),
+            json!({
+                "type": "object",
+                "properties": {
+                    "boxes": {"type": "array", "items": {"type": "object", "properties": {
+                        "box_id": {"type": "string"}, "spoke": {"type": "string"}, "status": {"type": "string"},
+                        "container_id": {"type": "string"}, "image": {"type": "string"}, "state": {"type": "string"},
+                        "description": {"type": "string"}, "created": {"type": "integer"}
+                    }}},
+                    "unreachable": {"type": "array", "items": {"type": "object", "properties": {
+                        "spoke": {"type": "string"}, "error": {"type": "string"}
+                    }}}
+                },
+                "required": ["boxes", "unreachable"]
+            }),
+            read_only.clone(),
+        ),
+        tool(
+            "list_spokes",
+            "List spokes",
+            "List the hosts (spokes) boxes can run on and whether each is connected. Pass a connected spoke's name to create_llmbox to place a box there.",
+            object(json!({}), &[]),
+            json!({
+                "type": "object",
+                "properties": {"spokes": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "connected": {"type": "boolean"}, "local": {"type": "boolean"},
+                    "connected_since": {"type": "integer"}
+                }}}},
+                "required": ["spokes"]
+            }),
+            read_only.clone(),
+        ),
+        tool(
+            "destroy_llmbox",
+            "Destroy a box",
+            "Stop and remove a box with everything in it. This cannot be undone; the session URL stops working.",
+            object(json!({"box_id": box_id_schema()}), &["box_id"]),
+            box_view_schema(),
+            json!({"readOnlyHint": false, "destructiveHint": true, "idempotentHint": true, "openWorldHint": false}),
+        ),
+        tool(
+            "get_llmbox_logs",
+            "Read a box's output",
+            "Read the last lines a box printed (its terminal), to see what Claude Code is doing or why it failed. Sign-in links and typed codes are hidden.",
+            object(
+                json!({
+                    "box_id": box_id_schema(),
+                    "tail": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 200, "description": "How many lines from the end."}
+                }),
+                &["box_id"],
+            ),
+            json!({"type": "object", "properties": {"box_id": {"type": "string"}, "logs": {"type": "string"}}, "required": ["box_id", "logs"]}),
+            read_only,
+        ),
+        tool(
+            "exec_llmbox",
+            "Run a command in a box",
+            "Run a shell command in a box (/bin/sh -c, no terminal, working directory /workspace) and return its exit code, stdout and stderr (each capped at 64 KiB). A non-zero exit code is a normal result.",
+            object(
+                json!({
+                    "box_id": box_id_schema(),
+                    "command": {"type": "string", "description": "Shell command line."}
+                }),
+                &["box_id", "command"],
+            ),
+            json!({"type": "object", "properties": {
+                "box_id": {"type": "string"}, "exit_code": {"type": "integer"},
+                "stdout": {"type": "string"}, "stderr": {"type": "string"}
+            }, "required": ["box_id", "exit_code", "stdout", "stderr"]}),
+            json!({"readOnlyHint": false, "destructiveHint": true, "idempotentHint": false, "openWorldHint": true}),
+        ),
+    ]
+}

@@ -1,0 +1,31 @@
+//! Ending the process promptly on SIGTERM and SIGINT.
+//!
+//! As PID 1 in a container a process that installs no handler ignores SIGTERM, so `docker stop`
+//! would wait out its whole grace period. llmbox needs no shutdown work: the state file and the
+//! credentials file are only ever replaced atomically, and boxes outlive the process by design.
+//! So the handler just exits, with the conventional `128 + signal` status.
+#![allow(unsafe_code)]
+
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+unsafe extern "C" {
+    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn _exit(status: i32) -> !;
+}
+
+extern "C" fn exit_now(signum: i32) {
+    // SAFETY: `_exit` is async-signal-safe (POSIX.1) and touches no Rust state.
+    unsafe { _exit(128 + signum) }
+}
+
+/// Makes SIGTERM and SIGINT end the process at once.
+pub fn exit_on_termination() {
+    for signum in [SIGTERM, SIGINT] {
+        // SAFETY: installs a handler that only calls the async-signal-safe `_exit`; `signal`
+        // with a valid signal number and function pointer has no other effect.
+        unsafe {
+            signal(signum, exit_now);
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! `llmbox hub` and `llmbox spoke` end at once on SIGTERM (as PID 1 in a container nothing else
+//! would stop them before `docker stop` gives up and kills).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn terminate_and_wait(mut child: Child) -> Option<i32> {
+    std::thread::sleep(Duration::from_millis(300)); // let it install its handlers and start
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("process ignored SIGTERM for 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("llmbox-sig-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn a_spoke_dialing_an_absent_hub_exits_on_sigterm() {
+    let dir = temp_dir("spoke");
+    let child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args(["spoke", "--hub", "ws://127.0.0.1:9/", "--token"])
+        .arg("ab".repeat(32))
+        .arg("--credentials")
+        .arg(dir.join("creds.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert_eq!(terminate_and_wait(child), Some(128 + 15));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_serving_hub_exits_on_sigterm() {
+    let dir = temp_dir("hub");
+    let child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args([
+            "hub",
+            "--no-local",
+            "--listen",
+            "127.0.0.1:0",
+            "--spoke-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--state")
+        .arg(dir.join("state.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert_eq!(terminate_and_wait(child), Some(128 + 15));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
