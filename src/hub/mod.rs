@@ -85,6 +85,8 @@ impl HubConfig {
 pub enum HubError {
     /// A tool argument is missing, of the wrong type or out of range.
     InvalidArgument(String),
+    /// A box id that breaks the box-id rule (the box layer's own message).
+    InvalidBoxId(BoxError),
     /// No box with this id is known to the hub or any reachable spoke.
     UnknownBox(String),
     /// No reachable spoke has the box, but some spokes did not answer and may hold it.
@@ -146,6 +148,7 @@ impl fmt::Display for HubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HubError::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            HubError::InvalidBoxId(err) => write!(f, "{err}"),
             HubError::UnknownBox(id) => write!(
                 f,
                 "no box with id {id:?} exists; call list_llmboxes to see the boxes, or create_llmbox to make one"

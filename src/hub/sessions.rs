@@ -138,7 +138,7 @@ pub(super) fn short(id: &str) -> String {
 }
 
 fn check_box_id(box_id: &str) -> Result<(), HubError> {
-    crate::boxes::validate_box_id(box_id).map_err(|e| HubError::InvalidArgument(e.to_string()))
+    crate::boxes::validate_box_id(box_id).map_err(HubError::InvalidBoxId)
 }
 
 impl Hub {
