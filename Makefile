@@ -35,6 +35,12 @@ run: build
 bench-cluster:
 	$(CARGO) bench --bench cluster
 
+## Scale benchmark: one `llmbox hub` process and 100/1000/5000 spokes (RSS, threads, idle CPU,
+## MCP round trips, reconnect after a hub kill) beside a bare tungstenite echo. Prints, asserts nothing.
+## LTO off for this bench build only (build time on 2 cores); opt-level stays 3.
+bench-scale:
+	CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 $(CARGO) bench --bench scale
+
 ## Stripped static musl binary.
 static:
 	$(CARGO) build --release --target $(MUSL_TARGET)

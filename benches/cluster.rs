@@ -10,7 +10,7 @@
 //! The memory figures come from child processes (this binary re-run with `BENCH_CHILD`), so
 //! the client side of the sockets does not count.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -19,15 +19,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use llmbox::boxes::BoxManager;
-use llmbox::boxes::memory::MemoryBoxManager;
-use llmbox::cluster::SpokeDirectory;
 use llmbox::cluster::plane::{self, PlaneConfig};
 use llmbox::cluster::registry::Registry;
-use llmbox::cluster::spoke::{self, SpokeConfig, SpokeStop};
-use llmbox::cluster::transport::ws_config;
 use llmbox::store::{JoinTokenRecord, Store, unix_now};
 use llmbox::util::secret::{random_hex_32, sha256_hex};
 use tungstenite::Message;
+
+mod common;
+use common::{BenchHub, REQ, echo_client, pct, print_latency, rss_kib, serve_echo};
 
 const SEQUENTIAL: usize = 10_000;
 const PIPELINED: usize = 20_000;
@@ -47,11 +46,14 @@ fn main() {
         Ok(n) => println!("open-file limit: {n}"),
         Err(e) => println!("cannot raise the open-file limit: {e}"),
     }
-    let echo = EchoServer::start();
-    let hub = BenchHub::start();
+    let echo_listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let echo_addr = echo_listener.local_addr().expect("addr");
+    serve_echo(echo_listener);
+    let hub =
+        BenchHub::start(&std::env::temp_dir().join(format!("llmbox-bench-{}", std::process::id())));
 
     println!("\n== round trip, {SEQUENTIAL} sequential calls (loopback) ==");
-    let base = echo_sequential(echo.addr);
+    let base = echo_sequential(echo_addr);
     let ours = remote_sequential(&hub.remote);
     print_latency("bare tungstenite echo", &base);
     print_latency("llmbox list hub->spoke->hub", &ours);
@@ -63,7 +65,7 @@ fn main() {
 
     for inflight in [8, 64] {
         println!("\n== throughput, {inflight} in flight on one socket, {PIPELINED} calls ==");
-        let b = echo_pipelined(echo.addr, inflight);
+        let b = echo_pipelined(echo_addr, inflight);
         let o = remote_pipelined(&hub.remote, inflight);
         println!("bare tungstenite echo:        {b:>10.0} msg/s");
         println!(
@@ -89,62 +91,7 @@ fn main() {
     hub.stop.stop();
 }
 
-// ---------- latency helpers
-
-fn pct(samples: &[Duration], p: usize) -> f64 {
-    let mut s: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
-    s.sort_by(f64::total_cmp);
-    s[(s.len() * p / 100).min(s.len() - 1)]
-}
-
-fn print_latency(what: &str, samples: &[Duration]) {
-    println!(
-        "{what:<30} p50 {:>8.1} µs   p99 {:>8.1} µs",
-        pct(samples, 50),
-        pct(samples, 99)
-    );
-}
-
 // ---------- bare tungstenite echo baseline
-
-struct EchoServer {
-    addr: std::net::SocketAddr,
-}
-
-impl EchoServer {
-    fn start() -> EchoServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        thread::spawn(move || {
-            for tcp in listener.incoming().flatten() {
-                thread::spawn(move || {
-                    let _ = tcp.set_nodelay(true);
-                    let Ok(mut ws) = tungstenite::accept_with_config(tcp, Some(ws_config())) else {
-                        return;
-                    };
-                    while let Ok(msg) = ws.read() {
-                        if msg.is_text() && ws.send(msg).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        EchoServer { addr }
-    }
-}
-
-fn echo_client(addr: std::net::SocketAddr) -> tungstenite::WebSocket<TcpStream> {
-    let tcp = TcpStream::connect(addr).expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let (ws, _) =
-        tungstenite::client::client_with_config(format!("ws://{addr}/"), tcp, Some(ws_config()))
-            .expect("upgrade");
-    ws
-}
-
-/// The same bytes a `list` request carries.
-const REQ: &str = r#"{"type":"req","id":12345,"method":"list","payload":{}}"#;
 
 fn echo_sequential(addr: std::net::SocketAddr) -> Vec<Duration> {
     let mut ws = echo_client(addr);
@@ -175,50 +122,6 @@ fn echo_pipelined(addr: std::net::SocketAddr, window: usize) -> f64 {
 }
 
 // ---------- llmbox hub + spoke
-
-struct BenchHub {
-    remote: Arc<dyn BoxManager>,
-    stop: SpokeStop,
-}
-
-impl BenchHub {
-    fn start() -> BenchHub {
-        let dir = std::env::temp_dir().join(format!("llmbox-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let store = Arc::new(Store::open(dir.join("state.json")).expect("store"));
-        let registry = Arc::new(Registry::new(Arc::clone(&store)));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let plane =
-            plane::start(listener, Arc::clone(&registry), PlaneConfig::default()).expect("plane");
-        let (token, _) =
-            llmbox::cluster::tokens::create_token(&store, "bench", Duration::from_secs(60))
-                .expect("token");
-        let mut config = SpokeConfig::new(&plane.url());
-        config.token = Some(token);
-        config.credentials = dir.join("creds.json");
-        config.max_workers = 256;
-        let stop = SpokeStop::default();
-        let s = stop.clone();
-        thread::spawn(move || {
-            let manager: Arc<dyn BoxManager> = Arc::new(MemoryBoxManager::new("bench", 10));
-            let mut factory = |_: &str| Ok(Arc::clone(&manager));
-            let _ = spoke::run(&config, &mut factory, &s);
-        });
-        let start = Instant::now();
-        let remote = loop {
-            if let Some(r) = registry.get("bench") {
-                break r;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "spoke did not connect"
-            );
-            thread::sleep(Duration::from_millis(5));
-        };
-        std::mem::forget(plane);
-        BenchHub { remote, stop }
-    }
-}
 
 fn remote_sequential(remote: &Arc<dyn BoxManager>) -> Vec<Duration> {
     (0..SEQUENTIAL)
@@ -253,15 +156,6 @@ fn remote_pipelined(remote: &Arc<dyn BoxManager>, inflight: usize) -> f64 {
 }
 
 // ---------- idle memory (child processes)
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Starts a child in `mode`, opens IDLE_SPOKES idle connections to it, returns its RSS growth.
 fn idle_rss(mode: &str) -> u64 {
@@ -350,27 +244,10 @@ fn child(mode: &str) {
         std::mem::forget(plane::start(listener, registry, config).expect("plane"));
     } else {
         // Bare tungstenite: one reader thread per socket, same buffers and stack size.
-        thread::spawn(move || {
-            for tcp in listener.incoming().flatten() {
-                let _ = thread::Builder::new()
-                    .stack_size(llmbox::cluster::transport::CONN_THREAD_STACK)
-                    .spawn(move || {
-                        let Ok(mut ws) = tungstenite::accept_with_config(tcp, Some(ws_config()))
-                        else {
-                            return;
-                        };
-                        while let Ok(msg) = ws.read() {
-                            if msg.is_text() && ws.send(msg).is_err() {
-                                break;
-                            }
-                        }
-                    });
-            }
-        });
+        serve_echo(listener);
     }
     println!("{addr}");
     let _ = std::io::stdout().flush();
     // Serve until the parent closes stdin.
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    common::wait_for_stdin_close();
 }
