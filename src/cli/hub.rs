@@ -248,6 +248,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let spoke_listener = TcpListener::bind(config.spoke_listen)
         .map_err(|e| CliError::runtime(format!("--spoke-listen {}: {e}", config.spoke_listen)))?;
+    if let Err(e) = crate::util::backlog::set_backlog(
+        &spoke_listener,
+        crate::util::backlog::SPOKE_PLANE_BACKLOG,
+    ) {
+        log::warn!("spoke plane keeps the default accept queue: {e}");
+    }
     let plane_config = PlaneConfig {
         heartbeat: config.heartbeat,
         ..PlaneConfig::default()
