@@ -357,3 +357,86 @@ fn a_second_activation_while_one_runs_is_turned_away() {
         first.state
     );
 }
+
+/// A spoke whose `list` answers only once `want` spokes are being listed at the same time.
+struct Rendezvous {
+    inner: llmbox::boxes::memory::MemoryBoxManager,
+    arrived: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    want: usize,
+}
+
+impl BoxManager for Rendezvous {
+    fn create(
+        &self,
+        o: llmbox::boxes::CreateOptions,
+    ) -> Result<llmbox::boxes::Created, llmbox::boxes::BoxError> {
+        self.inner.create(o)
+    }
+    fn submit_code(&self, id: &str, code: &str) -> Result<String, llmbox::boxes::BoxError> {
+        self.inner.submit_code(id, code)
+    }
+    fn list(&self) -> Result<Vec<llmbox::boxes::BoxInfo>, llmbox::boxes::BoxError> {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while self.arrived.load(Ordering::SeqCst) < self.want {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(llmbox::boxes::BoxError::Unavailable(
+                    "spokes were asked one at a time".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.inner.list()
+    }
+    fn destroy(&self, id: &str) -> Result<(), llmbox::boxes::BoxError> {
+        self.inner.destroy(id)
+    }
+    fn logs(&self, id: &str, tail: usize) -> Result<String, llmbox::boxes::BoxError> {
+        self.inner.logs(id, tail)
+    }
+    fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+    ) -> Result<llmbox::boxes::ExecResult, llmbox::boxes::BoxError> {
+        self.inner.exec(id, cmd)
+    }
+    fn reap(&self, ttl: Duration) -> Result<Vec<String>, llmbox::boxes::BoxError> {
+        self.inner.reap(ttl)
+    }
+}
+
+#[test]
+fn listing_asks_the_spokes_at_the_same_time_and_keeps_their_order() {
+    let want = 4;
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut dir = llmbox::cluster::StaticDirectory::default();
+    for i in 0..want {
+        let name = format!("edge-{i}");
+        let spoke = Rendezvous {
+            inner: llmbox::boxes::memory::MemoryBoxManager::new(&name, 5),
+            arrived: std::sync::Arc::clone(&arrived),
+            want,
+        };
+        spoke
+            .inner
+            .create(llmbox::boxes::CreateOptions {
+                image: "img".into(),
+                box_id: format!("box-{i}"),
+                ..Default::default()
+            })
+            .expect("create");
+        dir = dir.with(&name, std::sync::Arc::new(spoke));
+    }
+    let store =
+        std::sync::Arc::new(llmbox::store::Store::open(state_path("fanout")).expect("store"));
+    let hub = llmbox::hub::Hub::new(
+        HubConfig::new("http://hub.test"),
+        store,
+        std::sync::Arc::new(dir),
+    );
+    let view = hub.list_boxes();
+    assert!(view.unreachable.is_empty(), "{:?}", view.unreachable);
+    let order: Vec<&str> = view.boxes.iter().map(|b| b.box_id.as_str()).collect();
+    assert_eq!(order, ["box-0", "box-1", "box-2", "box-3"]);
+}

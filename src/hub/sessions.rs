@@ -133,6 +133,12 @@ fn status_word(status: SessionStatus) -> &'static str {
     }
 }
 
+/// Spokes asked at once when the hub lists boxes across the cluster.
+const FAN_OUT_THREADS: usize = 16;
+
+/// One spoke's answer to `list`: its boxes, or why it could not be listed.
+type SpokeListing = Result<Vec<BoxInfo>, String>;
+
 pub(super) fn short(id: &str) -> String {
     id.chars().take(12).collect()
 }
@@ -168,23 +174,46 @@ impl Hub {
     }
 
     /// Lists every connected spoke; failures and away spokes are reported beside the boxes.
+    /// Lists every spoke's boxes, asking up to [`FAN_OUT_THREADS`] spokes at once so one slow
+    /// spoke costs its own deadline, not the sum of everyone's round trips. Results keep the
+    /// order of [`SpokeDirectory::statuses`].
     fn fan_out(&self) -> (Vec<BoxInfo>, Vec<SpokeFailure>) {
+        let spokes = self.spokes.statuses();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<SpokeListing>>> =
+            spokes.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..spokes.len().min(FAN_OUT_THREADS) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(spoke) = spokes.get(i) else { return };
+                        let listed = match self.spokes.get(&spoke.name) {
+                            None => Err(HubError::SpokeAway(spoke.name.clone()).to_string()),
+                            Some(m) => self.verb("list", || m.list()).map_err(|e| e.to_string()),
+                        };
+                        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(listed);
+                    }
+                });
+            }
+        });
         let mut boxes = Vec::new();
         let mut failed = Vec::new();
-        for status in self.spokes.statuses() {
-            let listed = match self.spokes.get(&status.name) {
-                None => Err(HubError::SpokeAway(status.name.clone()).to_string()),
-                Some(m) => self.verb("list", || m.list()).map_err(|e| e.to_string()),
-            };
+        for (spoke, slot) in spokes.iter().zip(slots) {
+            // Every slot is filled once the scope returns (a panicking worker re-panics there).
+            let listed = slot
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| Err("the hub did not ask this spoke".into()));
             match listed {
                 Ok(mut list) => {
                     for b in &mut list {
-                        b.spoke = status.name.clone();
+                        b.spoke = spoke.name.clone();
                     }
                     boxes.append(&mut list);
                 }
                 Err(error) => failed.push(SpokeFailure {
-                    spoke: status.name,
+                    spoke: spoke.name.clone(),
                     error,
                 }),
             }
