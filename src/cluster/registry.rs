@@ -96,13 +96,15 @@ impl Registry {
                 return Vec::new();
             }
         };
+        // One pass over the records, one lookup per connection: linear in the spokes.
+        let enrolled: std::collections::HashSet<(&str, &str)> = state
+            .spokes
+            .iter()
+            .map(|r| (r.name.as_str(), r.credential_hash.as_str()))
+            .collect();
         let mut closed = Vec::new();
         for spoke in self.connections() {
-            let still = state
-                .spokes
-                .iter()
-                .any(|r| r.name == spoke.name() && r.credential_hash == spoke.credential_hash());
-            if !still {
+            if !enrolled.contains(&(spoke.name(), spoke.credential_hash())) {
                 log::info!("spoke {}: revoked; closing its connection", spoke.name());
                 spoke.close("revoked");
                 closed.push(spoke.name().to_string());
