@@ -21,6 +21,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// Largest single chunk accepted.
 pub const MAX_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+/// Most interim (1xx other than 101) responses skipped before the final one; a peer that
+/// sends `100 Continue` forever is an error, not an endless loop.
+pub const MAX_INTERIM_RESPONSES: usize = 8;
 
 /// A malformed or oversized response, or the I/O error that interrupted it.
 #[derive(Debug)]
@@ -33,6 +36,8 @@ pub enum HttpError {
     LineTooLong,
     /// The head exceeded [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`].
     HeadTooLarge,
+    /// More than [`MAX_INTERIM_RESPONSES`] 1xx responses came before the final one.
+    TooManyInterim,
     /// The status line is not `HTTP/1.x NNN reason`.
     BadStatusLine(String),
     /// A header line has no colon or is not UTF-8.
@@ -54,6 +59,10 @@ impl fmt::Display for HttpError {
             HttpError::HeadTooLarge => write!(
                 f,
                 "http: response head larger than {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers"
+            ),
+            HttpError::TooManyInterim => write!(
+                f,
+                "http: more than {MAX_INTERIM_RESPONSES} interim (1xx) responses before the answer"
             ),
             HttpError::BadStatusLine(l) => write!(f, "http: bad status line {l:?}"),
             HttpError::BadHeader(l) => write!(f, "http: bad header line {l:?}"),
@@ -227,18 +236,20 @@ fn read_line<R: BufRead>(
     }
 }
 
-/// Reads a status line and headers. 1xx responses other than 101 are skipped.
+/// Reads a status line and headers. Up to [`MAX_INTERIM_RESPONSES`] 1xx responses other
+/// than 101 are skipped.
 ///
 /// # Errors
 /// Any [`HttpError`]; `UnexpectedEof("status line")` when the peer closed before a byte.
 pub fn read_head<R: BufRead>(r: &mut R) -> Result<ResponseHead, HttpError> {
-    loop {
+    for _ in 0..=MAX_INTERIM_RESPONSES {
         let head = read_one_head(r)?;
         if head.status >= 100 && head.status < 200 && head.status != 101 {
             continue;
         }
         return Ok(head);
     }
+    Err(HttpError::TooManyInterim)
 }
 
 fn read_one_head<R: BufRead>(r: &mut R) -> Result<ResponseHead, HttpError> {
@@ -480,6 +491,19 @@ mod tests {
         }
     }
 
+    /// A peer that sends the same bytes forever.
+    struct Cycle(&'static [u8], usize);
+
+    impl Read for Cycle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            for b in buf.iter_mut() {
+                *b = self.0[self.1 % self.0.len()];
+                self.1 += 1;
+            }
+            Ok(buf.len())
+        }
+    }
+
     fn split(data: &[u8], cuts: &[usize]) -> BufReader<Pieces> {
         let mut pieces = Vec::new();
         let mut from = 0;
@@ -564,6 +588,25 @@ mod tests {
         let head = read_head(&mut split(data, &[7, 30])).expect("head");
         assert_eq!(head.status, 101);
         assert_eq!(head.header("UPGRADE"), Some("tcp"));
+    }
+
+    #[test]
+    fn endless_interim_responses_are_an_error_not_a_loop() {
+        let interim: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let mut data = interim.repeat(MAX_INTERIM_RESPONSES);
+        data.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(read_head(&mut split(&data, &[])).expect("head").status, 200);
+        let too_many = interim.repeat(MAX_INTERIM_RESPONSES + 1);
+        assert!(matches!(
+            read_head(&mut split(&too_many, &[])),
+            Err(HttpError::TooManyInterim)
+        ));
+        // A peer that never stops sending them ends the same way.
+        let mut forever = BufReader::new(Cycle(interim, 0));
+        assert!(matches!(
+            read_head(&mut forever),
+            Err(HttpError::TooManyInterim)
+        ));
     }
 
     #[test]
