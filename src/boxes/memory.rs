@@ -117,6 +117,7 @@ impl BoxManager for MemoryBoxManager {
     }
 
     fn submit_code(&self, id_or_name: &str, code: &str) -> Result<String, BoxError> {
+        let code = super::validate_code(code)?;
         let mut boxes = self.lock();
         let b = Self::find(&mut boxes, id_or_name)?;
         if b.phase == Phase::Ready {
@@ -125,7 +126,7 @@ impl BoxManager for MemoryBoxManager {
                 b.box_id
             )));
         }
-        if code.trim() == BAD_CODE {
+        if code == BAD_CODE {
             b.logs.push("OAuth error: invalid code".into());
             return Err(BoxError::Box(
                 "login failed: OAuth error: invalid code".into(),
@@ -235,6 +236,11 @@ mod tests {
             Err(BoxError::TooManyBoxes(2))
         ));
         assert!(m.submit_code(&a.id, BAD_CODE).is_err());
+        assert!(matches!(
+            m.submit_code(&a.id, "go\u{3}od"),
+            Err(BoxError::InvalidArgument(_))
+        ));
+        assert_eq!(m.list().expect("list")[0].phase, Phase::Pending);
         let url = m.submit_code(&a.id, "good").expect("activate");
         assert!(url.ends_with("session_a"));
         let reaped = m.reap(Duration::ZERO).expect("reap");
