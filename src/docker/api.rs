@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::client::{Body, Client, DEFAULT_TIMEOUT, Hijacked};
-use super::error::DockerError;
+use super::error::{DockerError, MAX_DAEMON_MESSAGE_BYTES};
 
 /// Read timeout for pulling an image (layers can be large).
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -318,7 +318,7 @@ pub fn pull_image(c: &Client, image: &str) -> Result<(), DockerError> {
         {
             return Err(DockerError::Api {
                 status: 500,
-                message: err.to_string(),
+                message: super::error::clip(err.to_string(), MAX_DAEMON_MESSAGE_BYTES),
             });
         }
     }
