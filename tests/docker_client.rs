@@ -159,3 +159,47 @@ fn tcp_hosts_are_spoken_to_like_unix_sockets() {
         "{err}"
     );
 }
+
+/// A canned answer with a JSON body and `Connection: close`, leaked for the fake daemon.
+fn json_answer(status: &str, body: &str) -> &'static [u8] {
+    let text = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    Box::leak(text.into_bytes().into_boxed_slice())
+}
+
+#[test]
+fn a_box_removed_behind_our_back_is_not_found_for_every_verb() {
+    // The box is listed (resolve finds it), then the daemon answers 404 for the call on it,
+    // as when someone ran `docker rm -f` in between.
+    let list = json_answer(
+        "200 OK",
+        r#"[{"Id":"abcdef0123456789","Names":["/llmbox-pending-abcdef012345"],"State":"running",
+        "Labels":{"com.llmbox.managed":"true","com.llmbox.namespace":"local","com.llmbox.box-id":"web"}}]"#,
+    );
+    let gone = json_answer(
+        "404 Not Found",
+        r#"{"message":"No such container: abcdef0123456789"}"#,
+    );
+    let (host, server) = fake_daemon("gone", vec![PING, list, gone, list, gone, list, gone]);
+    let mut config = ManagerConfig::new("local");
+    config.docker_host = host;
+    let m = DockerBoxManager::new(config).expect("manager");
+    let errors = [
+        ("logs", m.logs("web", 5).map(drop).expect_err("logs")),
+        (
+            "exec",
+            m.exec("web", &["true".into()]).map(drop).expect_err("exec"),
+        ),
+        (
+            "submit_code",
+            m.submit_code("web", "code").map(drop).expect_err("submit"),
+        ),
+    ];
+    for (verb, e) in errors {
+        assert!(matches!(e, BoxError::NotFound(_)), "{verb}: {e:?}");
+        assert_eq!(e.to_string(), "no managed box matches \"web\"", "{verb}");
+    }
+    server.join().expect("server");
+}

@@ -17,7 +17,7 @@ use super::api;
 use super::boxspec::{self, TTY_HEIGHT, TTY_WIDTH};
 use super::client::Hijacked;
 use super::error::DockerError;
-use super::manager::{DockerBoxManager, backend};
+use super::manager::{DockerBoxManager, backend, backend_on};
 use super::text;
 use crate::boxes::{BoxError, CreateOptions, Created};
 
@@ -244,8 +244,8 @@ impl DockerBoxManager {
                 b.state
             )));
         }
-        let mut stream =
-            api::attach(&self.client, &b.id, true, SUBMIT_DEADLINE).map_err(backend)?;
+        let mut stream = api::attach(&self.client, &b.id, true, SUBMIT_DEADLINE)
+            .map_err(backend_on(id_or_name))?;
         let mut line = code.as_bytes().to_vec();
         line.push(b'\r');
         stream
@@ -264,7 +264,7 @@ impl DockerBoxManager {
         match seen {
             Seen::Found(url) => {
                 api::rename_container(&self.client, &b.id, &boxspec::ready_name(&b.id))
-                    .map_err(backend)?;
+                    .map_err(backend_on(id_or_name))?;
                 info!("box {label} ({}) is ready", boxspec::short_id(&b.id));
                 Ok(url)
             }

@@ -44,6 +44,18 @@ pub(super) fn backend(err: DockerError) -> BoxError {
     }
 }
 
+/// [`backend`] for a call on a box that [`DockerBoxManager::resolve`] found: a 404 means the
+/// box was removed behind our back since, which the caller hears as the box not existing.
+pub(super) fn backend_on(key: &str) -> impl Fn(DockerError) -> BoxError + '_ {
+    move |err| {
+        if err.is_not_found() {
+            BoxError::NotFound(key.trim().to_string())
+        } else {
+            backend(err)
+        }
+    }
+}
+
 /// Holds a box id reserved until dropped.
 pub(super) struct Reservation<'a> {
     manager: &'a DockerBoxManager,
@@ -276,9 +288,10 @@ impl BoxManager for DockerBoxManager {
         // 0 is what an omitted `tail` decodes to on the wire: use the default then.
         let tail = if tail == 0 { DEFAULT_LOG_TAIL } else { tail };
         let b = self.resolve(id_or_name)?;
-        let raw = api::logs(&self.client, &b.id, tail).map_err(backend)?;
+        let gone = backend_on(id_or_name);
+        let raw = api::logs(&self.client, &b.id, tail).map_err(&gone)?;
         let tty = api::inspect_container(&self.client, &b.id)
-            .map_err(backend)?
+            .map_err(&gone)?
             .pointer("/Config/Tty")
             .and_then(Value::as_bool)
             .unwrap_or(true);
@@ -296,8 +309,9 @@ impl BoxManager for DockerBoxManager {
             return Err(BoxError::InvalidArgument("empty command".into()));
         }
         let b = self.resolve(id_or_name)?;
-        let exec_id = api::exec_create(&self.client, &b.id, cmd).map_err(backend)?;
-        let mut stream = api::exec_start(&self.client, &exec_id, EXEC_TIMEOUT).map_err(backend)?;
+        let gone = backend_on(id_or_name);
+        let exec_id = api::exec_create(&self.client, &b.id, cmd).map_err(&gone)?;
+        let mut stream = api::exec_start(&self.client, &exec_id, EXEC_TIMEOUT).map_err(&gone)?;
         let (mut stdout, mut stderr) = (CappedBuffer::default(), CappedBuffer::default());
         // Keep reading past the caps so the command is never blocked on a full pipe.
         while let Some((kind, data)) = text::read_frame(&mut stream.reader)
