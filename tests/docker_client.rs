@@ -203,3 +203,53 @@ fn a_box_removed_behind_our_back_is_not_found_for_every_verb() {
     }
     server.join().expect("server");
 }
+
+#[test]
+fn a_daemon_that_trickles_its_answer_cannot_stretch_a_call_past_its_timeout() {
+    // Every byte arrives well within the timeout, but the whole answer takes five times
+    // longer (100 bytes, 10 ms apart, against 200 ms): the call's timeout bounds the answer, not each read.
+    let path = std::env::temp_dir().join(format!("llmbox-fake-slow-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let host = format!("unix://{}", path.display());
+    let server = std::thread::Builder::new()
+        .name("fake-daemon-slow".into())
+        .spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().expect("accept");
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).expect("read request");
+                if buf[..n].starts_with(b"GET /_ping") {
+                    s.write_all(PING).expect("write ping");
+                    continue;
+                }
+                let body = b"[]".repeat(50);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                if s.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for b in body {
+                    std::thread::sleep(Duration::from_millis(10));
+                    if s.write_all(&[b]).is_err() {
+                        return; // the client gave up, as it should
+                    }
+                }
+            }
+        })
+        .expect("spawn");
+    let client = Client::new(&host).expect("client");
+    client.ping().expect("ping");
+    let err = client
+        .call(
+            "GET",
+            "/containers/json",
+            &Body::None,
+            Duration::from_millis(200),
+        )
+        .map(drop)
+        .expect_err("the answer takes longer than the call may");
+    assert!(matches!(err, DockerError::Io { .. }), "{err:?}");
+    assert!(err.to_string().ends_with(": timed out"), "{err}");
+    server.join().expect("server");
+    let _ = std::fs::remove_file(&path);
+}

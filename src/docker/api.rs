@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::client::{Body, Client, DEFAULT_TIMEOUT, Hijacked};
 use super::error::{DockerError, MAX_DAEMON_MESSAGE_BYTES};
 
-/// Read timeout for pulling an image (layers can be large).
+/// Deadline for pulling an image, the whole pull (layers can be large).
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Extra read timeout granted to `stop` beyond its grace period.
 pub const STOP_MARGIN: Duration = Duration::from_secs(20);

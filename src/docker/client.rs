@@ -5,22 +5,23 @@
 //! The API version is negotiated lazily from `/_ping` on the first call and remembered; a
 //! failed negotiation (daemon down) is retried on the next call, so a hub can start before
 //! its Docker daemon. No thread is spawned here; every call blocks its caller, bounded by the
-//! connect timeout and a per-call read timeout. The idle-connection lock is never held
-//! across I/O.
+//! connect timeout and the call's timeout, which is a deadline for the whole answer (a
+//! daemon that trickles bytes cannot stretch a call past it). The idle-connection lock is
+//! never held across I/O.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::DockerError;
 use super::http::{self, BodyReader, Framing, ResponseHead};
 
 /// Connect timeout for `tcp://` hosts (a Unix socket connects or fails at once).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Read timeout of an ordinary call.
+/// Deadline of an ordinary call: the whole answer must arrive within it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Write timeout of every call.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -335,12 +336,17 @@ impl Client {
         timeout: Duration,
         context: &str,
     ) -> Result<Result<(ResponseHead, Vec<u8>), DockerError>, Stale> {
+        let deadline = Instant::now() + timeout;
         if reader.get_ref().set_read_timeout(Some(timeout)).is_err()
             || reader.get_mut().write_all(request).is_err()
         {
             return Err(Stale);
         }
-        let head = match http::read_head(&mut reader) {
+        let mut timed = DeadlineReader {
+            inner: &mut reader,
+            deadline,
+        };
+        let head = match http::read_head(&mut timed) {
             Ok(h) => h,
             Err(http::HttpError::UnexpectedEof("status line")) => return Err(Stale),
             Err(http::HttpError::Io(e))
@@ -357,13 +363,13 @@ impl Client {
             Ok(f) => f,
             Err(e) => return Ok(Err(DockerError::http(context, e))),
         };
-        let mut body = BodyReader::new(reader, framing);
+        let mut body = BodyReader::new(timed, framing);
         let data = match http::read_body_to_end(&mut body, http::MAX_BODY_BYTES) {
             Ok(d) => d,
             Err(e) => return Ok(Err(DockerError::http(context, e))),
         };
         if head.keep_alive() && body.is_done() && framing != Framing::UntilClose {
-            let reader = body.into_inner();
+            drop(body);
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < MAX_IDLE_CONNECTIONS && reader.buffer().is_empty() {
                 idle.push(reader);
@@ -421,6 +427,42 @@ impl Client {
 
 /// Marker: a pooled connection was found closed before any answer.
 struct Stale;
+
+/// The buffered connection of one call, every socket read of which ends by `deadline`.
+struct DeadlineReader<'a> {
+    inner: &'a mut BufReader<Conn>,
+    deadline: Instant,
+}
+
+impl BufRead for DeadlineReader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.inner.buffer().is_empty() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the call's deadline passed",
+                ));
+            }
+            self.inner.get_ref().set_read_timeout(Some(left))?;
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+    }
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
 
 fn encode(
     method: &str,
