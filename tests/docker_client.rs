@@ -206,8 +206,9 @@ fn a_box_removed_behind_our_back_is_not_found_for_every_verb() {
 
 #[test]
 fn a_daemon_that_trickles_its_answer_cannot_stretch_a_call_past_its_timeout() {
-    // Every byte arrives well within the timeout, but the whole answer takes five times
-    // longer (100 bytes, 10 ms apart, against 200 ms): the call's timeout bounds the answer, not each read.
+    // Every byte arrives well within the timeout, but the whole answer takes five times longer
+    // (100 bytes, 10 ms apart, against 200 ms): the call's timeout bounds the answer, not
+    // each read.
     let path = std::env::temp_dir().join(format!("llmbox-fake-slow-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).expect("bind");

@@ -368,8 +368,8 @@ impl Client {
             Ok(d) => d,
             Err(e) => return Ok(Err(DockerError::http(context, e))),
         };
+        // The body reader borrowed `reader` and is done with it here.
         if head.keep_alive() && body.is_done() && framing != Framing::UntilClose {
-            drop(body);
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < MAX_IDLE_CONNECTIONS && reader.buffer().is_empty() {
                 idle.push(reader);
