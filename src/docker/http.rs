@@ -678,6 +678,63 @@ mod tests {
         ));
     }
 
+    /// A small seeded generator (xorshift64*), so a failure names the seed that found it.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).expect("below n")
+        }
+    }
+
+    #[test]
+    fn mutated_responses_never_panic_and_respect_the_limits() {
+        let seeds: [&[u8]; 3] = [
+            CHUNKED,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 26\r\n\r\n{\"message\":\"No such box\"}\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nraw",
+        ];
+        let alphabet = b"\r\n:; 0123456789abcdefxHTTP/1.\xff\x00";
+        for seed in 1..=3000u64 {
+            let mut rng = Rng(seed);
+            let mut data = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..=rng.below(6) {
+                let at = rng.below(data.len() + 1);
+                match rng.below(3) {
+                    0 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    1 if at < data.len() => data[at] = alphabet[rng.below(alphabet.len())],
+                    _ => data.insert(at, alphabet[rng.below(alphabet.len())]),
+                }
+            }
+            let cuts: Vec<usize> = {
+                let mut c: Vec<usize> = (0..3).map(|_| rng.below(data.len() + 1)).collect();
+                c.sort_unstable();
+                c
+            };
+            let mut r = split(&data, &cuts);
+            let Ok(head) = read_head(&mut r) else {
+                continue;
+            };
+            assert!(head.headers.len() <= MAX_HEADERS, "seed {seed}");
+            let Ok(framing) = head.framing("GET") else {
+                continue;
+            };
+            let mut body = BodyReader::new(r, framing);
+            if let Ok(bytes) = read_body_to_end(&mut body, 1024) {
+                assert!(bytes.len() <= data.len(), "seed {seed}");
+            }
+        }
+    }
+
     #[test]
     fn requests_carry_length_and_host() {
         let req = encode_request(

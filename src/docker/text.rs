@@ -318,6 +318,50 @@ mod tests {
     }
 
     #[test]
+    fn random_terminal_bytes_never_panic_the_readers() {
+        // Seeded xorshift: a failure names the seed that found it.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pieces: [&[u8]; 10] = [
+            b"\x1b",
+            b"[",
+            b"]",
+            b"\x07",
+            b"\r",
+            b"\n",
+            "\u{e9}\u{1f600}".as_bytes(),
+            b"https://claude.com/cai/oauth/authorize?code_challenge=a&state=b",
+            b"https://claude.ai/",
+            b" ",
+        ];
+        for round in 0..2000 {
+            let mut raw = Vec::new();
+            for _ in 0..(next() % 40) {
+                let piece = pieces[usize::try_from(next() % 10).expect("small")];
+                // Sometimes only part of a piece, to cut UTF-8 and escapes in the middle.
+                let take = usize::try_from(next() % (piece.len() as u64 + 1)).expect("small");
+                raw.extend_from_slice(&piece[..take]);
+            }
+            let text = strip_ansi(&raw);
+            assert!(!text.contains('\r'), "round {round}");
+            for (at, url) in authorize_urls(&text) {
+                assert!(text[at..].starts_with(&url), "round {round}");
+            }
+            let _ = session_url(&text);
+            let _ = last_lines(&text, usize::try_from(next() % 5).expect("small"));
+            let mut framed = raw.clone();
+            let _ = demux_all(&framed);
+            framed.truncate(framed.len() / 2);
+            let _ = demux_all(&framed);
+        }
+    }
+
+    #[test]
     fn last_lines_takes_the_tail() {
         assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
         assert_eq!(last_lines("a", 5), "a");
