@@ -64,7 +64,8 @@ pub trait BoxManager: Send + Sync {
     fn exec(&self, id_or_name: &str, cmd: &[String]) -> Result<ExecResult, BoxError>;
 
     /// Removes pending boxes older than `ttl`; ready boxes are never reaped. Returns the short
-    /// (12-character) container ids removed.
+    /// (12-character) container ids removed. (The Docker manager also removes box networks
+    /// whose box was removed behind its back.)
     ///
     /// # Errors
     /// Backend failure.

@@ -150,6 +150,54 @@ fn reap_takes_old_pending_boxes_and_never_ready_ones() {
 }
 
 #[test]
+fn reap_removes_the_network_of_a_box_removed_behind_our_back() {
+    let t = TestNs::new("orphan");
+    let other = t.sibling("other");
+    let m = t.manager();
+    let gone = create(&m, "gone");
+    let kept = create(&m, "kept");
+    let theirs = create(&other.manager(), "theirs");
+    for c in [&gone, &theirs] {
+        let (ok, _, err) = docker(&["rm", "-f", &c.id]);
+        assert!(ok, "docker rm -f: {err}");
+    }
+    let net = |c: &llmbox::boxes::Created| format!("llmboxnet-{}", &c.id[..12]);
+    assert!(
+        exists("network", &net(&gone)),
+        "docker rm leaves the network"
+    );
+    // Too young to reap any pending box: only the orphaned network goes.
+    assert!(m.reap(Duration::from_secs(3600)).expect("reap").is_empty());
+    assert!(!exists("network", &net(&gone)));
+    assert!(
+        exists("network", &net(&kept)),
+        "a live box keeps its network"
+    );
+    assert!(exists("container", &kept.id));
+    assert!(
+        exists("network", &net(&theirs)),
+        "another namespace's orphan is not ours to remove"
+    );
+    // `llmbox reap` of that namespace takes that one. (Not every namespace: other tests'
+    // objects on this daemon are not ours to touch.)
+    let out = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args([
+            "reap",
+            "--ttl",
+            "1h",
+            "--namespace",
+            &other.ns,
+            "--log-level",
+            "off",
+        ])
+        .output()
+        .expect("run llmbox reap");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!exists("network", &net(&theirs)));
+    assert!(exists("network", &net(&kept)));
+}
+
+#[test]
 fn llmbox_reap_command_reaps_one_namespace_and_prints_what_it_removed() {
     let t = TestNs::new("reapcli");
     let other = t.sibling("other");

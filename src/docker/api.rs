@@ -360,6 +360,33 @@ pub fn create_network(
         .ok_or_else(|| DockerError::Protocol("network create answered without an Id".into()))
 }
 
+/// One network as `GET /networks` lists it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSummary {
+    /// Full id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: HashMap<String, String>,
+}
+
+/// Lists networks whose labels match every `key=value` in `labels`.
+///
+/// # Errors
+/// Any [`DockerError`].
+pub fn list_networks(c: &Client, labels: &[String]) -> Result<Vec<NetworkSummary>, DockerError> {
+    let filters = json!({ "label": labels }).to_string();
+    c.call_json(
+        "GET",
+        &format!("/networks?filters={}", q(&filters)),
+        &Body::None,
+        DEFAULT_TIMEOUT,
+    )
+}
+
 /// Connects a container to a network.
 ///
 /// # Errors

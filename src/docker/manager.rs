@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{info, warn};
 use serde_json::Value;
 
-use super::api::{self, ContainerSummary};
+use super::api::{self, ContainerSummary, NetworkSummary};
 use super::boxspec::{self, LABEL_BOX_ID, LABEL_DESCRIPTION, LABEL_NAMESPACE};
 use super::client::Client;
 use super::error::DockerError;
@@ -262,6 +262,36 @@ pub(super) fn reap_among(
     Ok(reaped)
 }
 
+/// Removes the box networks among `networks` whose box is not among `boxes`: a box removed
+/// behind our back (`docker rm -f`) leaves its network, and leaked bridge networks use up
+/// the daemon's address pools until no box can be created. List the networks *before* the
+/// boxes: a create in flight makes its container before its network, so its network is
+/// never taken for an orphan. Returns the names removed.
+pub(super) fn reap_orphan_networks(
+    client: &Client,
+    networks: &[NetworkSummary],
+    boxes: &[ContainerSummary],
+) -> Result<Vec<String>, DockerError> {
+    let mut removed = Vec::new();
+    for net in networks {
+        let Some(id12) = net.name.strip_prefix(boxspec::NETWORK_PREFIX) else {
+            continue;
+        };
+        if id12.is_empty() || boxes.iter().any(|b| boxspec::short_id(&b.id) == id12) {
+            continue;
+        }
+        remove_box_network(client, id12)?;
+        info!(
+            "removed network {} left behind by box {} of namespace {}",
+            net.name,
+            net.labels.get(LABEL_BOX_ID).map_or("", String::as_str),
+            net.labels.get(LABEL_NAMESPACE).map_or("", String::as_str)
+        );
+        removed.push(net.name.clone());
+    }
+    Ok(removed)
+}
+
 impl BoxManager for DockerBoxManager {
     fn create(&self, opts: CreateOptions) -> Result<Created, BoxError> {
         self.create_box(opts)
@@ -345,8 +375,11 @@ impl BoxManager for DockerBoxManager {
     }
 
     fn reap(&self, ttl: Duration) -> Result<Vec<String>, BoxError> {
+        let filters = boxspec::label_filters(Some(&self.config.namespace));
+        let networks = api::list_networks(&self.client, &filters).map_err(backend)?;
         let boxes = self.managed()?;
         let reaped = reap_among(&self.client, &boxes, ttl).map_err(backend)?;
+        reap_orphan_networks(&self.client, &networks, &boxes).map_err(backend)?;
         Ok(reaped
             .iter()
             .map(|b| boxspec::short_id(&b.id).to_string())

@@ -89,7 +89,8 @@ pub struct ReapedBox {
 }
 
 /// Removes pending boxes older than `ttl` from the daemon at `docker_host`, in `namespace` or
-/// in every namespace; ready boxes are never touched. For `llmbox reap` (cron).
+/// in every namespace; ready boxes are never touched. Box networks whose box is gone are
+/// removed too. For `llmbox reap` (cron).
 ///
 /// # Errors
 /// [`DockerError::Unreachable`] when the daemon is down, or the first failed call.
@@ -99,8 +100,12 @@ pub fn reap(
     namespace: Option<&str>,
 ) -> Result<Vec<ReapedBox>, DockerError> {
     let client = client::Client::new(docker_host)?;
-    let boxes = api::list_containers(&client, &boxspec::label_filters(namespace))?;
+    let filters = boxspec::label_filters(namespace);
+    // Networks before boxes: see [`manager::reap_orphan_networks`].
+    let networks = api::list_networks(&client, &filters)?;
+    let boxes = api::list_containers(&client, &filters)?;
     let reaped = manager::reap_among(&client, &boxes, ttl)?;
+    manager::reap_orphan_networks(&client, &networks, &boxes)?;
     Ok(reaped
         .into_iter()
         .map(|b| {
