@@ -254,3 +254,37 @@ fn a_daemon_that_trickles_its_answer_cannot_stretch_a_call_past_its_timeout() {
     server.join().expect("server");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_daemon_that_hangs_up_mid_request_is_reported_as_such() {
+    // The daemon reads a little of a large upload and hangs up: the error is the failed
+    // send, not "connection closed inside status line" (which reads as a bad answer).
+    let path = std::env::temp_dir().join(format!("llmbox-fake-hangup-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let host = format!("unix://{}", path.display());
+    let server = std::thread::Builder::new()
+        .name("fake-daemon-hangup".into())
+        .spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).expect("read ping");
+            s.write_all(PING).expect("write ping");
+            drop(s);
+            let (mut s, _) = listener.accept().expect("accept upload");
+            let _ = s.read(&mut buf).expect("read the start of the upload");
+        })
+        .expect("spawn");
+    let client = Client::new(&host).expect("client");
+    let tar = vec![0u8; 16 * 1024 * 1024];
+    let err = api::put_archive(&client, "abc", "/", &tar).expect_err("hung up");
+    server.join().expect("server");
+    assert!(matches!(err, DockerError::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("docker: PUT /v1.41/containers/abc/archive"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("status line"), "{err}");
+    let _ = std::fs::remove_file(&path);
+}

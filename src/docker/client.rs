@@ -314,17 +314,15 @@ impl Client {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(reader) = pooled {
             match self.exchange(reader, &request, method, timeout, &context) {
-                Err(Stale) => {}
+                Err(Stale(_)) => {}
                 Ok(result) => return result,
             }
         }
         let reader = BufReader::new(self.connect()?);
         match self.exchange(reader, &request, method, timeout, &context) {
             Ok(result) => result,
-            Err(Stale) => Err(DockerError::http(
-                context,
-                http::HttpError::UnexpectedEof("status line"),
-            )),
+            // On a fresh connection there is no staleness to forgive: the failure is the answer.
+            Err(Stale(e)) => Err(e),
         }
     }
 
@@ -337,10 +335,11 @@ impl Client {
         context: &str,
     ) -> Result<Result<(ResponseHead, Vec<u8>), DockerError>, Stale> {
         let deadline = Instant::now() + timeout;
-        if reader.get_ref().set_read_timeout(Some(timeout)).is_err()
-            || reader.get_mut().write_all(request).is_err()
-        {
-            return Err(Stale);
+        if let Err(e) = reader.get_ref().set_read_timeout(Some(timeout)) {
+            return Err(Stale(DockerError::io(context, e)));
+        }
+        if let Err(e) = reader.get_mut().write_all(request) {
+            return Err(Stale(DockerError::io(context, e)));
         }
         let mut timed = DeadlineReader {
             inner: &mut reader,
@@ -348,14 +347,16 @@ impl Client {
         };
         let head = match http::read_head(&mut timed) {
             Ok(h) => h,
-            Err(http::HttpError::UnexpectedEof("status line")) => return Err(Stale),
+            Err(e @ http::HttpError::UnexpectedEof("status line")) => {
+                return Err(Stale(DockerError::http(context, e)));
+            }
             Err(http::HttpError::Io(e))
                 if matches!(
                     e.kind(),
                     io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
                 ) =>
             {
-                return Err(Stale);
+                return Err(Stale(DockerError::io(context, e)));
             }
             Err(e) => return Ok(Err(DockerError::http(context, e))),
         };
@@ -425,8 +426,9 @@ impl Client {
     }
 }
 
-/// Marker: a pooled connection was found closed before any answer.
-struct Stale;
+/// A connection that failed before any answer: forgiven (and retried) on a pooled one, which
+/// the daemon may have closed while idle; the error itself on a fresh one.
+struct Stale(DockerError);
 
 /// The buffered connection of one call, every socket read of which ends by `deadline`.
 struct DeadlineReader<'a> {
