@@ -105,10 +105,15 @@ pub fn create_container(c: &Client, name: &str, body: &Value) -> Result<String, 
         format!("/containers/create?name={}", q(name))
     };
     let v: Value = c.call_json("POST", &path, &Body::Json(body), DEFAULT_TIMEOUT)?;
+    answered_id(&v, "container create")
+}
+
+/// The `Id` of a create answer.
+fn answered_id(v: &Value, what: &str) -> Result<String, DockerError> {
     v.get("Id")
         .and_then(Value::as_str)
         .map(String::from)
-        .ok_or_else(|| DockerError::Protocol("container create answered without an Id".into()))
+        .ok_or_else(|| DockerError::Protocol(format!("{what} answered without an Id")))
 }
 
 /// Starts a container.
@@ -246,10 +251,7 @@ pub fn exec_create(c: &Client, id: &str, cmd: &[String]) -> Result<String, Docke
         &Body::Json(&body),
         DEFAULT_TIMEOUT,
     )?;
-    v.get("Id")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or_else(|| DockerError::Protocol("exec create answered without an Id".into()))
+    answered_id(&v, "exec create")
 }
 
 /// Starts an exec instance and hands back its multiplexed output stream.
@@ -354,10 +356,7 @@ pub fn create_network(
         &Body::Json(&body),
         DEFAULT_TIMEOUT,
     )?;
-    v.get("Id")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or_else(|| DockerError::Protocol("network create answered without an Id".into()))
+    answered_id(&v, "network create")
 }
 
 /// One network as `GET /networks` lists it.
