@@ -80,6 +80,27 @@ fn exec_output_is_capped_at_64_kib_with_a_marker() {
 }
 
 #[test]
+fn an_exec_that_never_ends_is_given_up_at_the_exec_timeout() {
+    let t = TestNs::new("execlong");
+    let mut config = t.config();
+    config.exec_timeout = Duration::from_secs(3);
+    let m = llmbox::docker::DockerBoxManager::new(config).expect("manager");
+    create(&m, "web");
+    // Output keeps coming (so no single read times out), but the command never ends.
+    let err = m
+        .exec("web", &sh("while :; do echo tick; sleep 1; done"))
+        .expect_err("never ends");
+    assert!(matches!(err, BoxError::Box(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "the command did not finish within 3s and may still be running in the box"
+    );
+    // The manager keeps serving.
+    let ok = m.exec("web", &sh("echo fine")).expect("next exec");
+    assert_eq!((ok.stdout.as_str(), ok.exit_code), ("fine\n", 0));
+}
+
+#[test]
 fn destroy_stops_with_sigterm_and_removes_container_and_network() {
     let t = TestNs::new("destroy");
     let m = t.manager();

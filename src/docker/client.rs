@@ -430,10 +430,20 @@ impl Client {
 /// the daemon may have closed while idle; the error itself on a fresh one.
 struct Stale(DockerError);
 
-/// The buffered connection of one call, every socket read of which ends by `deadline`.
-struct DeadlineReader<'a> {
+/// A buffered connection every socket read of which ends by one deadline: a peer that
+/// trickles bytes cannot stretch a call (or an exec's output) past it. A read after the
+/// deadline fails with [`io::ErrorKind::TimedOut`]; one cut short by it, with the socket's
+/// timeout error (`WouldBlock`).
+pub struct DeadlineReader<'a> {
     inner: &'a mut BufReader<Conn>,
     deadline: Instant,
+}
+
+impl<'a> DeadlineReader<'a> {
+    /// Reads from `inner` until `deadline`.
+    pub fn new(inner: &'a mut BufReader<Conn>, deadline: Instant) -> Self {
+        DeadlineReader { inner, deadline }
+    }
 }
 
 impl BufRead for DeadlineReader<'_> {

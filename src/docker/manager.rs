@@ -7,15 +7,16 @@
 //! ceiling) is never held across a Docker call.
 
 use std::collections::HashSet;
+use std::io::ErrorKind;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use serde_json::Value;
 
 use super::api::{self, ContainerSummary, NetworkSummary};
 use super::boxspec::{self, LABEL_BOX_ID, LABEL_DESCRIPTION, LABEL_NAMESPACE};
-use super::client::Client;
+use super::client::{Client, DeadlineReader};
 use super::error::DockerError;
 use super::text::{self, CappedBuffer, StreamKind};
 use super::{ManagerConfig, STOP_GRACE};
@@ -23,7 +24,8 @@ use crate::boxes::{
     BoxError, BoxInfo, BoxManager, CreateOptions, Created, DEFAULT_LOG_TAIL, ExecResult, Phase,
 };
 
-/// Longest exec the manager waits for (silence on the stream past this is a timeout).
+/// Default [`ManagerConfig::exec_timeout`]: longest an exec is waited for, output or not (a
+/// command that never ends would otherwise hold its caller's thread and a connection forever).
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The Docker-backed box manager of one namespace.
@@ -341,15 +343,24 @@ impl BoxManager for DockerBoxManager {
         let b = self.resolve(id_or_name)?;
         let gone = backend_on(id_or_name);
         let exec_id = api::exec_create(&self.client, &b.id, cmd).map_err(&gone)?;
-        let mut stream = api::exec_start(&self.client, &exec_id, EXEC_TIMEOUT).map_err(&gone)?;
+        let limit = self.config.exec_timeout;
+        let deadline = Instant::now() + limit;
+        let mut stream = api::exec_start(&self.client, &exec_id, limit).map_err(&gone)?;
+        let mut output = DeadlineReader::new(&mut stream.reader, deadline);
         let (mut stdout, mut stderr) = (CappedBuffer::default(), CappedBuffer::default());
         // Keep reading past the caps so the command is never blocked on a full pipe.
-        while let Some((kind, data)) = text::read_frame(&mut stream.reader)
-            .map_err(|e| backend(DockerError::io("read exec output", e)))?
-        {
-            match kind {
-                StreamKind::Stderr => stderr.push(&data),
-                _ => stdout.push(&data),
+        loop {
+            match text::read_frame(&mut output) {
+                Ok(Some((StreamKind::Stderr, data))) => stderr.push(&data),
+                Ok(Some((_, data))) => stdout.push(&data),
+                Ok(None) => break,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    return Err(BoxError::Box(format!(
+                        "the command did not finish within {}s and may still be running in the box",
+                        limit.as_secs()
+                    )));
+                }
+                Err(e) => return Err(backend(DockerError::io("read exec output", e))),
             }
         }
         drop(stream);

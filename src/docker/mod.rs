@@ -50,6 +50,9 @@ pub struct ManagerConfig {
     pub pids_limit: i64,
     /// Containers joined to every box's network (`--box-peer`, repeatable).
     pub box_peers: Vec<String>,
+    /// Longest an `exec` may run before the manager stops waiting for it
+    /// ([`manager::EXEC_TIMEOUT`] by default).
+    pub exec_timeout: Duration,
 }
 
 /// The Docker socket used when neither `--docker-host` nor `DOCKER_HOST` is set.
@@ -71,6 +74,7 @@ impl ManagerConfig {
             cpus: 2.0,
             pids_limit: 4096,
             box_peers: Vec::new(),
+            exec_timeout: manager::EXEC_TIMEOUT,
         }
     }
 }
