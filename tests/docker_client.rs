@@ -204,17 +204,15 @@ fn a_box_removed_behind_our_back_is_not_found_for_every_verb() {
     server.join().expect("server");
 }
 
-#[test]
-fn a_daemon_that_trickles_its_answer_cannot_stretch_a_call_past_its_timeout() {
-    // Every byte arrives well within the timeout, but the whole answer takes five times longer
-    // (100 bytes, 10 ms apart, against 200 ms): the call's timeout bounds the answer, not
-    // each read.
-    let path = std::env::temp_dir().join(format!("llmbox-fake-slow-{}.sock", std::process::id()));
+/// A fake daemon that answers `/_ping`, then sends `answer` to the next request one byte
+/// every 10 ms (each byte well within any read timeout).
+fn trickle_daemon(name: &str, answer: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    let path = std::env::temp_dir().join(format!("llmbox-fake-{name}-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).expect("bind");
     let host = format!("unix://{}", path.display());
     let server = std::thread::Builder::new()
-        .name("fake-daemon-slow".into())
+        .name(format!("fake-daemon-{name}"))
         .spawn(move || {
             for _ in 0..2 {
                 let (mut s, _) = listener.accept().expect("accept");
@@ -224,20 +222,28 @@ fn a_daemon_that_trickles_its_answer_cannot_stretch_a_call_past_its_timeout() {
                     s.write_all(PING).expect("write ping");
                     continue;
                 }
-                let body = b"[]".repeat(50);
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                if s.write_all(head.as_bytes()).is_err() {
-                    return;
-                }
-                for b in body {
+                for &b in &answer {
                     std::thread::sleep(Duration::from_millis(10));
                     if s.write_all(&[b]).is_err() {
-                        return; // the client gave up, as it should
+                        break; // the client gave up, as it should
                     }
                 }
             }
+            let _ = std::fs::remove_file(&path);
         })
         .expect("spawn");
+    (host, server)
+}
+
+#[test]
+fn a_daemon_that_trickles_its_answer_cannot_stretch_a_call_past_its_timeout() {
+    // The whole answer takes five times the call's timeout (100 bytes, 10 ms apart, against
+    // 200 ms): the timeout bounds the answer, not each read.
+    let body = b"[]".repeat(40);
+    let mut answer =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    answer.extend_from_slice(&body);
+    let (host, server) = trickle_daemon("slow", answer);
     let client = Client::new(&host).expect("client");
     client.ping().expect("ping");
     let err = client
@@ -252,7 +258,23 @@ fn a_daemon_that_trickles_its_answer_cannot_stretch_a_call_past_its_timeout() {
     assert!(matches!(err, DockerError::Io { .. }), "{err:?}");
     assert!(err.to_string().ends_with(": timed out"), "{err}");
     server.join().expect("server");
-    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_daemon_that_trickles_a_stream_head_cannot_stretch_attach_past_its_timeout() {
+    let answer = format!(
+        "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(60)
+    );
+    let (host, server) = trickle_daemon("slowhead", answer.into_bytes());
+    let client = Client::new(&host).expect("client");
+    client.ping().expect("ping");
+    let err = api::attach(&client, "abc", false, Duration::from_millis(200))
+        .map(drop)
+        .expect_err("the head takes longer than the attach may");
+    assert!(matches!(err, DockerError::Io { .. }), "{err:?}");
+    assert!(err.to_string().ends_with(": timed out"), "{err}");
+    server.join().expect("server");
 }
 
 #[test]

@@ -406,7 +406,9 @@ impl Client {
             .map_err(|e| DockerError::io(&context, e))?;
         let writer = conn.try_clone().map_err(|e| DockerError::io(&context, e))?;
         let mut reader = BufReader::new(conn);
-        let head = http::read_head(&mut reader).map_err(|e| DockerError::http(&context, e))?;
+        let deadline = Instant::now() + timeout;
+        let head = http::read_head(&mut DeadlineReader::new(&mut reader, deadline))
+            .map_err(|e| DockerError::http(&context, e))?;
         if head.status >= 400 {
             let framing = head
                 .framing(method)
