@@ -251,6 +251,16 @@ pub enum BoxError {
     Remote(String),
 }
 
+impl BoxError {
+    /// The error for a key (id prefix, name or box id) that names `count` boxes, two or more:
+    /// a verb never picks one of them.
+    pub fn ambiguous(key: &str, count: usize) -> BoxError {
+        BoxError::InvalidArgument(format!(
+            "{key:?} matches {count} managed boxes; give the box id or more of the container id"
+        ))
+    }
+}
+
 impl fmt::Display for BoxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -310,3 +310,35 @@ fn a_daemon_that_hangs_up_mid_request_is_reported_as_such() {
     assert!(!err.to_string().contains("status line"), "{err}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_key_matching_several_boxes_is_ambiguous_not_missing() {
+    let box_json = |id: &str, box_id: &str| {
+        format!(
+            r#"{{"Id":"{id}","Names":["/llmbox-{}"],"State":"running","Labels":{{"com.llmbox.managed":"true","com.llmbox.namespace":"local","com.llmbox.box-id":"{box_id}"}}}}"#,
+            &id[..12]
+        )
+    };
+    let list = json_answer(
+        "200 OK",
+        &format!(
+            "[{},{}]",
+            box_json("abc0000000000001", "one"),
+            box_json("abc0000000000002", "two")
+        ),
+    );
+    let (host, server) = fake_daemon("ambiguous", vec![PING, list, list]);
+    let mut config = ManagerConfig::new("local");
+    config.docker_host = host;
+    let m = DockerBoxManager::new(config).expect("manager");
+    let err = m.destroy("abc").expect_err("ambiguous");
+    assert!(matches!(err, BoxError::InvalidArgument(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("\"abc\" matches 2 managed boxes"),
+        "{err}"
+    );
+    // A key that matches nothing is still "no managed box matches".
+    let err = m.logs("abd", 5).expect_err("none");
+    assert!(matches!(err, BoxError::NotFound(_)), "{err:?}");
+    server.join().expect("server");
+}

@@ -73,7 +73,8 @@ impl MemoryBoxManager {
             .collect();
         match matches.as_slice() {
             [i] => Ok(&mut boxes[*i]),
-            _ => Err(BoxError::NotFound(key.to_string())),
+            [] => Err(BoxError::NotFound(key.to_string())),
+            many => Err(BoxError::ambiguous(key, many.len())),
         }
     }
 }
@@ -234,6 +235,10 @@ mod tests {
         assert!(matches!(
             m.create(opts("c")),
             Err(BoxError::TooManyBoxes(2))
+        ));
+        assert!(matches!(
+            m.destroy("0000"),
+            Err(BoxError::InvalidArgument(msg)) if msg.contains("matches 2 managed boxes")
         ));
         assert!(m.submit_code(&a.id, BAD_CODE).is_err());
         assert!(matches!(

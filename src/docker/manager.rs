@@ -140,7 +140,8 @@ impl DockerBoxManager {
     }
 
     /// The one managed box of this namespace that `key` names: a full or prefix id, a name
-    /// (with or without `/`), or a box id.
+    /// (with or without `/`), or a box id. A key that names several is refused as ambiguous
+    /// (never resolved to one of them).
     pub(super) fn resolve(&self, key: &str) -> Result<ContainerSummary, BoxError> {
         let key = key.trim();
         let name_key = key.strip_prefix('/').unwrap_or(key);
@@ -163,7 +164,8 @@ impl DockerBoxManager {
         };
         match hits.as_slice() {
             [one] => Ok((*one).clone()),
-            _ => Err(BoxError::NotFound(key.to_string())),
+            [] => Err(BoxError::NotFound(key.to_string())),
+            many => Err(BoxError::ambiguous(key, many.len())),
         }
     }
 
