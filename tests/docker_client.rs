@@ -342,3 +342,18 @@ fn a_key_matching_several_boxes_is_ambiguous_not_missing() {
     assert!(matches!(err, BoxError::NotFound(_)), "{err:?}");
     server.join().expect("server");
 }
+
+#[test]
+fn a_failed_ping_keeps_the_daemon_words() {
+    let answer = json_answer(
+        "503 Service Unavailable",
+        r#"{"message":"the daemon is shutting down"}"#,
+    );
+    let (host, server) = fake_daemon("pingfail", vec![answer]);
+    let err = Client::new(&host).expect("client").ping().expect_err("503");
+    assert_eq!(
+        err.to_string(),
+        "docker: HTTP 503: the daemon is shutting down"
+    );
+    server.join().expect("server");
+}

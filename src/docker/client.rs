@@ -232,12 +232,10 @@ impl Client {
     /// # Errors
     /// [`DockerError::Unreachable`] when the daemon is down, or any call error.
     pub fn ping(&self) -> Result<String, DockerError> {
-        let (head, _) = self.round_trip("GET", "/_ping", &Body::None, DEFAULT_TIMEOUT)?;
+        let (head, body) = self.round_trip("GET", "/_ping", &Body::None, DEFAULT_TIMEOUT)?;
         if head.status != 200 {
-            return Err(DockerError::Api {
-                status: head.status,
-                message: "ping failed".into(),
-            });
+            // Keep the daemon's words ("daemon is shutting down", a proxy's 403 …).
+            return Err(DockerError::from_status(head.status, &body));
         }
         let daemon = head
             .header("api-version")
