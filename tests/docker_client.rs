@@ -357,3 +357,25 @@ fn a_failed_ping_keeps_the_daemon_words() {
     );
     server.join().expect("server");
 }
+
+#[test]
+fn reap_looks_again_before_removing_and_spares_a_box_activated_since_the_list() {
+    // Listed pending and old; by the time reap gets to it, it has been renamed ready.
+    let list = json_answer(
+        "200 OK",
+        r#"[{"Id":"abcdef0123456789","Names":["/llmbox-pending-abcdef012345"],"State":"running","Created":1,
+        "Labels":{"com.llmbox.managed":"true","com.llmbox.namespace":"local","com.llmbox.box-id":"web"}}]"#,
+    );
+    let inspected = json_answer(
+        "200 OK",
+        r#"{"Id":"abcdef0123456789","Name":"/llmbox-abcdef012345","State":{"Status":"running"}}"#,
+    );
+    let no_networks = json_answer("200 OK", "[]");
+    // Any further request (a DELETE) would find no fake daemon: an error, and the test fails.
+    let (host, server) = fake_daemon("reaprace", vec![PING, no_networks, list, inspected]);
+    let mut config = ManagerConfig::new("local");
+    config.docker_host = host;
+    let m = DockerBoxManager::new(config).expect("manager");
+    assert!(m.reap(Duration::ZERO).expect("reap").is_empty());
+    server.join().expect("server");
+}

@@ -249,6 +249,18 @@ pub(super) fn reap_among(
         if !boxspec::is_pending_name(b.name()) || now.saturating_sub(b.created) < ttl_secs {
             continue;
         }
+        // The list may be seconds old by now (each removal takes a while) and the box may
+        // have been activated since: look again right before removing, so that a box renamed
+        // ready in the meantime is not force-removed.
+        match api::inspect_container(client, &b.id) {
+            Ok(v)
+                if v.get("Name")
+                    .and_then(Value::as_str)
+                    .is_some_and(boxspec::is_pending_name) => {}
+            Ok(_) => continue,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        }
         match api::remove_container(client, &b.id, true) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => continue,
