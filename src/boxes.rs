@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 /// Longest DNS label, and so the longest box id.
 pub const MAX_BOX_ID_LEN: usize = 63;
 
+/// Longest OAuth code `submit_code` accepts (real ones are about a hundred characters; the
+/// hub's activation page allows the same).
+pub const MAX_CODE_BYTES: usize = 4096;
+
 /// Default number of log lines returned by `logs` when the caller names none.
 pub const DEFAULT_LOG_TAIL: usize = 200;
 
@@ -60,7 +64,8 @@ pub trait BoxManager: Send + Sync {
     fn exec(&self, id_or_name: &str, cmd: &[String]) -> Result<ExecResult, BoxError>;
 
     /// Removes pending boxes older than `ttl`; ready boxes are never reaped. Returns the short
-    /// (12-character) container ids removed.
+    /// (12-character) container ids removed. (The Docker manager also removes box networks
+    /// whose box was removed behind its back.)
     ///
     /// # Errors
     /// Backend failure.
@@ -246,6 +251,16 @@ pub enum BoxError {
     Remote(String),
 }
 
+impl BoxError {
+    /// The error for a key (id prefix, name or box id) that names `count` boxes, two or more:
+    /// a verb never picks one of them.
+    pub fn ambiguous(key: &str, count: usize) -> BoxError {
+        BoxError::InvalidArgument(format!(
+            "{key:?} matches {count} managed boxes; give the box id or more of the container id"
+        ))
+    }
+}
+
 impl fmt::Display for BoxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -297,6 +312,28 @@ pub fn is_valid_box_id(id: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// Checks an OAuth code for `submit_code` and returns it trimmed. The code is typed into the
+/// box's terminal, where a control character is a key press (^C kills the login, ^D ends its
+/// input, ESC starts a sequence), not text; so only one line of printable characters passes.
+/// The error never quotes the code.
+///
+/// # Errors
+/// [`BoxError::InvalidArgument`].
+pub fn validate_code(code: &str) -> Result<&str, BoxError> {
+    let code = code.trim();
+    if code.is_empty() || code.chars().any(char::is_control) {
+        return Err(BoxError::InvalidArgument(
+            "the code must be one non-empty line of printable characters".into(),
+        ));
+    }
+    if code.len() > MAX_CODE_BYTES {
+        return Err(BoxError::InvalidArgument(format!(
+            "the code is longer than {MAX_CODE_BYTES} bytes; paste only the code the sign-in page shows"
+        )));
+    }
+    Ok(code)
 }
 
 /// [`is_valid_box_id`] as a `Result`.
@@ -358,6 +395,26 @@ mod tests {
         let mut wide = file("/x");
         wide.mode = 0o10000;
         assert!(wide.validate().is_err());
+    }
+
+    #[test]
+    fn codes_are_one_trimmed_line_of_printable_characters() {
+        assert_eq!(
+            validate_code("  abc#state-1 \n").expect("ok"),
+            "abc#state-1"
+        );
+        let long = "a".repeat(MAX_CODE_BYTES + 1);
+        for code in [
+            "", " \t ", "ab\ncd", "ab\rcd", "a\0b", "a\u{3}b", "a\u{4}", "\u{1b}[A", &long,
+        ] {
+            let err = validate_code(code).expect_err("refused");
+            assert!(matches!(err, BoxError::InvalidArgument(_)), "{code:?}");
+            let text = err.to_string();
+            assert!(
+                code.trim().is_empty() || !text.contains(code.trim()),
+                "{text}"
+            );
+        }
     }
 
     #[test]

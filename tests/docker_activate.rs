@@ -80,3 +80,44 @@ fn a_restarted_ready_box_goes_straight_to_remote_control() {
     );
     assert_eq!(m.list().expect("list")[0].phase, Phase::Ready);
 }
+
+#[test]
+fn a_box_that_dies_after_the_code_is_typed_is_a_clear_error_and_stays_pending() {
+    let t = TestNs::new("diesubmit");
+    let m = t.manager();
+    let c = create(&m, "web");
+    // The fake claude stops the whole box on this code, as a box crashing mid-login would.
+    let err = m.submit_code("web", "stop-box").expect_err("the box died");
+    assert!(matches!(err, BoxError::Box(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("box web stopped after the code was typed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the box goes down now"),
+        "its own words: {text}"
+    );
+    assert!(!text.contains("stop-box"), "the code never appears: {text}");
+    assert_eq!(
+        inspect(&c.id, "{{.Name}}"),
+        format!("/llmbox-pending-{}", &c.id[..12]),
+        "not renamed ready"
+    );
+    let state = wait_for(Duration::from_secs(20), || {
+        let s = inspect(&c.id, "{{.State.Status}}");
+        (s == "exited").then_some(s)
+    });
+    assert_eq!(state.as_deref(), Some("exited"));
+    // A second code is refused with what to do, without touching the dead box.
+    let again = m.submit_code("web", "good").expect_err("box is down");
+    assert!(
+        again
+            .to_string()
+            .contains("is exited and cannot take a code; destroy it"),
+        "{again}"
+    );
+    assert_eq!(m.list().expect("list")[0].phase, Phase::Pending);
+    m.destroy("web").expect("destroy the dead box");
+    assert!(m.list().expect("list").is_empty());
+}

@@ -159,3 +159,223 @@ fn tcp_hosts_are_spoken_to_like_unix_sockets() {
         "{err}"
     );
 }
+
+/// A canned answer with a JSON body and `Connection: close`, leaked for the fake daemon.
+fn json_answer(status: &str, body: &str) -> &'static [u8] {
+    let text = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    Box::leak(text.into_bytes().into_boxed_slice())
+}
+
+#[test]
+fn a_box_removed_behind_our_back_is_not_found_for_every_verb() {
+    // The box is listed (resolve finds it), then the daemon answers 404 for the call on it,
+    // as when someone ran `docker rm -f` in between.
+    let list = json_answer(
+        "200 OK",
+        r#"[{"Id":"abcdef0123456789","Names":["/llmbox-pending-abcdef012345"],"State":"running",
+        "Labels":{"com.llmbox.managed":"true","com.llmbox.namespace":"local","com.llmbox.box-id":"web"}}]"#,
+    );
+    let gone = json_answer(
+        "404 Not Found",
+        r#"{"message":"No such container: abcdef0123456789"}"#,
+    );
+    let (host, server) = fake_daemon("gone", vec![PING, list, gone, list, gone, list, gone]);
+    let mut config = ManagerConfig::new("local");
+    config.docker_host = host;
+    let m = DockerBoxManager::new(config).expect("manager");
+    let errors = [
+        ("logs", m.logs("web", 5).map(drop).expect_err("logs")),
+        (
+            "exec",
+            m.exec("web", &["true".into()]).map(drop).expect_err("exec"),
+        ),
+        (
+            "submit_code",
+            m.submit_code("web", "code").map(drop).expect_err("submit"),
+        ),
+    ];
+    for (verb, e) in errors {
+        assert!(matches!(e, BoxError::NotFound(_)), "{verb}: {e:?}");
+        assert_eq!(e.to_string(), "no managed box matches \"web\"", "{verb}");
+    }
+    server.join().expect("server");
+}
+
+/// A fake daemon that answers `/_ping`, then sends `answer` to the next request one byte
+/// every 10 ms (each byte well within any read timeout).
+fn trickle_daemon(name: &str, answer: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    let path = std::env::temp_dir().join(format!("llmbox-fake-{name}-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let host = format!("unix://{}", path.display());
+    let server = std::thread::Builder::new()
+        .name(format!("fake-daemon-{name}"))
+        .spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().expect("accept");
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).expect("read request");
+                if buf[..n].starts_with(b"GET /_ping") {
+                    s.write_all(PING).expect("write ping");
+                    continue;
+                }
+                for &b in &answer {
+                    std::thread::sleep(Duration::from_millis(10));
+                    if s.write_all(&[b]).is_err() {
+                        break; // the client gave up, as it should
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        })
+        .expect("spawn");
+    (host, server)
+}
+
+#[test]
+fn a_daemon_that_trickles_its_answer_cannot_stretch_a_call_past_its_timeout() {
+    // The whole answer takes five times the call's timeout (100 bytes, 10 ms apart, against
+    // 200 ms): the timeout bounds the answer, not each read.
+    let body = b"[]".repeat(40);
+    let mut answer =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    answer.extend_from_slice(&body);
+    let (host, server) = trickle_daemon("slow", answer);
+    let client = Client::new(&host).expect("client");
+    client.ping().expect("ping");
+    let err = client
+        .call(
+            "GET",
+            "/containers/json",
+            &Body::None,
+            Duration::from_millis(200),
+        )
+        .map(drop)
+        .expect_err("the answer takes longer than the call may");
+    assert!(matches!(err, DockerError::Io { .. }), "{err:?}");
+    assert!(err.to_string().ends_with(": timed out"), "{err}");
+    server.join().expect("server");
+}
+
+#[test]
+fn a_daemon_that_trickles_a_stream_head_cannot_stretch_attach_past_its_timeout() {
+    let answer = format!(
+        "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(60)
+    );
+    let (host, server) = trickle_daemon("slowhead", answer.into_bytes());
+    let client = Client::new(&host).expect("client");
+    client.ping().expect("ping");
+    let err = api::attach(&client, "abc", false, Duration::from_millis(200))
+        .map(drop)
+        .expect_err("the head takes longer than the attach may");
+    assert!(matches!(err, DockerError::Io { .. }), "{err:?}");
+    assert!(err.to_string().ends_with(": timed out"), "{err}");
+    server.join().expect("server");
+}
+
+#[test]
+fn a_daemon_that_hangs_up_mid_request_is_reported_as_such() {
+    // The daemon reads a little of a large upload and hangs up: the error is the failed
+    // send, not "connection closed inside status line" (which reads as a bad answer).
+    let path = std::env::temp_dir().join(format!("llmbox-fake-hangup-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let host = format!("unix://{}", path.display());
+    let server = std::thread::Builder::new()
+        .name("fake-daemon-hangup".into())
+        .spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).expect("read ping");
+            s.write_all(PING).expect("write ping");
+            drop(s);
+            let (mut s, _) = listener.accept().expect("accept upload");
+            let _ = s.read(&mut buf).expect("read the start of the upload");
+        })
+        .expect("spawn");
+    let client = Client::new(&host).expect("client");
+    let tar = vec![0u8; 16 * 1024 * 1024];
+    let err = api::put_archive(&client, "abc", "/", &tar).expect_err("hung up");
+    server.join().expect("server");
+    assert!(matches!(err, DockerError::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("docker: PUT /v1.41/containers/abc/archive"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("status line"), "{err}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_key_matching_several_boxes_is_ambiguous_not_missing() {
+    let box_json = |id: &str, box_id: &str| {
+        format!(
+            r#"{{"Id":"{id}","Names":["/llmbox-{}"],"State":"running","Labels":{{"com.llmbox.managed":"true","com.llmbox.namespace":"local","com.llmbox.box-id":"{box_id}"}}}}"#,
+            &id[..12]
+        )
+    };
+    let list = json_answer(
+        "200 OK",
+        &format!(
+            "[{},{}]",
+            box_json("abc0000000000001", "one"),
+            box_json("abc0000000000002", "two")
+        ),
+    );
+    let (host, server) = fake_daemon("ambiguous", vec![PING, list, list]);
+    let mut config = ManagerConfig::new("local");
+    config.docker_host = host;
+    let m = DockerBoxManager::new(config).expect("manager");
+    let err = m.destroy("abc").expect_err("ambiguous");
+    assert!(matches!(err, BoxError::InvalidArgument(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("\"abc\" matches 2 managed boxes"),
+        "{err}"
+    );
+    // A key that matches nothing is still "no managed box matches".
+    let err = m.logs("abd", 5).expect_err("none");
+    assert!(matches!(err, BoxError::NotFound(_)), "{err:?}");
+    server.join().expect("server");
+}
+
+#[test]
+fn a_failed_ping_keeps_the_daemon_words() {
+    let answer = json_answer(
+        "503 Service Unavailable",
+        r#"{"message":"the daemon is shutting down"}"#,
+    );
+    let (host, server) = fake_daemon("pingfail", vec![answer]);
+    let err = Client::new(&host).expect("client").ping().expect_err("503");
+    assert_eq!(
+        err.to_string(),
+        "docker: HTTP 503: the daemon is shutting down"
+    );
+    server.join().expect("server");
+}
+
+#[test]
+fn reap_looks_again_before_removing_and_spares_a_box_activated_since_the_list() {
+    // Listed pending and old; by the time reap gets to it, it has been renamed ready.
+    let list = json_answer(
+        "200 OK",
+        r#"[{"Id":"abcdef0123456789","Names":["/llmbox-pending-abcdef012345"],"State":"running","Created":1,
+        "Labels":{"com.llmbox.managed":"true","com.llmbox.namespace":"local","com.llmbox.box-id":"web"}}]"#,
+    );
+    let inspected = json_answer(
+        "200 OK",
+        r#"{"Id":"abcdef0123456789","Name":"/llmbox-abcdef012345","State":{"Status":"running"}}"#,
+    );
+    let no_networks = json_answer("200 OK", "[]");
+    // Any further request (a DELETE) would find no fake daemon: an error, and the test fails.
+    let (host, server) = fake_daemon("reaprace", vec![PING, no_networks, list, inspected]);
+    let mut config = ManagerConfig::new("local");
+    config.docker_host = host;
+    let m = DockerBoxManager::new(config).expect("manager");
+    assert!(m.reap(Duration::ZERO).expect("reap").is_empty());
+    server.join().expect("server");
+}

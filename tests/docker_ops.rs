@@ -80,6 +80,27 @@ fn exec_output_is_capped_at_64_kib_with_a_marker() {
 }
 
 #[test]
+fn an_exec_that_never_ends_is_given_up_at_the_exec_timeout() {
+    let t = TestNs::new("execlong");
+    let mut config = t.config();
+    config.exec_timeout = Duration::from_secs(3);
+    let m = llmbox::docker::DockerBoxManager::new(config).expect("manager");
+    create(&m, "web");
+    // Output keeps coming (so no single read times out), but the command never ends.
+    let err = m
+        .exec("web", &sh("while :; do echo tick; sleep 1; done"))
+        .expect_err("never ends");
+    assert!(matches!(err, BoxError::Box(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "the command did not finish within 3s and may still be running in the box"
+    );
+    // The manager keeps serving.
+    let ok = m.exec("web", &sh("echo fine")).expect("next exec");
+    assert_eq!((ok.stdout.as_str(), ok.exit_code), ("fine\n", 0));
+}
+
+#[test]
 fn destroy_stops_with_sigterm_and_removes_container_and_network() {
     let t = TestNs::new("destroy");
     let m = t.manager();
@@ -147,6 +168,54 @@ fn reap_takes_old_pending_boxes_and_never_ready_ones() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].phase, Phase::Ready);
     assert!(exists("container", &ready.id));
+}
+
+#[test]
+fn reap_removes_the_network_of_a_box_removed_behind_our_back() {
+    let t = TestNs::new("orphan");
+    let other = t.sibling("other");
+    let m = t.manager();
+    let gone = create(&m, "gone");
+    let kept = create(&m, "kept");
+    let theirs = create(&other.manager(), "theirs");
+    for c in [&gone, &theirs] {
+        let (ok, _, err) = docker(&["rm", "-f", &c.id]);
+        assert!(ok, "docker rm -f: {err}");
+    }
+    let net = |c: &llmbox::boxes::Created| format!("llmboxnet-{}", &c.id[..12]);
+    assert!(
+        exists("network", &net(&gone)),
+        "docker rm leaves the network"
+    );
+    // Too young to reap any pending box: only the orphaned network goes.
+    assert!(m.reap(Duration::from_secs(3600)).expect("reap").is_empty());
+    assert!(!exists("network", &net(&gone)));
+    assert!(
+        exists("network", &net(&kept)),
+        "a live box keeps its network"
+    );
+    assert!(exists("container", &kept.id));
+    assert!(
+        exists("network", &net(&theirs)),
+        "another namespace's orphan is not ours to remove"
+    );
+    // `llmbox reap` of that namespace takes that one. (Not every namespace: other tests'
+    // objects on this daemon are not ours to touch.)
+    let out = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args([
+            "reap",
+            "--ttl",
+            "1h",
+            "--namespace",
+            &other.ns,
+            "--log-level",
+            "off",
+        ])
+        .output()
+        .expect("run llmbox reap");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!exists("network", &net(&theirs)));
+    assert!(exists("network", &net(&kept)));
 }
 
 #[test]
@@ -269,22 +338,78 @@ fn boxes_cannot_reach_each_other_but_both_reach_a_box_peer() {
     };
     assert_eq!(ping("a", &peer_on_a), 0, "a reaches the peer");
     assert_eq!(ping("b", &peer_on_b), 0, "b reaches the peer");
-    // Docker 20.10 rewrites its bridge-isolation iptables rules whenever any network on the
-    // daemon is created or removed (other tests do so concurrently), and for a moment an
-    // inter-bridge packet can slip through. A box that really could reach another would
-    // succeed every time; one refusal among a few attempts proves the isolation rule exists.
-    let blocked = (0..5).any(|_| ping("a", &b_ip) != 0);
-    assert!(blocked, "a cannot reach b");
-    let nets = common::inspect(
-        &a.id,
-        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    // The isolation itself, as the kernel will apply it: Docker's iptables rules send a
+    // packet leaving a's bridge for any other bridge to STAGE-2, which drops it on b's (and
+    // the other way round). These per-bridge rules stay put while Docker works on other
+    // networks, so this check is deterministic.
+    let rules = isolation_rules();
+    let (br_a, br_b) = (bridge_of(&net_a), bridge_of(&net_b));
+    for (from, to) in [(&br_a, &br_b), (&br_b, &br_a)] {
+        let leaves = format!(
+            "-A DOCKER-ISOLATION-STAGE-1 -i {from} ! -o {from} -j DOCKER-ISOLATION-STAGE-2"
+        );
+        let dropped = format!("-A DOCKER-ISOLATION-STAGE-2 -o {to} -j DROP");
+        assert!(
+            rules.contains(&leaves) && rules.contains(&dropped),
+            "no isolation rule from {from} to {to}:\n{rules}"
+        );
+    }
+    // And in practice. Docker 20.10 deletes and re-inserts the FORWARD chain's jump to those
+    // rules whenever any network on the daemon is created or removed (other tests do so
+    // concurrently), so one packet may slip through in that instant. A round counts only
+    // when, right around a's failed ping to b, a still reaches the peer and the peer reaches
+    // b: then b was up at that address and nothing but the isolation stopped a.
+    let peer_reaches_b = || {
+        let (ok, _, _) = docker(&["exec", &peer, "ping", "-c", "1", "-W", "2", &b_ip]);
+        ok
+    };
+    let isolated_round =
+        (0..5).any(|_| ping("a", &b_ip) != 0 && ping("a", &peer_on_a) == 0 && peer_reaches_b());
+    assert!(
+        isolated_round,
+        "a reached b (or the network was down) in every round"
     );
-    assert_eq!(
-        nets, net_a,
-        "the box is only on its own network, not the default bridge"
-    );
+    // Each box only on its own network, not the default bridge: with the rules above, that
+    // is the whole isolation.
+    for (container, net) in [(&a.id, &net_a), (&b.id, &net_b)] {
+        let nets = common::inspect(
+            container,
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        );
+        assert_eq!(&nets, net, "the box is only on its own network");
+    }
     // Destroying a box disconnects the peer and removes the network; the peer lives on.
     m.destroy("a").expect("destroy");
     assert!(!exists("network", &net_a));
     assert!(exists("container", &peer));
+}
+
+/// The Linux bridge of a Docker bridge network: `br-` and the first 12 characters of its id.
+fn bridge_of(network: &str) -> String {
+    let id = common::inspect(network, "{{.Id}}");
+    format!("br-{}", &id[..12])
+}
+
+/// Docker's two isolation chains as `iptables -S` prints them, from whichever iptables
+/// backend the daemon programs (nft or legacy). The test runs beside the daemon, in its
+/// network namespace; a host without iptables cannot run Docker's bridges at all.
+fn isolation_rules() -> String {
+    let mut rules = String::new();
+    let mut listed = false;
+    for bin in ["iptables", "iptables-legacy"] {
+        for chain in ["DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2"] {
+            let Ok(out) = Command::new(bin).args(["-w", "10", "-S", chain]).output() else {
+                continue;
+            };
+            if out.status.success() {
+                listed = true;
+                rules.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
+        }
+    }
+    assert!(
+        listed,
+        "neither iptables nor iptables-legacy could list Docker's isolation chains (run as root beside the daemon)"
+    );
+    rules
 }

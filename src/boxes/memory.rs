@@ -73,7 +73,8 @@ impl MemoryBoxManager {
             .collect();
         match matches.as_slice() {
             [i] => Ok(&mut boxes[*i]),
-            _ => Err(BoxError::NotFound(key.to_string())),
+            [] => Err(BoxError::NotFound(key.to_string())),
+            many => Err(BoxError::ambiguous(key, many.len())),
         }
     }
 }
@@ -117,6 +118,7 @@ impl BoxManager for MemoryBoxManager {
     }
 
     fn submit_code(&self, id_or_name: &str, code: &str) -> Result<String, BoxError> {
+        let code = super::validate_code(code)?;
         let mut boxes = self.lock();
         let b = Self::find(&mut boxes, id_or_name)?;
         if b.phase == Phase::Ready {
@@ -125,7 +127,7 @@ impl BoxManager for MemoryBoxManager {
                 b.box_id
             )));
         }
-        if code.trim() == BAD_CODE {
+        if code == BAD_CODE {
             b.logs.push("OAuth error: invalid code".into());
             return Err(BoxError::Box(
                 "login failed: OAuth error: invalid code".into(),
@@ -234,7 +236,16 @@ mod tests {
             m.create(opts("c")),
             Err(BoxError::TooManyBoxes(2))
         ));
+        assert!(matches!(
+            m.destroy("0000"),
+            Err(BoxError::InvalidArgument(msg)) if msg.contains("matches 2 managed boxes")
+        ));
         assert!(m.submit_code(&a.id, BAD_CODE).is_err());
+        assert!(matches!(
+            m.submit_code(&a.id, "go\u{3}od"),
+            Err(BoxError::InvalidArgument(_))
+        ));
+        assert_eq!(m.list().expect("list")[0].phase, Phase::Pending);
         let url = m.submit_code(&a.id, "good").expect("activate");
         assert!(url.ends_with("session_a"));
         let reaped = m.reap(Duration::ZERO).expect("reap");

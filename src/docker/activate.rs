@@ -17,7 +17,7 @@ use super::api;
 use super::boxspec::{self, TTY_HEIGHT, TTY_WIDTH};
 use super::client::Hijacked;
 use super::error::DockerError;
-use super::manager::{DockerBoxManager, backend};
+use super::manager::{DockerBoxManager, backend, backend_on};
 use super::text;
 use crate::boxes::{BoxError, CreateOptions, Created};
 
@@ -228,12 +228,7 @@ impl DockerBoxManager {
     }
 
     pub(super) fn submit(&self, id_or_name: &str, code: &str) -> Result<String, BoxError> {
-        let code = code.trim();
-        if code.is_empty() || code.contains(['\r', '\n', '\0']) {
-            return Err(BoxError::InvalidArgument(
-                "the code must be one non-empty line".into(),
-            ));
-        }
+        let code = crate::boxes::validate_code(code)?;
         let b = self.resolve(id_or_name)?;
         let label = b
             .labels
@@ -249,8 +244,8 @@ impl DockerBoxManager {
                 b.state
             )));
         }
-        let mut stream =
-            api::attach(&self.client, &b.id, true, SUBMIT_DEADLINE).map_err(backend)?;
+        let mut stream = api::attach(&self.client, &b.id, true, SUBMIT_DEADLINE)
+            .map_err(backend_on(id_or_name))?;
         let mut line = code.as_bytes().to_vec();
         line.push(b'\r');
         stream
@@ -269,7 +264,7 @@ impl DockerBoxManager {
         match seen {
             Seen::Found(url) => {
                 api::rename_container(&self.client, &b.id, &boxspec::ready_name(&b.id))
-                    .map_err(backend)?;
+                    .map_err(backend_on(id_or_name))?;
                 info!("box {label} ({}) is ready", boxspec::short_id(&b.id));
                 Ok(url)
             }
@@ -293,6 +288,42 @@ impl DockerBoxManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boxes::{BoxManager, MAX_CODE_BYTES};
+    use crate::docker::ManagerConfig;
+
+    #[test]
+    fn codes_that_are_not_one_printable_line_are_refused_before_docker_is_asked() {
+        // No daemon listens here: a refusal that asked Docker would be "cannot reach Docker".
+        let mut config = ManagerConfig::new("local");
+        config.docker_host = format!("unix:///tmp/llmbox-no-daemon-{}.sock", std::process::id());
+        let m = DockerBoxManager::new(config).expect("manager");
+        let long = "a".repeat(MAX_CODE_BYTES + 1);
+        for code in [
+            "",
+            "  ",
+            "ab\ncd",
+            "ab\rcd",
+            "ab\0",
+            "ab\u{3}cd",
+            "ab\u{4}",
+            "\u{1b}[A",
+            &long,
+        ] {
+            let err = m.submit_code("web", code).expect_err("refused");
+            assert!(
+                matches!(err, BoxError::InvalidArgument(_)),
+                "{code:?}: {err}"
+            );
+            assert!(
+                !err.to_string().contains(code.trim()) || code.trim().is_empty(),
+                "{err}"
+            );
+        }
+        let ok = m
+            .submit_code("web", " good-code#state ")
+            .expect_err("no daemon");
+        assert!(matches!(ok, BoxError::Unavailable(_)), "{ok}");
+    }
 
     #[test]
     fn quoted_box_output_never_holds_the_code_or_sign_in_links() {

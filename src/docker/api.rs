@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::client::{Body, Client, DEFAULT_TIMEOUT, Hijacked};
-use super::error::DockerError;
+use super::error::{DockerError, MAX_DAEMON_MESSAGE_BYTES};
 
-/// Read timeout for pulling an image (layers can be large).
+/// Deadline for pulling an image, the whole pull (layers can be large).
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Extra read timeout granted to `stop` beyond its grace period.
 pub const STOP_MARGIN: Duration = Duration::from_secs(20);
@@ -105,10 +105,15 @@ pub fn create_container(c: &Client, name: &str, body: &Value) -> Result<String, 
         format!("/containers/create?name={}", q(name))
     };
     let v: Value = c.call_json("POST", &path, &Body::Json(body), DEFAULT_TIMEOUT)?;
+    answered_id(&v, "container create")
+}
+
+/// The `Id` of a create answer.
+fn answered_id(v: &Value, what: &str) -> Result<String, DockerError> {
     v.get("Id")
         .and_then(Value::as_str)
         .map(String::from)
-        .ok_or_else(|| DockerError::Protocol("container create answered without an Id".into()))
+        .ok_or_else(|| DockerError::Protocol(format!("{what} answered without an Id")))
 }
 
 /// Starts a container.
@@ -246,10 +251,7 @@ pub fn exec_create(c: &Client, id: &str, cmd: &[String]) -> Result<String, Docke
         &Body::Json(&body),
         DEFAULT_TIMEOUT,
     )?;
-    v.get("Id")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or_else(|| DockerError::Protocol("exec create answered without an Id".into()))
+    answered_id(&v, "exec create")
 }
 
 /// Starts an exec instance and hands back its multiplexed output stream.
@@ -318,7 +320,7 @@ pub fn pull_image(c: &Client, image: &str) -> Result<(), DockerError> {
         {
             return Err(DockerError::Api {
                 status: 500,
-                message: err.to_string(),
+                message: super::error::clip(err.to_string(), MAX_DAEMON_MESSAGE_BYTES),
             });
         }
     }
@@ -354,10 +356,34 @@ pub fn create_network(
         &Body::Json(&body),
         DEFAULT_TIMEOUT,
     )?;
-    v.get("Id")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or_else(|| DockerError::Protocol("network create answered without an Id".into()))
+    answered_id(&v, "network create")
+}
+
+/// One network as `GET /networks` lists it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSummary {
+    /// Full id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: HashMap<String, String>,
+}
+
+/// Lists networks whose labels match every `key=value` in `labels`.
+///
+/// # Errors
+/// Any [`DockerError`].
+pub fn list_networks(c: &Client, labels: &[String]) -> Result<Vec<NetworkSummary>, DockerError> {
+    let filters = json!({ "label": labels }).to_string();
+    c.call_json(
+        "GET",
+        &format!("/networks?filters={}", q(&filters)),
+        &Body::None,
+        DEFAULT_TIMEOUT,
+    )
 }
 
 /// Connects a container to a network.

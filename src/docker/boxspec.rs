@@ -18,6 +18,8 @@ pub const LABEL_NAMESPACE: &str = "com.llmbox.namespace";
 pub const LABEL_BOX_ID: &str = "com.llmbox.box-id";
 /// Label holding the description.
 pub const LABEL_DESCRIPTION: &str = "com.llmbox.description";
+/// Characters of a container id in its short form (and in box and network names).
+pub const SHORT_ID_LEN: usize = 12;
 /// Name prefix of a box waiting for its code.
 pub const PENDING_PREFIX: &str = "llmbox-pending-";
 /// Name prefix of an activated box.
@@ -50,9 +52,14 @@ pub const CLAUDE_JSON_SEED: &str = r#"{
 }
 "#;
 
-/// The first 12 characters of a container id.
+/// The first 12 characters of a container id. (Ids come from the daemon; one that is not
+/// hex still yields a prefix instead of a panic on a character boundary.)
 pub fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    let end = id
+        .char_indices()
+        .nth(SHORT_ID_LEN)
+        .map_or(id.len(), |(i, _)| i);
+    &id[..end]
 }
 
 /// The name of a pending box.
@@ -208,6 +215,14 @@ pub fn injection_tar(claude: Option<&[u8]>, files: &[InjectFile]) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids_never_split_a_character() {
+        assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id("abcdefghijk\u{e9}\u{e9}"), "abcdefghijk\u{e9}");
+        assert_eq!(short_id(""), "");
+    }
 
     #[test]
     fn names_encode_the_phase() {

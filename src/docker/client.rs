@@ -5,22 +5,23 @@
 //! The API version is negotiated lazily from `/_ping` on the first call and remembered; a
 //! failed negotiation (daemon down) is retried on the next call, so a hub can start before
 //! its Docker daemon. No thread is spawned here; every call blocks its caller, bounded by the
-//! connect timeout and a per-call read timeout. The idle-connection lock is never held
-//! across I/O.
+//! connect timeout and the call's timeout, which is a deadline for the whole answer (a
+//! daemon that trickles bytes cannot stretch a call past it). The idle-connection lock is
+//! never held across I/O.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::DockerError;
 use super::http::{self, BodyReader, Framing, ResponseHead};
 
 /// Connect timeout for `tcp://` hosts (a Unix socket connects or fails at once).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Read timeout of an ordinary call.
+/// Deadline of an ordinary call: the whole answer must arrive within it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Write timeout of every call.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -231,12 +232,10 @@ impl Client {
     /// # Errors
     /// [`DockerError::Unreachable`] when the daemon is down, or any call error.
     pub fn ping(&self) -> Result<String, DockerError> {
-        let (head, _) = self.round_trip("GET", "/_ping", &Body::None, DEFAULT_TIMEOUT)?;
+        let (head, body) = self.round_trip("GET", "/_ping", &Body::None, DEFAULT_TIMEOUT)?;
         if head.status != 200 {
-            return Err(DockerError::Api {
-                status: head.status,
-                message: "ping failed".into(),
-            });
+            // Keep the daemon's words ("daemon is shutting down", a proxy's 403 …).
+            return Err(DockerError::from_status(head.status, &body));
         }
         let daemon = head
             .header("api-version")
@@ -313,17 +312,15 @@ impl Client {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(reader) = pooled {
             match self.exchange(reader, &request, method, timeout, &context) {
-                Err(Stale) => {}
+                Err(Stale(_)) => {}
                 Ok(result) => return result,
             }
         }
         let reader = BufReader::new(self.connect()?);
         match self.exchange(reader, &request, method, timeout, &context) {
             Ok(result) => result,
-            Err(Stale) => Err(DockerError::http(
-                context,
-                http::HttpError::UnexpectedEof("status line"),
-            )),
+            // On a fresh connection there is no staleness to forgive: the failure is the answer.
+            Err(Stale(e)) => Err(e),
         }
     }
 
@@ -335,21 +332,29 @@ impl Client {
         timeout: Duration,
         context: &str,
     ) -> Result<Result<(ResponseHead, Vec<u8>), DockerError>, Stale> {
-        if reader.get_ref().set_read_timeout(Some(timeout)).is_err()
-            || reader.get_mut().write_all(request).is_err()
-        {
-            return Err(Stale);
+        let deadline = Instant::now() + timeout;
+        if let Err(e) = reader.get_ref().set_read_timeout(Some(timeout)) {
+            return Err(Stale(DockerError::io(context, e)));
         }
-        let head = match http::read_head(&mut reader) {
+        if let Err(e) = reader.get_mut().write_all(request) {
+            return Err(Stale(DockerError::io(context, e)));
+        }
+        let mut timed = DeadlineReader {
+            inner: &mut reader,
+            deadline,
+        };
+        let head = match http::read_head(&mut timed) {
             Ok(h) => h,
-            Err(http::HttpError::UnexpectedEof("status line")) => return Err(Stale),
+            Err(e @ http::HttpError::UnexpectedEof("status line")) => {
+                return Err(Stale(DockerError::http(context, e)));
+            }
             Err(http::HttpError::Io(e))
                 if matches!(
                     e.kind(),
                     io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
                 ) =>
             {
-                return Err(Stale);
+                return Err(Stale(DockerError::io(context, e)));
             }
             Err(e) => return Ok(Err(DockerError::http(context, e))),
         };
@@ -357,13 +362,13 @@ impl Client {
             Ok(f) => f,
             Err(e) => return Ok(Err(DockerError::http(context, e))),
         };
-        let mut body = BodyReader::new(reader, framing);
+        let mut body = BodyReader::new(timed, framing);
         let data = match http::read_body_to_end(&mut body, http::MAX_BODY_BYTES) {
             Ok(d) => d,
             Err(e) => return Ok(Err(DockerError::http(context, e))),
         };
+        // The body reader borrowed `reader` and is done with it here.
         if head.keep_alive() && body.is_done() && framing != Framing::UntilClose {
-            let reader = body.into_inner();
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < MAX_IDLE_CONNECTIONS && reader.buffer().is_empty() {
                 idle.push(reader);
@@ -399,7 +404,9 @@ impl Client {
             .map_err(|e| DockerError::io(&context, e))?;
         let writer = conn.try_clone().map_err(|e| DockerError::io(&context, e))?;
         let mut reader = BufReader::new(conn);
-        let head = http::read_head(&mut reader).map_err(|e| DockerError::http(&context, e))?;
+        let deadline = Instant::now() + timeout;
+        let head = http::read_head(&mut DeadlineReader::new(&mut reader, deadline))
+            .map_err(|e| DockerError::http(&context, e))?;
         if head.status >= 400 {
             let framing = head
                 .framing(method)
@@ -419,8 +426,55 @@ impl Client {
     }
 }
 
-/// Marker: a pooled connection was found closed before any answer.
-struct Stale;
+/// A connection that failed before any answer: forgiven (and retried) on a pooled one, which
+/// the daemon may have closed while idle; the error itself on a fresh one.
+struct Stale(DockerError);
+
+/// A buffered connection every socket read of which ends by one deadline: a peer that
+/// trickles bytes cannot stretch a call (or an exec's output) past it. A read after the
+/// deadline fails with [`io::ErrorKind::TimedOut`]; one cut short by it, with the socket's
+/// timeout error (`WouldBlock`).
+pub struct DeadlineReader<'a> {
+    inner: &'a mut BufReader<Conn>,
+    deadline: Instant,
+}
+
+impl<'a> DeadlineReader<'a> {
+    /// Reads from `inner` until `deadline`.
+    pub fn new(inner: &'a mut BufReader<Conn>, deadline: Instant) -> Self {
+        DeadlineReader { inner, deadline }
+    }
+}
+
+impl BufRead for DeadlineReader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.inner.buffer().is_empty() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the call's deadline passed",
+                ));
+            }
+            self.inner.get_ref().set_read_timeout(Some(left))?;
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+    }
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
 
 fn encode(
     method: &str,

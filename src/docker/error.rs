@@ -5,6 +5,10 @@ use std::io;
 
 use super::http::HttpError;
 
+/// Longest daemon message kept in an error: the message reaches a person (MCP output, the
+/// activation page, a log line), and an error body can be megabytes of whatever the peer sent.
+pub const MAX_DAEMON_MESSAGE_BYTES: usize = 4096;
+
 /// A failed Docker Engine call.
 #[derive(Debug)]
 pub enum DockerError {
@@ -108,12 +112,26 @@ impl DockerError {
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+        let message = clip(message, MAX_DAEMON_MESSAGE_BYTES);
         match status {
             404 => DockerError::NotFound(message),
             409 => DockerError::Conflict(message),
             _ => DockerError::Api { status, message },
         }
     }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+pub(crate) fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" [truncated]");
+    }
+    text
 }
 
 fn describe_io(e: &io::Error) -> String {
@@ -173,6 +191,25 @@ mod tests {
         assert!(matches!(c, DockerError::Conflict(_)));
         let other = DockerError::from_status(500, b"plain text\n");
         assert_eq!(other.to_string(), "docker: HTTP 500: plain text");
+    }
+
+    #[test]
+    fn a_huge_daemon_message_is_clipped_at_a_character_boundary() {
+        let body = format!(
+            "{{\"message\":\"{}\"}}",
+            "\u{e9}".repeat(MAX_DAEMON_MESSAGE_BYTES)
+        );
+        let e = DockerError::from_status(500, body.as_bytes());
+        let DockerError::Api { message, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(message.len() <= MAX_DAEMON_MESSAGE_BYTES + " [truncated]".len());
+        assert!(message.starts_with('\u{e9}') && message.ends_with(" [truncated]"));
+        let raw = vec![b'x'; 10 * MAX_DAEMON_MESSAGE_BYTES];
+        assert!(
+            DockerError::from_status(404, &raw).to_string().len() < 2 * MAX_DAEMON_MESSAGE_BYTES
+        );
+        assert_eq!(clip("short".into(), 10), "short");
     }
 
     #[test]

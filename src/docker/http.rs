@@ -21,6 +21,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// Largest single chunk accepted.
 pub const MAX_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+/// Most interim (1xx other than 101) responses skipped before the final one; a peer that
+/// sends `100 Continue` forever is an error, not an endless loop.
+pub const MAX_INTERIM_RESPONSES: usize = 8;
 
 /// A malformed or oversized response, or the I/O error that interrupted it.
 #[derive(Debug)]
@@ -33,6 +36,8 @@ pub enum HttpError {
     LineTooLong,
     /// The head exceeded [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`].
     HeadTooLarge,
+    /// More than [`MAX_INTERIM_RESPONSES`] 1xx responses came before the final one.
+    TooManyInterim,
     /// The status line is not `HTTP/1.x NNN reason`.
     BadStatusLine(String),
     /// A header line has no colon or is not UTF-8.
@@ -54,6 +59,10 @@ impl fmt::Display for HttpError {
             HttpError::HeadTooLarge => write!(
                 f,
                 "http: response head larger than {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers"
+            ),
+            HttpError::TooManyInterim => write!(
+                f,
+                "http: more than {MAX_INTERIM_RESPONSES} interim (1xx) responses before the answer"
             ),
             HttpError::BadStatusLine(l) => write!(f, "http: bad status line {l:?}"),
             HttpError::BadHeader(l) => write!(f, "http: bad header line {l:?}"),
@@ -227,18 +236,20 @@ fn read_line<R: BufRead>(
     }
 }
 
-/// Reads a status line and headers. 1xx responses other than 101 are skipped.
+/// Reads a status line and headers. Up to [`MAX_INTERIM_RESPONSES`] 1xx responses other
+/// than 101 are skipped.
 ///
 /// # Errors
 /// Any [`HttpError`]; `UnexpectedEof("status line")` when the peer closed before a byte.
 pub fn read_head<R: BufRead>(r: &mut R) -> Result<ResponseHead, HttpError> {
-    loop {
+    for _ in 0..=MAX_INTERIM_RESPONSES {
         let head = read_one_head(r)?;
         if head.status >= 100 && head.status < 200 && head.status != 101 {
             continue;
         }
         return Ok(head);
     }
+    Err(HttpError::TooManyInterim)
 }
 
 fn read_one_head<R: BufRead>(r: &mut R) -> Result<ResponseHead, HttpError> {
@@ -480,6 +491,19 @@ mod tests {
         }
     }
 
+    /// A peer that sends the same bytes forever.
+    struct Cycle(&'static [u8], usize);
+
+    impl Read for Cycle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            for b in buf.iter_mut() {
+                *b = self.0[self.1 % self.0.len()];
+                self.1 += 1;
+            }
+            Ok(buf.len())
+        }
+    }
+
     fn split(data: &[u8], cuts: &[usize]) -> BufReader<Pieces> {
         let mut pieces = Vec::new();
         let mut from = 0;
@@ -567,6 +591,25 @@ mod tests {
     }
 
     #[test]
+    fn endless_interim_responses_are_an_error_not_a_loop() {
+        let interim: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let mut data = interim.repeat(MAX_INTERIM_RESPONSES);
+        data.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(read_head(&mut split(&data, &[])).expect("head").status, 200);
+        let too_many = interim.repeat(MAX_INTERIM_RESPONSES + 1);
+        assert!(matches!(
+            read_head(&mut split(&too_many, &[])),
+            Err(HttpError::TooManyInterim)
+        ));
+        // A peer that never stops sending them ends the same way.
+        let mut forever = BufReader::new(Cycle(interim, 0));
+        assert!(matches!(
+            read_head(&mut forever),
+            Err(HttpError::TooManyInterim)
+        ));
+    }
+
+    #[test]
     fn truncated_inputs_are_unexpected_eof() {
         let cases: [&[u8]; 4] = [
             b"HTTP/1.1 200 OK\r\nContent-Le",
@@ -633,6 +676,63 @@ mod tests {
             read_body_to_end(&mut body, 5),
             Err(HttpError::BodyTooLarge(5))
         ));
+    }
+
+    /// A small seeded generator (xorshift64*), so a failure names the seed that found it.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).expect("below n")
+        }
+    }
+
+    #[test]
+    fn mutated_responses_never_panic_and_respect_the_limits() {
+        let seeds: [&[u8]; 3] = [
+            CHUNKED,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 26\r\n\r\n{\"message\":\"No such box\"}\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nraw",
+        ];
+        let alphabet = b"\r\n:; 0123456789abcdefxHTTP/1.\xff\x00";
+        for seed in 1..=3000u64 {
+            let mut rng = Rng(seed);
+            let mut data = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..=rng.below(6) {
+                let at = rng.below(data.len() + 1);
+                match rng.below(3) {
+                    0 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    1 if at < data.len() => data[at] = alphabet[rng.below(alphabet.len())],
+                    _ => data.insert(at, alphabet[rng.below(alphabet.len())]),
+                }
+            }
+            let cuts: Vec<usize> = {
+                let mut c: Vec<usize> = (0..3).map(|_| rng.below(data.len() + 1)).collect();
+                c.sort_unstable();
+                c
+            };
+            let mut r = split(&data, &cuts);
+            let Ok(head) = read_head(&mut r) else {
+                continue;
+            };
+            assert!(head.headers.len() <= MAX_HEADERS, "seed {seed}");
+            let Ok(framing) = head.framing("GET") else {
+                continue;
+            };
+            let mut body = BodyReader::new(r, framing);
+            if let Ok(bytes) = read_body_to_end(&mut body, 1024) {
+                assert!(bytes.len() <= data.len(), "seed {seed}");
+            }
+        }
     }
 
     #[test]

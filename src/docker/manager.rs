@@ -7,15 +7,16 @@
 //! ceiling) is never held across a Docker call.
 
 use std::collections::HashSet;
+use std::io::ErrorKind;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use serde_json::Value;
 
-use super::api::{self, ContainerSummary};
+use super::api::{self, ContainerSummary, NetworkSummary};
 use super::boxspec::{self, LABEL_BOX_ID, LABEL_DESCRIPTION, LABEL_NAMESPACE};
-use super::client::Client;
+use super::client::{Client, DeadlineReader};
 use super::error::DockerError;
 use super::text::{self, CappedBuffer, StreamKind};
 use super::{ManagerConfig, STOP_GRACE};
@@ -23,7 +24,8 @@ use crate::boxes::{
     BoxError, BoxInfo, BoxManager, CreateOptions, Created, DEFAULT_LOG_TAIL, ExecResult, Phase,
 };
 
-/// Longest exec the manager waits for (silence on the stream past this is a timeout).
+/// Default [`ManagerConfig::exec_timeout`]: longest an exec is waited for, output or not (a
+/// command that never ends would otherwise hold its caller's thread and a connection forever).
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The Docker-backed box manager of one namespace.
@@ -41,6 +43,18 @@ pub(super) fn backend(err: DockerError) -> BoxError {
         BoxError::Unavailable(err.to_string())
     } else {
         BoxError::Backend(Box::new(err))
+    }
+}
+
+/// [`backend`] for a call on a box that [`DockerBoxManager::resolve`] found: a 404 means the
+/// box was removed behind our back since, which the caller hears as the box not existing.
+pub(super) fn backend_on(key: &str) -> impl Fn(DockerError) -> BoxError + '_ {
+    move |err| {
+        if err.is_not_found() {
+            BoxError::NotFound(key.trim().to_string())
+        } else {
+            backend(err)
+        }
     }
 }
 
@@ -126,7 +140,8 @@ impl DockerBoxManager {
     }
 
     /// The one managed box of this namespace that `key` names: a full or prefix id, a name
-    /// (with or without `/`), or a box id.
+    /// (with or without `/`), or a box id. A key that names several is refused as ambiguous
+    /// (never resolved to one of them).
     pub(super) fn resolve(&self, key: &str) -> Result<ContainerSummary, BoxError> {
         let key = key.trim();
         let name_key = key.strip_prefix('/').unwrap_or(key);
@@ -149,7 +164,8 @@ impl DockerBoxManager {
         };
         match hits.as_slice() {
             [one] => Ok((*one).clone()),
-            _ => Err(BoxError::NotFound(key.to_string())),
+            [] => Err(BoxError::NotFound(key.to_string())),
+            many => Err(BoxError::ambiguous(key, many.len())),
         }
     }
 
@@ -233,6 +249,18 @@ pub(super) fn reap_among(
         if !boxspec::is_pending_name(b.name()) || now.saturating_sub(b.created) < ttl_secs {
             continue;
         }
+        // The list may be seconds old by now (each removal takes a while) and the box may
+        // have been activated since: look again right before removing, so that a box renamed
+        // ready in the meantime is not force-removed.
+        match api::inspect_container(client, &b.id) {
+            Ok(v)
+                if v.get("Name")
+                    .and_then(Value::as_str)
+                    .is_some_and(boxspec::is_pending_name) => {}
+            Ok(_) => continue,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        }
         match api::remove_container(client, &b.id, true) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => continue,
@@ -248,6 +276,36 @@ pub(super) fn reap_among(
         reaped.push(b.clone());
     }
     Ok(reaped)
+}
+
+/// Removes the box networks among `networks` whose box is not among `boxes`: a box removed
+/// behind our back (`docker rm -f`) leaves its network, and leaked bridge networks use up
+/// the daemon's address pools until no box can be created. List the networks *before* the
+/// boxes: a create in flight makes its container before its network, so its network is
+/// never taken for an orphan. Returns the names removed.
+pub(super) fn reap_orphan_networks(
+    client: &Client,
+    networks: &[NetworkSummary],
+    boxes: &[ContainerSummary],
+) -> Result<Vec<String>, DockerError> {
+    let mut removed = Vec::new();
+    for net in networks {
+        let Some(id12) = net.name.strip_prefix(boxspec::NETWORK_PREFIX) else {
+            continue;
+        };
+        if id12.is_empty() || boxes.iter().any(|b| boxspec::short_id(&b.id) == id12) {
+            continue;
+        }
+        remove_box_network(client, id12)?;
+        info!(
+            "removed network {} left behind by box {} of namespace {}",
+            net.name,
+            net.labels.get(LABEL_BOX_ID).map_or("", String::as_str),
+            net.labels.get(LABEL_NAMESPACE).map_or("", String::as_str)
+        );
+        removed.push(net.name.clone());
+    }
+    Ok(removed)
 }
 
 impl BoxManager for DockerBoxManager {
@@ -276,9 +334,10 @@ impl BoxManager for DockerBoxManager {
         // 0 is what an omitted `tail` decodes to on the wire: use the default then.
         let tail = if tail == 0 { DEFAULT_LOG_TAIL } else { tail };
         let b = self.resolve(id_or_name)?;
-        let raw = api::logs(&self.client, &b.id, tail).map_err(backend)?;
+        let gone = backend_on(id_or_name);
+        let raw = api::logs(&self.client, &b.id, tail).map_err(&gone)?;
         let tty = api::inspect_container(&self.client, &b.id)
-            .map_err(backend)?
+            .map_err(&gone)?
             .pointer("/Config/Tty")
             .and_then(Value::as_bool)
             .unwrap_or(true);
@@ -296,16 +355,26 @@ impl BoxManager for DockerBoxManager {
             return Err(BoxError::InvalidArgument("empty command".into()));
         }
         let b = self.resolve(id_or_name)?;
-        let exec_id = api::exec_create(&self.client, &b.id, cmd).map_err(backend)?;
-        let mut stream = api::exec_start(&self.client, &exec_id, EXEC_TIMEOUT).map_err(backend)?;
+        let gone = backend_on(id_or_name);
+        let exec_id = api::exec_create(&self.client, &b.id, cmd).map_err(&gone)?;
+        let limit = self.config.exec_timeout;
+        let deadline = Instant::now() + limit;
+        let mut stream = api::exec_start(&self.client, &exec_id, limit).map_err(&gone)?;
+        let mut output = DeadlineReader::new(&mut stream.reader, deadline);
         let (mut stdout, mut stderr) = (CappedBuffer::default(), CappedBuffer::default());
         // Keep reading past the caps so the command is never blocked on a full pipe.
-        while let Some((kind, data)) = text::read_frame(&mut stream.reader)
-            .map_err(|e| backend(DockerError::io("read exec output", e)))?
-        {
-            match kind {
-                StreamKind::Stderr => stderr.push(&data),
-                _ => stdout.push(&data),
+        loop {
+            match text::read_frame(&mut output) {
+                Ok(Some((StreamKind::Stderr, data))) => stderr.push(&data),
+                Ok(Some((_, data))) => stdout.push(&data),
+                Ok(None) => break,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    return Err(BoxError::Box(format!(
+                        "the command did not finish within {}s and may still be running in the box",
+                        limit.as_secs()
+                    )));
+                }
+                Err(e) => return Err(backend(DockerError::io("read exec output", e))),
             }
         }
         drop(stream);
@@ -331,8 +400,11 @@ impl BoxManager for DockerBoxManager {
     }
 
     fn reap(&self, ttl: Duration) -> Result<Vec<String>, BoxError> {
+        let filters = boxspec::label_filters(Some(&self.config.namespace));
+        let networks = api::list_networks(&self.client, &filters).map_err(backend)?;
         let boxes = self.managed()?;
         let reaped = reap_among(&self.client, &boxes, ttl).map_err(backend)?;
+        reap_orphan_networks(&self.client, &networks, &boxes).map_err(backend)?;
         Ok(reaped
             .iter()
             .map(|b| boxspec::short_id(&b.id).to_string())

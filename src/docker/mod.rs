@@ -50,6 +50,9 @@ pub struct ManagerConfig {
     pub pids_limit: i64,
     /// Containers joined to every box's network (`--box-peer`, repeatable).
     pub box_peers: Vec<String>,
+    /// Longest an `exec` may run before the manager stops waiting for it
+    /// ([`manager::EXEC_TIMEOUT`] by default).
+    pub exec_timeout: Duration,
 }
 
 /// The Docker socket used when neither `--docker-host` nor `DOCKER_HOST` is set.
@@ -71,6 +74,7 @@ impl ManagerConfig {
             cpus: 2.0,
             pids_limit: 4096,
             box_peers: Vec::new(),
+            exec_timeout: manager::EXEC_TIMEOUT,
         }
     }
 }
@@ -89,7 +93,8 @@ pub struct ReapedBox {
 }
 
 /// Removes pending boxes older than `ttl` from the daemon at `docker_host`, in `namespace` or
-/// in every namespace; ready boxes are never touched. For `llmbox reap` (cron).
+/// in every namespace; ready boxes are never touched. Box networks whose box is gone are
+/// removed too. For `llmbox reap` (cron).
 ///
 /// # Errors
 /// [`DockerError::Unreachable`] when the daemon is down, or the first failed call.
@@ -99,8 +104,12 @@ pub fn reap(
     namespace: Option<&str>,
 ) -> Result<Vec<ReapedBox>, DockerError> {
     let client = client::Client::new(docker_host)?;
-    let boxes = api::list_containers(&client, &boxspec::label_filters(namespace))?;
+    let filters = boxspec::label_filters(namespace);
+    // Networks before boxes: see [`manager::reap_orphan_networks`].
+    let networks = api::list_networks(&client, &filters)?;
+    let boxes = api::list_containers(&client, &filters)?;
     let reaped = manager::reap_among(&client, &boxes, ttl)?;
+    manager::reap_orphan_networks(&client, &networks, &boxes)?;
     Ok(reaped
         .into_iter()
         .map(|b| {

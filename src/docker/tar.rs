@@ -14,6 +14,8 @@ pub const USTAR_NAME_LEN: usize = 100;
 pub const USTAR_PREFIX_LEN: usize = 155;
 /// Largest file size ustar's 11 octal digits can state.
 pub const USTAR_MAX_SIZE: u64 = 0o77777777777;
+/// Largest uid or gid ustar's 7 octal digits can state.
+pub const USTAR_MAX_ID: u32 = 0o7777777;
 const BLOCK: usize = 512;
 
 /// Why an entry could not be written.
@@ -25,6 +27,8 @@ pub enum TarError {
     BadPath(String),
     /// The file is larger than ustar can describe.
     TooLarge(String),
+    /// The owner uid or gid is larger than ustar can describe: (path, id).
+    OwnerTooLarge(String, u32),
 }
 
 impl fmt::Display for TarError {
@@ -36,6 +40,10 @@ impl fmt::Display for TarError {
             ),
             TarError::BadPath(p) => write!(f, "file path {p:?} must be absolute ASCII without NUL"),
             TarError::TooLarge(p) => write!(f, "file {p:?} is larger than 8 GiB"),
+            TarError::OwnerTooLarge(p, id) => write!(
+                f,
+                "file {p:?}: owner id {id} is larger than a tar header can hold ({USTAR_MAX_ID})"
+            ),
         }
     }
 }
@@ -109,11 +117,17 @@ fn header(entry: &Entry<'_>) -> Result<[u8; BLOCK], TarError> {
     if size > USTAR_MAX_SIZE {
         return Err(TarError::TooLarge(entry.path.to_string()));
     }
+    // Clamping would silently give the file another owner than the one asked for.
+    for id in [entry.uid, entry.gid] {
+        if id > USTAR_MAX_ID {
+            return Err(TarError::OwnerTooLarge(entry.path.to_string(), id));
+        }
+    }
     let mut h = [0u8; BLOCK];
     h[..name.len()].copy_from_slice(name.as_bytes());
     octal(&mut h[100..108], u64::from(entry.mode & 0o7777));
-    octal(&mut h[108..116], u64::from(entry.uid).min(0o7777777));
-    octal(&mut h[116..124], u64::from(entry.gid).min(0o7777777));
+    octal(&mut h[108..116], u64::from(entry.uid));
+    octal(&mut h[116..124], u64::from(entry.gid));
     octal(&mut h[124..136], size);
     octal(&mut h[136..148], 0);
     h[156] = b'0';
@@ -159,6 +173,27 @@ mod tests {
         copy[148..156].copy_from_slice(b"        ");
         let sum: u32 = copy.iter().map(|&b| u32::from(b)).sum();
         assert_eq!(field(&tar, 148..154), format!("{sum:06o}"));
+    }
+
+    #[test]
+    fn owners_beyond_ustar_are_an_error_not_another_owner() {
+        let entry = |uid, gid| Entry {
+            path: "/etc/hook",
+            data: b"",
+            mode: 0o644,
+            uid,
+            gid,
+        };
+        let tar = build(&[entry(USTAR_MAX_ID, USTAR_MAX_ID)]).expect("largest ids fit");
+        assert_eq!(field(&tar, 108..116), "7777777");
+        for (uid, gid) in [(USTAR_MAX_ID + 1, 0), (0, u32::MAX)] {
+            let err = build(&[entry(uid, gid)]).expect_err("too large");
+            assert_eq!(
+                err,
+                TarError::OwnerTooLarge("/etc/hook".into(), uid.max(gid))
+            );
+            assert!(err.to_string().contains("owner id"), "{err}");
+        }
     }
 
     #[test]

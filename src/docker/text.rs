@@ -64,8 +64,16 @@ pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<(StreamKind, Vec<u8>)
             format!("frame of {len} bytes exceeds {MAX_FRAME_BYTES}"),
         ));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
+    // Grow with what really arrives: a header claiming 16 MiB that is followed by nothing
+    // costs nothing.
+    let mut body = Vec::new();
+    r.by_ref().take(len as u64).read_to_end(&mut body)?;
+    if body.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("truncated frame: {} of {len} bytes", body.len()),
+        ));
+    }
     Ok(Some((kind, body)))
 }
 
@@ -243,13 +251,25 @@ mod tests {
     #[test]
     fn bad_frames_are_errors() {
         let mut truncated: &[u8] = &[1, 0, 0, 0, 0, 0, 0, 9, b'x'];
-        assert!(read_frame(&mut truncated).is_err());
+        let err = read_frame(&mut truncated).expect_err("truncated");
+        assert_eq!(err.to_string(), "truncated frame: 1 of 9 bytes");
+        // The largest frame allowed, announced but never sent: an error, not a 16 MiB wait.
+        let mut header = vec![2, 0, 0, 0];
+        header.extend_from_slice(&u32::try_from(MAX_FRAME_BYTES).expect("fits").to_be_bytes());
+        header.extend_from_slice(b"abc");
+        let err = read_frame(&mut header.as_slice()).expect_err("truncated");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            err.to_string().starts_with("truncated frame: 3 of "),
+            "{err}"
+        );
         let mut half_header: &[u8] = &[1, 0, 0];
         assert!(read_frame(&mut half_header).is_err());
         let mut kind: &[u8] = &[7, 0, 0, 0, 0, 0, 0, 0];
         assert!(read_frame(&mut kind).is_err());
         let mut huge: &[u8] = &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
-        assert!(read_frame(&mut huge).is_err());
+        let err = read_frame(&mut huge).expect_err("huge");
+        assert!(err.to_string().contains("exceeds"), "{err}");
     }
 
     #[test]
@@ -295,6 +315,50 @@ mod tests {
         let mut small = CappedBuffer::default();
         small.push(b"ok");
         assert_eq!(small.finish(), "ok");
+    }
+
+    #[test]
+    fn random_terminal_bytes_never_panic_the_readers() {
+        // Seeded xorshift: a failure names the seed that found it.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pieces: [&[u8]; 10] = [
+            b"\x1b",
+            b"[",
+            b"]",
+            b"\x07",
+            b"\r",
+            b"\n",
+            "\u{e9}\u{1f600}".as_bytes(),
+            b"https://claude.com/cai/oauth/authorize?code_challenge=a&state=b",
+            b"https://claude.ai/",
+            b" ",
+        ];
+        for round in 0..2000 {
+            let mut raw = Vec::new();
+            for _ in 0..(next() % 40) {
+                let piece = pieces[usize::try_from(next() % 10).expect("small")];
+                // Sometimes only part of a piece, to cut UTF-8 and escapes in the middle.
+                let take = usize::try_from(next() % (piece.len() as u64 + 1)).expect("small");
+                raw.extend_from_slice(&piece[..take]);
+            }
+            let text = strip_ansi(&raw);
+            assert!(!text.contains('\r'), "round {round}");
+            for (at, url) in authorize_urls(&text) {
+                assert!(text[at..].starts_with(&url), "round {round}");
+            }
+            let _ = session_url(&text);
+            let _ = last_lines(&text, usize::try_from(next() % 5).expect("small"));
+            let mut framed = raw.clone();
+            let _ = demux_all(&framed);
+            framed.truncate(framed.len() / 2);
+            let _ = demux_all(&framed);
+        }
     }
 
     #[test]
