@@ -163,14 +163,9 @@ impl Config {
                 )));
             }
         }
-        if let Some(bin) = &args.claude_bin
-            && !bin.is_file()
-        {
-            return Err(CliError::usage(format!(
-                "--claude-bin {}: no such file",
-                bin.display()
-            )));
-        }
+        box_flags(args)
+            .validate()
+            .map_err(|e| CliError::usage(format!("{}\n{USAGE}", e.message)))?;
         let mut hub = HubConfig::new(&public_url);
         hub.box_image = args.box_image.clone();
         hub.auth_ttl = auth_ttl;
@@ -197,6 +192,11 @@ impl Config {
 
 /// The local spoke's Docker manager settings from the box flags shared with `llmbox spoke`.
 fn local_manager_config(args: &Args) -> ManagerConfig {
+    box_flags(args).manager_config(args.local_namespace.as_deref().unwrap_or(LOCAL_SPOKE))
+}
+
+/// The box-manager flags, shared in shape with `llmbox spoke`.
+fn box_flags(args: &Args) -> super::BoxFlags<'_> {
     super::BoxFlags {
         docker_host: args.docker_host.as_deref(),
         claude_bin: args.claude_bin.as_deref(),
@@ -207,7 +207,6 @@ fn local_manager_config(args: &Args) -> ManagerConfig {
         pids_limit: args.pids_limit,
         box_peers: &args.box_peer,
     }
-    .manager_config(args.local_namespace.as_deref().unwrap_or(LOCAL_SPOKE))
 }
 
 /// The warning logged when the HTTP front listens beyond loopback.

@@ -129,6 +129,44 @@ pub struct BoxFlags<'a> {
 }
 
 impl BoxFlags<'_> {
+    /// Checks the values a Docker create would otherwise reject late, or silently misread
+    /// (`--cpus nan` would mean no CPU limit at all).
+    ///
+    /// # Errors
+    /// A usage error naming the flag.
+    pub fn validate(&self) -> Result<(), CliError> {
+        if let Some(cpus) = self.cpus
+            && !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0)
+        {
+            return Err(CliError::usage(format!(
+                "invalid --cpus {cpus}: use a number of CPUs above 0, like 0.5 or 2"
+            )));
+        }
+        if self
+            .memory_mb
+            .is_some_and(|mb| !(6..=1 << 30).contains(&mb))
+        {
+            return Err(CliError::usage(
+                "invalid --memory-mb: use at least 6 (Docker's minimum), in MiB",
+            ));
+        }
+        if self.pids_limit.is_some_and(|n| n < 1) {
+            return Err(CliError::usage("invalid --pids-limit: use at least 1"));
+        }
+        if self.max_boxes == Some(0) {
+            return Err(CliError::usage("invalid --max-boxes: use at least 1"));
+        }
+        if let Some(bin) = self.claude_bin
+            && !bin.is_file()
+        {
+            return Err(CliError::usage(format!(
+                "--claude-bin {}: no such file",
+                bin.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// The manager settings for `namespace`: the defaults, overridden by every flag given.
     pub fn manager_config(&self, namespace: &str) -> crate::docker::ManagerConfig {
         let mut c = crate::docker::ManagerConfig::new(namespace);
@@ -153,5 +191,77 @@ impl BoxFlags<'_> {
         }
         c.box_peers = self.box_peers.to_vec();
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_flags_refuse_values_docker_would_misread() {
+        let ok = BoxFlags {
+            cpus: Some(0.5),
+            memory_mb: Some(512),
+            pids_limit: Some(100),
+            max_boxes: Some(1),
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+        for (bad, flag) in [
+            (
+                BoxFlags {
+                    cpus: Some(f64::NAN),
+                    ..ok
+                },
+                "--cpus",
+            ),
+            (
+                BoxFlags {
+                    cpus: Some(0.0),
+                    ..ok
+                },
+                "--cpus",
+            ),
+            (
+                BoxFlags {
+                    cpus: Some(-1.0),
+                    ..ok
+                },
+                "--cpus",
+            ),
+            (
+                BoxFlags {
+                    memory_mb: Some(1),
+                    ..ok
+                },
+                "--memory-mb",
+            ),
+            (
+                BoxFlags {
+                    pids_limit: Some(0),
+                    ..ok
+                },
+                "--pids-limit",
+            ),
+            (
+                BoxFlags {
+                    max_boxes: Some(0),
+                    ..ok
+                },
+                "--max-boxes",
+            ),
+            (
+                BoxFlags {
+                    claude_bin: Some(std::path::Path::new("/nonexistent/claude")),
+                    ..ok
+                },
+                "--claude-bin",
+            ),
+        ] {
+            let err = bad.validate().expect_err(flag);
+            assert_eq!(err.code, EXIT_USAGE);
+            assert!(err.message.contains(flag), "{}", err.message);
+        }
     }
 }

@@ -102,6 +102,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if args.max_workers == 0 {
         return Err(usage("--max-workers must be at least 1".into()));
     }
+    box_flags(&args).validate().map_err(|e| usage(e.message))?;
     spoke_loop::parse_hub_url(&hub).map_err(|e| usage(e.to_string()))?;
     let mut config = SpokeConfig::new(&hub);
     config.token = args.token.clone();
@@ -127,6 +128,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
 /// The Docker manager settings from the flags, for namespace `name` (the enrolled name).
 pub fn manager_config(args: &Args, name: &str) -> ManagerConfig {
+    box_flags(args).manager_config(name)
+}
+
+/// The box-manager flags, shared in shape with `llmbox hub`.
+fn box_flags(args: &Args) -> super::BoxFlags<'_> {
     super::BoxFlags {
         docker_host: args.docker_host.as_deref(),
         claude_bin: args.claude_bin.as_deref(),
@@ -137,7 +143,6 @@ pub fn manager_config(args: &Args, name: &str) -> ManagerConfig {
         pids_limit: args.pids_limit,
         box_peers: &args.box_peer,
     }
-    .manager_config(name)
 }
 
 /// Builds this host's box manager. The one place `llmbox spoke` (and the hub's `local` spoke)
