@@ -477,3 +477,34 @@ fn past_the_handler_bound_the_front_answers_503_and_recovers() {
     }
     assert!(recovered, "the handler slot was never freed");
 }
+
+#[test]
+fn a_huge_declared_body_is_refused_without_taking_the_hub_down() {
+    let (front, _hub, _) = start("http-huge-length");
+    let addr = front.local_addr();
+    // tiny_http used to drain an unread body into a buffer of the declared size when the
+    // request was dropped: this aborted the whole process (allocation failure), on any route.
+    for (method, path, headers) in [
+        ("POST", "/mcp", "Content-Type: application/json\r\n"),
+        ("GET", "/healthz", ""),
+    ] {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 100000000000000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut s, &mut head).expect("a status line");
+        let status = String::from_utf8_lossy(&head[9..12]).into_owned();
+        assert_eq!(status, if method == "POST" { "413" } else { "200" });
+        // Hang up mid-body: the hub stops draining and keeps serving.
+        drop(s);
+        let r = request(addr, "GET", "/healthz", &[], b"");
+        assert_eq!((r.status, r.text()), (200, "ok\n".to_string()));
+    }
+}
