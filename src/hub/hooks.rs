@@ -15,6 +15,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -41,6 +42,14 @@ pub enum HookError {
     },
     /// It ran longer than the timeout and was killed.
     Timeout {
+        /// The hook.
+        path: PathBuf,
+        /// The limit.
+        after: Duration,
+    },
+    /// It exited, but a process it started still held its stdout or stderr open when the
+    /// timeout ran out, so its answer cannot be known to be complete.
+    PipesHeld {
         /// The hook.
         path: PathBuf,
         /// The limit.
@@ -75,6 +84,12 @@ impl fmt::Display for HookError {
                 "{}: did not finish within {}s and was killed",
                 path.display(),
                 after.as_secs()
+            ),
+            HookError::PipesHeld { path, after } => write!(
+                f,
+                "{}: exited, but a process it started still held its stdout or stderr open after {}s; redirect that process's output (e.g. >/dev/null 2>&1)",
+                path.display(),
+                after.as_secs_f32()
             ),
             HookError::Failed {
                 path,
@@ -265,7 +280,9 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
     let mut child = spawn(path, event)?;
     let input = serde_json::to_vec(request).expect("a json! value always serializes");
     let mut stdin = child.stdin.take();
-    // Each helper owns one pipe end and finishes when the pipe closes (child exit or kill).
+    // Each helper owns one pipe end and finishes when the pipe closes (child exit or kill, or
+    // the exit of whatever process the hook left holding it). Nobody waits for the writer: a
+    // process that inherited stdin and never reads it must not stall the hub.
     let writer = std::thread::Builder::new()
         .name("hook-stdin".into())
         .spawn(move || {
@@ -274,6 +291,12 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
                 let _ = stdin.write_all(&input);
             }
         });
+    if let Err(e) = writer {
+        log::warn!(
+            "hook {}: cannot start the stdin writer: {e}",
+            path.display()
+        );
+    }
     let stdout = child
         .stdout
         .take()
@@ -304,13 +327,20 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
         }
     };
     // After a timeout a grandchild may still hold the pipes open: leave the helper threads to
-    // end when it does, rather than waiting for it here.
+    // end when it does, rather than waiting for it here. After an exit, wait for the pipes to
+    // close only until the same deadline (a hook may leave a process behind that inherited them).
     let status = status?;
-    if let Ok(handle) = writer {
-        let _ = handle.join();
-    }
-    let out = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
-    let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let collect = |pipe: Option<mpsc::Receiver<Vec<u8>>>| match pipe {
+        None => Ok(Vec::new()),
+        Some(rx) => rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| HookError::PipesHeld {
+                path: path.to_path_buf(),
+                after: timeout,
+            }),
+    };
+    let out = collect(stdout)?;
+    let err = collect(stderr)?;
     if !status.success() {
         return Err(HookError::Failed {
             path: path.to_path_buf(),
@@ -351,11 +381,11 @@ fn spawn(path: &Path, event: &str) -> Result<std::process::Child, HookError> {
     }
 }
 
-fn reader(
-    name: &str,
-    pipe: impl Read + Send + 'static,
-    cap: u64,
-) -> std::thread::JoinHandle<Vec<u8>> {
+/// Reads `pipe` (at most `cap` bytes kept, the rest drained) on its own thread; what it read
+/// arrives on the returned channel once the pipe closes.
+fn reader(name: &str, pipe: impl Read + Send + 'static, cap: u64) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let fallback = tx.clone();
     let spawn = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -364,13 +394,14 @@ fn reader(
             let _ = limited.read_to_end(&mut buf);
             // Drain the rest so the child never blocks on a full pipe.
             let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
-            buf
+            let _ = tx.send(buf);
         });
-    match spawn {
-        Ok(handle) => handle,
-        // Cannot start a thread: answer empty output from a thread that surely starts.
-        Err(_) => std::thread::spawn(Vec::new),
+    if let Err(e) = spawn {
+        // The pipe went down with the closure: the hook sees it closed; answer empty output.
+        log::warn!("hook: cannot start the {name} reader: {e}");
+        let _ = fallback.send(Vec::new());
     }
+    rx
 }
 
 #[cfg(test)]
@@ -445,6 +476,16 @@ mod tests {
         let hooks = Hooks::new(vec![hook], Duration::from_millis(200));
         let err = hooks.create(&hb()).expect_err("times out");
         assert!(matches!(err, HookError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_process_left_holding_the_hooks_stdout_does_not_stall_the_create() {
+        // The hook answers and exits, but the background `sleep` inherited its stdout.
+        let hook = script("daemon.sh", "sleep 30 & echo '{}'");
+        let hooks = Hooks::new(vec![hook], Duration::from_millis(300));
+        let err = hooks.create(&hb()).expect_err("pipes held open");
+        assert!(matches!(err, HookError::PipesHeld { .. }), "{err}");
+        assert!(err.to_string().contains("redirect"), "{err}");
     }
 
     #[test]
