@@ -300,7 +300,7 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
     let stdout = child
         .stdout
         .take()
-        .map(|p| reader("hook-stdout", p, MAX_HOOK_OUTPUT));
+        .map(|p| reader("hook-stdout", p, MAX_HOOK_OUTPUT + 1));
     let stderr = child
         .stderr
         .take()
@@ -346,6 +346,12 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
             path: path.to_path_buf(),
             status: status.to_string(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
+        });
+    }
+    if out.len() as u64 > MAX_HOOK_OUTPUT {
+        return Err(HookError::BadOutput {
+            path: path.to_path_buf(),
+            reason: format!("it printed more than {MAX_HOOK_OUTPUT} bytes"),
         });
     }
     Ok(out)
@@ -496,6 +502,11 @@ mod tests {
                 "mode.sh",
                 r#"echo '{"files":[{"path":"/x","mode":"9z"}]}'"#,
                 "not octal",
+            ),
+            (
+                "huge.sh",
+                "head -c 9000000 /dev/zero | tr '\\0' ' '; echo '{}'",
+                "printed more than 8388608 bytes",
             ),
             (
                 "path.sh",
