@@ -357,3 +357,56 @@ fn a_second_activation_while_one_runs_is_turned_away() {
         first.state
     );
 }
+
+/// A session whose spoke was away when the hub started (so reconcile kept it) and whose box
+/// vanished meanwhile; the spoke is back now.
+fn stale_session_after_restart(test: &str, config: HubConfig) -> std::sync::Arc<llmbox::hub::Hub> {
+    let path = state_path(test);
+    let board = std::sync::Arc::new(common::Switchboard::default().with("local").with("edge"));
+    let first = hub_on(&path, &board, HubConfig::new("http://hub.test"));
+    let far = first
+        .create_box(create("far", Some("edge")))
+        .expect("create");
+    drop(first);
+    board.set_connected("edge", false);
+    let second = hub_on(&path, &board, config);
+    assert_eq!(second.reconcile(), 0, "kept: its spoke is away");
+    board
+        .manager("edge")
+        .destroy(&far.container_id)
+        .expect("gone while the hub was not looking");
+    board.set_connected("edge", true);
+    second
+}
+
+#[test]
+fn a_stale_session_does_not_block_creating_its_box_id_again() {
+    let hub = stale_session_after_restart("stale-create", HubConfig::new("http://hub.test"));
+    let again = hub
+        .create_box(create("far", Some("edge")))
+        .expect("the id is free: its box is gone");
+    assert_eq!(again.status, "pending");
+    let sessions = hub.store().load().expect("load").sessions.clone();
+    assert_eq!(sessions.len(), 1, "only the new session");
+    assert!(sessions[0].container_id.starts_with(&again.container_id));
+}
+
+#[test]
+fn the_reaper_drops_sessions_whose_boxes_vanished_while_their_spoke_was_away() {
+    let mut config = HubConfig::new("http://hub.test");
+    config.reap_interval = Duration::from_millis(10);
+    let hub = stale_session_after_restart("stale-reaper", config);
+    let reaper = llmbox::hub::reaper::Reaper::start(std::sync::Arc::clone(&hub))
+        .expect("start")
+        .expect("on");
+    let mut left = usize::MAX;
+    for _ in 0..500 {
+        left = hub.store().load().expect("load").sessions.len();
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    reaper.stop();
+    assert_eq!(left, 0, "the stale session was never dropped");
+}
