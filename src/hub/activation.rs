@@ -209,10 +209,13 @@ impl Hub {
             }
             Err(err) => {
                 let message = err.to_string().replace(code, "[code hidden]");
+                // The page shows the person their box's words; the log gets them without any
+                // sign-in link (a spoke other than ours may quote one).
                 log::info!(
-                    "activation of box {:?} on spoke {:?} failed: {message}",
+                    "activation of box {:?} on spoke {:?} failed: {}",
                     s.box_id,
-                    s.spoke
+                    s.spoke,
+                    super::redact::scrub(&message, &[], &[])
                 );
                 let fresh = self
                     .verb("logs", || manager.logs(&s.container_id, FRESH_LINK_TAIL))
