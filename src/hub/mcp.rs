@@ -417,6 +417,22 @@ fn modern_call(
             format!("invalid params: _meta[\"{META_VERSION}\"] is required"),
         ));
     };
+    let mismatch = |what: &str| {
+        fail(
+            400,
+            code::HEADER_MISMATCH,
+            format!("header mismatch: {what}"),
+        )
+    };
+    // Header and body disagreeing is the problem to name, even when one of them is a version
+    // this server speaks only in the handshake era.
+    if let (Some(h), Some(m)) = (headers.protocol_version, meta_version)
+        && h != m
+    {
+        return Err(mismatch(&format!(
+            "MCP-Protocol-Version {h:?} differs from the body's {m:?}"
+        )));
+    }
     if version != MODERN_VERSION {
         let mut f = fail(
             400,
@@ -426,21 +442,8 @@ fn modern_call(
         f.data = Some(json!({"supported": all_versions(), "requested": version}));
         return Err(f);
     }
-    let mismatch = |what: &str| {
-        fail(
-            400,
-            code::HEADER_MISMATCH,
-            format!("header mismatch: {what}"),
-        )
-    };
-    match headers.protocol_version {
-        Some(h) if Some(h) == meta_version || meta_version.is_none() => {}
-        Some(h) => {
-            return Err(mismatch(&format!(
-                "MCP-Protocol-Version {h:?} differs from the body's {version:?}"
-            )));
-        }
-        None => return Err(mismatch("MCP-Protocol-Version header is missing")),
+    if headers.protocol_version.is_none() {
+        return Err(mismatch("MCP-Protocol-Version header is missing"));
     }
     if meta_version.is_none() {
         return Err(mismatch(&format!(
@@ -474,9 +477,14 @@ fn modern_call(
             match (headers.name, name) {
                 (Some(h), Some(n)) if h == n => {}
                 (None, _) => return Err(mismatch("Mcp-Name header is missing")),
-                (Some(h), n) => {
+                (Some(h), Some(n)) => {
                     return Err(mismatch(&format!(
                         "Mcp-Name {h:?} differs from the body's {n:?}"
+                    )));
+                }
+                (Some(h), None) => {
+                    return Err(mismatch(&format!(
+                        "Mcp-Name is {h:?} but the body names no tool (params.name)"
                     )));
                 }
             }
@@ -819,6 +827,22 @@ mod tests {
                 code::HEADER_MISMATCH,
             ),
         ];
+        // The body names a handshake-era version, the header the stateless one: a mismatch,
+        // not an "unsupported" version (the server does speak 2025-11-25).
+        let r = run(
+            &modern_body("tools/list", "2025-11-25", ""),
+            modern_headers("tools/list", None),
+        );
+        assert_eq!((r.status, error_code(&r)), (400, code::HEADER_MISMATCH));
+        let r = run(
+            &modern_body("tools/call", MODERN_VERSION, ""),
+            modern_headers("tools/call", Some("echo")),
+        );
+        let message = r.body.expect("body")["error"]["message"].to_string();
+        assert!(
+            message.contains("names no tool") && !message.contains("None"),
+            "{message}"
+        );
         for (headers, what, want) in cases {
             let r = run(&list, headers);
             assert_eq!((r.status, error_code(&r)), (400, want), "{what}");
