@@ -410,3 +410,40 @@ fn the_reaper_drops_sessions_whose_boxes_vanished_while_their_spoke_was_away() {
     reaper.stop();
     assert_eq!(left, 0, "the stale session was never dropped");
 }
+
+#[test]
+fn the_reaper_leaves_a_spoke_alone_while_a_box_on_it_is_being_activated() {
+    let path = state_path("reap-during-activation");
+    let board = std::sync::Arc::new(common::Switchboard::default().with("local"));
+    let mut config = HubConfig::new("http://hub.test");
+    config.auth_ttl = Duration::ZERO;
+    let hub = hub_on(&path, &board, config);
+    let view = hub.create_box(create("web", None)).expect("create");
+    let token = token_of(&view.activation_url.expect("link"));
+    let local = board.manager("local");
+    local.hold_submit.store(true, Ordering::SeqCst);
+    let activation = {
+        let hub = std::sync::Arc::clone(&hub);
+        std::thread::spawn(move || {
+            hub.activate(&token, "good-code")
+                .expect("ok")
+                .expect("page")
+        })
+    };
+    while !local.submit_entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The person is typing the code just as the box reaches its TTL.
+    assert_eq!(hub.reap_once(), 0, "a box being activated is not reaped");
+    local.hold_submit.store(false, Ordering::SeqCst);
+    let page = activation.join().expect("thread");
+    assert!(
+        matches!(page.state, PageState::Ready { .. }),
+        "{:?}",
+        page.state
+    );
+    assert_eq!(hub.get_box("web").expect("get").status, "ready");
+    // Once the activation is over, the reaper runs there again (a ready box is never reaped).
+    hub.create_box(create("late", None)).expect("create");
+    assert_eq!(hub.reap_once(), 1);
+}

@@ -146,7 +146,15 @@ impl Hub {
                 None,
             )));
         }
-        if !self.volatile().activating.insert(s.container_id.clone()) {
+        let started = {
+            let mut v = self.volatile();
+            let free = !v.activating.contains_key(&s.container_id);
+            if free {
+                v.activating.insert(s.container_id.clone(), s.spoke.clone());
+            }
+            free
+        };
+        if !started {
             let message =
                 "Another activation of this box is running; wait a moment, then reload this page.";
             return Ok(Some(Self::page_of(
