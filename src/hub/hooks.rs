@@ -25,6 +25,10 @@ use crate::boxes::InjectFile;
 
 /// Cap on what a hook may print on stdout.
 pub const MAX_HOOK_OUTPUT: u64 = 8 << 20;
+/// Cap on the files all hooks together inject into one box: they travel inside one create
+/// message (base64 in JSON) that must stay well under the cluster's 64 MiB message cap, or the
+/// spoke would drop its whole connection.
+pub const MAX_HOOK_FILES_BYTES: usize = 16 << 20;
 /// Cap on the stderr kept for an error message.
 const MAX_HOOK_STDERR: u64 = 4096;
 /// How often a running hook is polled for exit.
@@ -195,6 +199,19 @@ impl Hooks {
             match answer {
                 Ok((mut f, state)) => {
                     files.append(&mut f);
+                    let total: usize = files.iter().map(|f| f.content.len()).sum();
+                    if total > MAX_HOOK_FILES_BYTES {
+                        if let Some(state) = state {
+                            states.insert(path.display().to_string(), state);
+                        }
+                        self.destroy(b.box_id, b.spoke, "", Some(&Value::Object(states)));
+                        return Err(HookError::BadOutput {
+                            path: path.clone(),
+                            reason: format!(
+                                "the hooks' files together hold more than {MAX_HOOK_FILES_BYTES} bytes"
+                            ),
+                        });
+                    }
                     if let Some(state) = state {
                         states.insert(path.display().to_string(), state);
                     }
@@ -492,6 +509,26 @@ mod tests {
         let err = hooks.create(&hb()).expect_err("pipes held open");
         assert!(matches!(err, HookError::PipesHeld { .. }), "{err}");
         assert!(err.to_string().contains("redirect"), "{err}");
+    }
+
+    #[test]
+    fn hooks_files_together_may_not_outgrow_one_create_message() {
+        // Each answer is under the per-hook cap; together they are not.
+        let body = "printf '{\"files\":[{\"path\":\"/x\",\"content\":\"'; \
+                    head -c 7000000 /dev/zero | tr '\\0' a; printf '\"}]}'";
+        let hooks: Vec<PathBuf> = (0..3)
+            .map(|i| script(&format!("big{i}.sh"), body))
+            .collect();
+        let one = Hooks::new(hooks[..1].to_vec(), Duration::from_secs(20));
+        assert_eq!(
+            one.create(&hb()).expect("one is fine").0[0].content.len(),
+            7_000_000
+        );
+        let err = match Hooks::new(hooks, Duration::from_secs(20)).create(&hb()) {
+            Ok(_) => panic!("three are too much, yet accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("more than 16777216 bytes"), "{err}");
     }
 
     #[test]
