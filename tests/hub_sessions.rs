@@ -447,3 +447,39 @@ fn the_reaper_leaves_a_spoke_alone_while_a_box_on_it_is_being_activated() {
     hub.create_box(create("late", None)).expect("create");
     assert_eq!(hub.reap_once(), 1);
 }
+
+#[test]
+fn a_failed_code_never_turns_an_activated_box_back_into_an_error() {
+    // Two submissions of one page race: the first activates the box while the second, read
+    // before that, still types its code. The box rejects the late one ("already activated");
+    // the session must stay ready.
+    let (hub, board, _path) = hub("late-submit");
+    let view = hub.create_box(create("web", None)).expect("create");
+    let token = token_of(&view.activation_url.expect("link"));
+    let local = board.manager("local");
+    local.hold_submit.store(true, Ordering::SeqCst);
+    let late = {
+        let (hub, token) = (std::sync::Arc::clone(&hub), token.clone());
+        std::thread::spawn(move || hub.activate(&token, BAD_CODE).expect("ok").expect("page"))
+    };
+    while !local.submit_entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Meanwhile the other submission finished: the session is ready.
+    hub.store()
+        .update(|state| {
+            state.sessions[0].status = llmbox::store::SessionStatus::Ready;
+            state.sessions[0].session_url = "https://claude.ai/code/session_x".into();
+        })
+        .expect("update");
+    local.hold_submit.store(false, Ordering::SeqCst);
+    let page = late.join().expect("thread");
+    assert!(
+        matches!(page.state, PageState::Ready { .. }),
+        "{:?}",
+        page.state
+    );
+    let s = hub.store().load().expect("load").sessions[0].clone();
+    assert_eq!(s.status, llmbox::store::SessionStatus::Ready);
+    assert!(s.error.is_empty(), "{}", s.error);
+}

@@ -102,6 +102,11 @@ impl Hub {
         }
     }
 
+    fn already_ready(s: &Session) -> ActivationPage {
+        let note = "This box is already activated, so the code was not sent again.";
+        Self::page_of(s, Self::stored_state(s), Some(note.into()))
+    }
+
     /// The activation page for `token`; `None` for an unknown or malformed token.
     ///
     /// # Errors
@@ -122,12 +127,7 @@ impl Hub {
             return Ok(None);
         };
         if s.status == SessionStatus::Ready {
-            let note = "This box is already activated, so the code was not sent again.";
-            return Ok(Some(Self::page_of(
-                &s,
-                Self::stored_state(&s),
-                Some(note.into()),
-            )));
+            return Ok(Some(Self::already_ready(&s)));
         }
         let code = code.trim();
         let unusable = if code.is_empty() {
@@ -169,6 +169,14 @@ impl Hub {
             hub: self,
             container_id: s.container_id.clone(),
         };
+        // Read again under the mark: a submission that finished between the first read and
+        // the mark may have activated the box already.
+        let Some(s) = self.session_by_token(token)? else {
+            return Ok(None);
+        };
+        if s.status == SessionStatus::Ready {
+            return Ok(Some(Self::already_ready(&s)));
+        }
         {
             let mut v = self.volatile();
             let codes = v.codes.entry(s.container_id.clone()).or_default();
@@ -231,15 +239,23 @@ impl Hub {
                     .and_then(|logs| newest_authorize_url(&logs));
                 let (id, msg) = (s.container_id.clone(), message.clone());
                 let fresh_url = fresh.clone();
-                self.store.update(|state| {
-                    if let Some(x) = state.sessions.iter_mut().find(|x| x.container_id == id) {
-                        x.status = SessionStatus::Error;
-                        x.error = msg;
-                        if let Some(url) = fresh_url {
-                            x.authorize_url = url;
-                        }
+                // A racing submission may have activated the box meanwhile (this code then
+                // failed as "already activated"): a ready session is never turned back.
+                let now_ready = self.store.update(|state| {
+                    let x = state.sessions.iter_mut().find(|x| x.container_id == id)?;
+                    if x.status == SessionStatus::Ready {
+                        return Some(x.clone());
                     }
+                    x.status = SessionStatus::Error;
+                    x.error = msg;
+                    if let Some(url) = fresh_url {
+                        x.authorize_url = url;
+                    }
+                    None
                 })?;
+                if let Some(ready) = now_ready {
+                    return Ok(Some(Self::already_ready(&ready)));
+                }
                 let mut page = Self::page_of(&s, PageState::Error { message }, None);
                 if let Some(url) = fresh {
                     page.authorize_url = url;
