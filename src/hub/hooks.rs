@@ -29,6 +29,9 @@ pub const MAX_HOOK_OUTPUT: u64 = 8 << 20;
 /// message (base64 in JSON) that must stay well under the cluster's 64 MiB message cap, or the
 /// spoke would drop its whole connection.
 pub const MAX_HOOK_FILES_BYTES: usize = 16 << 20;
+/// Cap on the opaque `state` one hook returns: it is kept in the hub's state file with the
+/// session, and that file is rewritten whole on every change.
+pub const MAX_HOOK_STATE_BYTES: usize = 64 << 10;
 /// Cap on the stderr kept for an error message.
 const MAX_HOOK_STDERR: u64 = 4096;
 /// How often a running hook is polled for exit.
@@ -289,7 +292,17 @@ fn parse_create(path: &Path, stdout: &[u8]) -> Result<(Vec<InjectFile>, Option<V
         file.validate().map_err(|e| bad(e.to_string()))?;
         files.push(file);
     }
-    Ok((files, answer.state.filter(|s| !s.is_null())))
+    let state = answer.state.filter(|s| !s.is_null());
+    if let Some(state) = &state {
+        // Stored in the hub's state file with the session, which every change rewrites.
+        let size = serde_json::to_vec(state).map_or(usize::MAX, |v| v.len());
+        if size > MAX_HOOK_STATE_BYTES {
+            return Err(bad(format!(
+                "its state is larger than {MAX_HOOK_STATE_BYTES} bytes; keep only an id or a path there"
+            )));
+        }
+    }
+    Ok((files, state))
 }
 
 /// Runs one hook with `request` on stdin; returns its stdout.
@@ -544,6 +557,11 @@ mod tests {
                 "huge.sh",
                 "head -c 9000000 /dev/zero | tr '\\0' ' '; echo '{}'",
                 "printed more than 8388608 bytes",
+            ),
+            (
+                "state.sh",
+                "printf '{\"state\":\"'; head -c 100000 /dev/zero | tr '\\0' s; printf '\"}'",
+                "state is larger than 65536 bytes",
             ),
             (
                 "path.sh",
