@@ -94,6 +94,10 @@ impl<'a> Args<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
             Some(Value::Number(n)) if n.is_u64() => Ok(Some(i64::MAX)),
+            // "must be an integer, not a number" would read as nonsense for 1.5.
+            Some(Value::Number(n)) => Err(HubError::InvalidArgument(format!(
+                "{key} must be a whole number, not {n}"
+            ))),
             Some(other) => Err(HubError::InvalidArgument(format!(
                 "{key} must be an integer, not {}",
                 kind(other)
@@ -330,6 +334,24 @@ pub fn definitions() -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::boxes::BoxError;
+
+    #[test]
+    fn a_fractional_number_is_named_as_such() {
+        let map = json!({"tail": 1.5});
+        let args = Args::new(map.as_object().expect("object"), &["tail"]).expect("args");
+        let err = args.integer("tail").expect_err("not whole").to_string();
+        assert_eq!(
+            err,
+            "invalid argument: tail must be a whole number, not 1.5"
+        );
+        let map = json!({"tail": "5"});
+        let args = Args::new(map.as_object().expect("object"), &["tail"]).expect("args");
+        let err = args.integer("tail").expect_err("a string").to_string();
+        assert_eq!(
+            err,
+            "invalid argument: tail must be an integer, not a string"
+        );
+    }
 
     #[test]
     fn a_sign_in_link_in_a_spokes_error_never_reaches_the_tool_output() {
