@@ -450,11 +450,32 @@ fn past_the_handler_bound_the_front_answers_503_and_recovers() {
     let front = HttpFront::start_with(hub, "127.0.0.1:0", 1).expect("listen");
     let addr = front.local_addr();
     // Occupy the only handler: a large body that never finishes arriving (tiny_http reads
-    // small bodies itself before handing the request over, large ones are streamed).
-    let mut stuck = TcpStream::connect(addr).expect("connect");
-    stuck
-        .write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n{")
-        .expect("write");
+    // small bodies itself before handing the request over, large ones are streamed). Requests
+    // on separate connections reach the handler in no set order, so wait for the proof that
+    // this one holds it: tiny_http answers `Expect: 100-continue` when the handler starts
+    // reading the body. A 503 instead means another request held the slot: try again.
+    let mut stuck = None;
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n")
+            .expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut s, &mut head).expect("an interim or final status");
+        if &head == b"HTTP/1.1 100" {
+            s.write_all(b"{").expect("write");
+            stuck = Some(s);
+            break;
+        }
+        assert_eq!(
+            &head,
+            b"HTTP/1.1 503",
+            "{:?}",
+            String::from_utf8_lossy(&head)
+        );
+    }
+    let stuck = stuck.expect("the handler took the slow request");
     let mut busy = None;
     for _ in 0..100 {
         let r = request(addr, "GET", "/healthz", &[], b"");
@@ -476,4 +497,35 @@ fn past_the_handler_bound_the_front_answers_503_and_recovers() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(recovered, "the handler slot was never freed");
+}
+
+#[test]
+fn a_huge_declared_body_is_refused_without_taking_the_hub_down() {
+    let (front, _hub, _) = start("http-huge-length");
+    let addr = front.local_addr();
+    // tiny_http used to drain an unread body into a buffer of the declared size when the
+    // request was dropped: this aborted the whole process (allocation failure), on any route.
+    for (method, path, headers) in [
+        ("POST", "/mcp", "Content-Type: application/json\r\n"),
+        ("GET", "/healthz", ""),
+    ] {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 100000000000000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut s, &mut head).expect("a status line");
+        let status = String::from_utf8_lossy(&head[9..12]).into_owned();
+        assert_eq!(status, if method == "POST" { "413" } else { "200" });
+        // Hang up mid-body: the hub stops draining and keeps serving.
+        drop(s);
+        let r = request(addr, "GET", "/healthz", &[], b"");
+        assert_eq!((r.status, r.text()), (200, "ok\n".to_string()));
+    }
 }

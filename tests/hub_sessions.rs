@@ -117,6 +117,19 @@ fn activation_fails_with_bad_code_then_succeeds_and_refuses_a_second_time() {
         "pending",
         "empty code changes nothing"
     );
+    for junk in [
+        "x".repeat(5000),
+        "ab\u{3}cd".to_string(),
+        "a\nb".to_string(),
+    ] {
+        let page = hub.activate(&token, &junk).expect("ok").expect("page");
+        assert!(
+            matches!(page.state, PageState::Unusable { ref message } if message.contains("not a code")),
+            "{:?}",
+            page.state
+        );
+        assert_eq!(hub.get_box("web").expect("get").status, "pending");
+    }
 
     let page = hub.activate(&token, BAD_CODE).expect("ok").expect("page");
     let PageState::Error { message } = &page.state else {
@@ -439,4 +452,130 @@ fn listing_asks_the_spokes_at_the_same_time_and_keeps_their_order() {
     assert!(view.unreachable.is_empty(), "{:?}", view.unreachable);
     let order: Vec<&str> = view.boxes.iter().map(|b| b.box_id.as_str()).collect();
     assert_eq!(order, ["box-0", "box-1", "box-2", "box-3"]);
+}
+
+/// A session whose spoke was away when the hub started (so reconcile kept it) and whose box
+/// vanished meanwhile; the spoke is back now.
+fn stale_session_after_restart(test: &str, config: HubConfig) -> std::sync::Arc<llmbox::hub::Hub> {
+    let path = state_path(test);
+    let board = std::sync::Arc::new(common::Switchboard::default().with("local").with("edge"));
+    let first = hub_on(&path, &board, HubConfig::new("http://hub.test"));
+    let far = first
+        .create_box(create("far", Some("edge")))
+        .expect("create");
+    drop(first);
+    board.set_connected("edge", false);
+    let second = hub_on(&path, &board, config);
+    assert_eq!(second.reconcile(), 0, "kept: its spoke is away");
+    board
+        .manager("edge")
+        .destroy(&far.container_id)
+        .expect("gone while the hub was not looking");
+    board.set_connected("edge", true);
+    second
+}
+
+#[test]
+fn a_stale_session_does_not_block_creating_its_box_id_again() {
+    let hub = stale_session_after_restart("stale-create", HubConfig::new("http://hub.test"));
+    let again = hub
+        .create_box(create("far", Some("edge")))
+        .expect("the id is free: its box is gone");
+    assert_eq!(again.status, "pending");
+    let sessions = hub.store().load().expect("load").sessions.clone();
+    assert_eq!(sessions.len(), 1, "only the new session");
+    assert!(sessions[0].container_id.starts_with(&again.container_id));
+}
+
+#[test]
+fn the_reaper_drops_sessions_whose_boxes_vanished_while_their_spoke_was_away() {
+    let mut config = HubConfig::new("http://hub.test");
+    config.reap_interval = Duration::from_millis(10);
+    let hub = stale_session_after_restart("stale-reaper", config);
+    let reaper = llmbox::hub::reaper::Reaper::start(std::sync::Arc::clone(&hub))
+        .expect("start")
+        .expect("on");
+    let mut left = usize::MAX;
+    for _ in 0..500 {
+        left = hub.store().load().expect("load").sessions.len();
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    reaper.stop();
+    assert_eq!(left, 0, "the stale session was never dropped");
+}
+
+#[test]
+fn the_reaper_leaves_a_spoke_alone_while_a_box_on_it_is_being_activated() {
+    let path = state_path("reap-during-activation");
+    let board = std::sync::Arc::new(common::Switchboard::default().with("local"));
+    let mut config = HubConfig::new("http://hub.test");
+    config.auth_ttl = Duration::ZERO;
+    let hub = hub_on(&path, &board, config);
+    let view = hub.create_box(create("web", None)).expect("create");
+    let token = token_of(&view.activation_url.expect("link"));
+    let local = board.manager("local");
+    local.hold_submit.store(true, Ordering::SeqCst);
+    let activation = {
+        let hub = std::sync::Arc::clone(&hub);
+        std::thread::spawn(move || {
+            hub.activate(&token, "good-code")
+                .expect("ok")
+                .expect("page")
+        })
+    };
+    while !local.submit_entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The person is typing the code just as the box reaches its TTL.
+    assert_eq!(hub.reap_once(), 0, "a box being activated is not reaped");
+    local.hold_submit.store(false, Ordering::SeqCst);
+    let page = activation.join().expect("thread");
+    assert!(
+        matches!(page.state, PageState::Ready { .. }),
+        "{:?}",
+        page.state
+    );
+    assert_eq!(hub.get_box("web").expect("get").status, "ready");
+    // Once the activation is over, the reaper runs there again (a ready box is never reaped).
+    hub.create_box(create("late", None)).expect("create");
+    assert_eq!(hub.reap_once(), 1);
+}
+
+#[test]
+fn a_failed_code_never_turns_an_activated_box_back_into_an_error() {
+    // Two submissions of one page race: the first activates the box while the second, read
+    // before that, still types its code. The box rejects the late one ("already activated");
+    // the session must stay ready.
+    let (hub, board, _path) = hub("late-submit");
+    let view = hub.create_box(create("web", None)).expect("create");
+    let token = token_of(&view.activation_url.expect("link"));
+    let local = board.manager("local");
+    local.hold_submit.store(true, Ordering::SeqCst);
+    let late = {
+        let (hub, token) = (std::sync::Arc::clone(&hub), token.clone());
+        std::thread::spawn(move || hub.activate(&token, BAD_CODE).expect("ok").expect("page"))
+    };
+    while !local.submit_entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Meanwhile the other submission finished: the session is ready.
+    hub.store()
+        .update(|state| {
+            state.sessions[0].status = llmbox::store::SessionStatus::Ready;
+            state.sessions[0].session_url = "https://claude.ai/code/session_x".into();
+        })
+        .expect("update");
+    local.hold_submit.store(false, Ordering::SeqCst);
+    let page = late.join().expect("thread");
+    assert!(
+        matches!(page.state, PageState::Ready { .. }),
+        "{:?}",
+        page.state
+    );
+    let s = hub.store().load().expect("load").sessions[0].clone();
+    assert_eq!(s.status, llmbox::store::SessionStatus::Ready);
+    assert!(s.error.is_empty(), "{}", s.error);
 }

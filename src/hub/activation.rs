@@ -8,8 +8,6 @@ use super::{Hub, HubError, MAX_CODES_PER_BOX};
 use crate::store::{Session, SessionStatus};
 use crate::util::secret::sha256_hex;
 
-/// Longest code the activation page accepts.
-pub const MAX_CODE_LEN: usize = 4096;
 /// Log lines read back to find a fresh sign-in link after a failed code.
 const FRESH_LINK_TAIL: usize = 200;
 
@@ -102,6 +100,11 @@ impl Hub {
         }
     }
 
+    fn already_ready(s: &Session) -> ActivationPage {
+        let note = "This box is already activated, so the code was not sent again.";
+        Self::page_of(s, Self::stored_state(s), Some(note.into()))
+    }
+
     /// The activation page for `token`; `None` for an unknown or malformed token.
     ///
     /// # Errors
@@ -122,22 +125,20 @@ impl Hub {
             return Ok(None);
         };
         if s.status == SessionStatus::Ready {
-            let note = "This box is already activated, so the code was not sent again.";
-            return Ok(Some(Self::page_of(
-                &s,
-                Self::stored_state(&s),
-                Some(note.into()),
-            )));
+            return Ok(Some(Self::already_ready(&s)));
         }
         let code = code.trim();
         let unusable = if code.is_empty() {
             Some("Enter the code shown after you signed in, then press Activate.".to_string())
-        } else if code.len() > MAX_CODE_LEN {
-            Some(format!(
-                "That code is longer than {MAX_CODE_LEN} characters; copy only the code."
-            ))
         } else {
-            None
+            // The box layer's own rule, checked here so the person gets the page's wording and
+            // nothing reaches the box.
+            crate::boxes::validate_code(code).err().map(|_| {
+                format!(
+                    "That is not a code: paste only the code the sign-in page shows (one line, at most {} characters).",
+                    crate::boxes::MAX_CODE_BYTES
+                )
+            })
         };
         if let Some(message) = unusable {
             return Ok(Some(Self::page_of(
@@ -146,7 +147,15 @@ impl Hub {
                 None,
             )));
         }
-        if !self.volatile().activating.insert(s.container_id.clone()) {
+        let started = {
+            let mut v = self.volatile();
+            let free = !v.activating.contains_key(&s.container_id);
+            if free {
+                v.activating.insert(s.container_id.clone(), s.spoke.clone());
+            }
+            free
+        };
+        if !started {
             let message =
                 "Another activation of this box is running; wait a moment, then reload this page.";
             return Ok(Some(Self::page_of(
@@ -161,6 +170,14 @@ impl Hub {
             hub: self,
             container_id: s.container_id.clone(),
         };
+        // Read again under the mark: a submission that finished between the first read and
+        // the mark may have activated the box already.
+        let Some(s) = self.session_by_token(token)? else {
+            return Ok(None);
+        };
+        if s.status == SessionStatus::Ready {
+            return Ok(Some(Self::already_ready(&s)));
+        }
         {
             let mut v = self.volatile();
             let codes = v.codes.entry(s.container_id.clone()).or_default();
@@ -209,10 +226,13 @@ impl Hub {
             }
             Err(err) => {
                 let message = err.to_string().replace(code, "[code hidden]");
+                // The page shows the person their box's words; the log gets them without any
+                // sign-in link (a spoke other than ours may quote one).
                 log::info!(
-                    "activation of box {:?} on spoke {:?} failed: {message}",
+                    "activation of box {:?} on spoke {:?} failed: {}",
                     s.box_id,
-                    s.spoke
+                    s.spoke,
+                    super::redact::scrub(&message, &[], &[])
                 );
                 let fresh = self
                     .verb("logs", || manager.logs(&s.container_id, FRESH_LINK_TAIL))
@@ -220,15 +240,23 @@ impl Hub {
                     .and_then(|logs| newest_authorize_url(&logs));
                 let (id, msg) = (s.container_id.clone(), message.clone());
                 let fresh_url = fresh.clone();
-                self.store.update(|state| {
-                    if let Some(x) = state.sessions.iter_mut().find(|x| x.container_id == id) {
-                        x.status = SessionStatus::Error;
-                        x.error = msg;
-                        if let Some(url) = fresh_url {
-                            x.authorize_url = url;
-                        }
+                // A racing submission may have activated the box meanwhile (this code then
+                // failed as "already activated"): a ready session is never turned back.
+                let now_ready = self.store.update(|state| {
+                    let x = state.sessions.iter_mut().find(|x| x.container_id == id)?;
+                    if x.status == SessionStatus::Ready {
+                        return Some(x.clone());
                     }
+                    x.status = SessionStatus::Error;
+                    x.error = msg;
+                    if let Some(url) = fresh_url {
+                        x.authorize_url = url;
+                    }
+                    None
                 })?;
+                if let Some(ready) = now_ready {
+                    return Ok(Some(Self::already_ready(&ready)));
+                }
                 let mut page = Self::page_of(&s, PageState::Error { message }, None);
                 if let Some(url) = fresh {
                     page.authorize_url = url;

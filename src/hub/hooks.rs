@@ -15,6 +15,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -24,6 +25,13 @@ use crate::boxes::InjectFile;
 
 /// Cap on what a hook may print on stdout.
 pub const MAX_HOOK_OUTPUT: u64 = 8 << 20;
+/// Cap on the files all hooks together inject into one box: they travel inside one create
+/// message (base64 in JSON) that must stay well under the cluster's 64 MiB message cap, or the
+/// spoke would drop its whole connection.
+pub const MAX_HOOK_FILES_BYTES: usize = 16 << 20;
+/// Cap on the opaque `state` one hook returns: it is kept in the hub's state file with the
+/// session, and that file is rewritten whole on every change.
+pub const MAX_HOOK_STATE_BYTES: usize = 64 << 10;
 /// Cap on the stderr kept for an error message.
 const MAX_HOOK_STDERR: u64 = 4096;
 /// How often a running hook is polled for exit.
@@ -41,6 +49,14 @@ pub enum HookError {
     },
     /// It ran longer than the timeout and was killed.
     Timeout {
+        /// The hook.
+        path: PathBuf,
+        /// The limit.
+        after: Duration,
+    },
+    /// It exited, but a process it started still held its stdout or stderr open when the
+    /// timeout ran out, so its answer cannot be known to be complete.
+    PipesHeld {
         /// The hook.
         path: PathBuf,
         /// The limit.
@@ -75,6 +91,12 @@ impl fmt::Display for HookError {
                 "{}: did not finish within {}s and was killed",
                 path.display(),
                 after.as_secs()
+            ),
+            HookError::PipesHeld { path, after } => write!(
+                f,
+                "{}: exited, but a process it started still held its stdout or stderr open after {}s; redirect that process's output (e.g. >/dev/null 2>&1)",
+                path.display(),
+                after.as_secs_f32()
             ),
             HookError::Failed {
                 path,
@@ -180,6 +202,19 @@ impl Hooks {
             match answer {
                 Ok((mut f, state)) => {
                     files.append(&mut f);
+                    let total: usize = files.iter().map(|f| f.content.len()).sum();
+                    if total > MAX_HOOK_FILES_BYTES {
+                        if let Some(state) = state {
+                            states.insert(path.display().to_string(), state);
+                        }
+                        self.destroy(b.box_id, b.spoke, "", Some(&Value::Object(states)));
+                        return Err(HookError::BadOutput {
+                            path: path.clone(),
+                            reason: format!(
+                                "the hooks' files together hold more than {MAX_HOOK_FILES_BYTES} bytes"
+                            ),
+                        });
+                    }
                     if let Some(state) = state {
                         states.insert(path.display().to_string(), state);
                     }
@@ -257,7 +292,17 @@ fn parse_create(path: &Path, stdout: &[u8]) -> Result<(Vec<InjectFile>, Option<V
         file.validate().map_err(|e| bad(e.to_string()))?;
         files.push(file);
     }
-    Ok((files, answer.state.filter(|s| !s.is_null())))
+    let state = answer.state.filter(|s| !s.is_null());
+    if let Some(state) = &state {
+        // Stored in the hub's state file with the session, which every change rewrites.
+        let size = serde_json::to_vec(state).map_or(usize::MAX, |v| v.len());
+        if size > MAX_HOOK_STATE_BYTES {
+            return Err(bad(format!(
+                "its state is larger than {MAX_HOOK_STATE_BYTES} bytes; keep only an id or a path there"
+            )));
+        }
+    }
+    Ok((files, state))
 }
 
 /// Runs one hook with `request` on stdin; returns its stdout.
@@ -265,7 +310,9 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
     let mut child = spawn(path, event)?;
     let input = serde_json::to_vec(request).expect("a json! value always serializes");
     let mut stdin = child.stdin.take();
-    // Each helper owns one pipe end and finishes when the pipe closes (child exit or kill).
+    // Each helper owns one pipe end and finishes when the pipe closes (child exit or kill, or
+    // the exit of whatever process the hook left holding it). Nobody waits for the writer: a
+    // process that inherited stdin and never reads it must not stall the hub.
     let writer = std::thread::Builder::new()
         .name("hook-stdin".into())
         .spawn(move || {
@@ -274,10 +321,16 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
                 let _ = stdin.write_all(&input);
             }
         });
+    if let Err(e) = writer {
+        log::warn!(
+            "hook {}: cannot start the stdin writer: {e}",
+            path.display()
+        );
+    }
     let stdout = child
         .stdout
         .take()
-        .map(|p| reader("hook-stdout", p, MAX_HOOK_OUTPUT));
+        .map(|p| reader("hook-stdout", p, MAX_HOOK_OUTPUT + 1));
     let stderr = child
         .stderr
         .take()
@@ -304,18 +357,31 @@ fn run(path: &Path, event: &str, request: &Value, timeout: Duration) -> Result<V
         }
     };
     // After a timeout a grandchild may still hold the pipes open: leave the helper threads to
-    // end when it does, rather than waiting for it here.
+    // end when it does, rather than waiting for it here. After an exit, wait for the pipes to
+    // close only until the same deadline (a hook may leave a process behind that inherited them).
     let status = status?;
-    if let Ok(handle) = writer {
-        let _ = handle.join();
-    }
-    let out = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
-    let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let collect = |pipe: Option<mpsc::Receiver<Vec<u8>>>| match pipe {
+        None => Ok(Vec::new()),
+        Some(rx) => rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| HookError::PipesHeld {
+                path: path.to_path_buf(),
+                after: timeout,
+            }),
+    };
+    let out = collect(stdout)?;
+    let err = collect(stderr)?;
     if !status.success() {
         return Err(HookError::Failed {
             path: path.to_path_buf(),
             status: status.to_string(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
+        });
+    }
+    if out.len() as u64 > MAX_HOOK_OUTPUT {
+        return Err(HookError::BadOutput {
+            path: path.to_path_buf(),
+            reason: format!("it printed more than {MAX_HOOK_OUTPUT} bytes"),
         });
     }
     Ok(out)
@@ -351,11 +417,11 @@ fn spawn(path: &Path, event: &str) -> Result<std::process::Child, HookError> {
     }
 }
 
-fn reader(
-    name: &str,
-    pipe: impl Read + Send + 'static,
-    cap: u64,
-) -> std::thread::JoinHandle<Vec<u8>> {
+/// Reads `pipe` (at most `cap` bytes kept, the rest drained) on its own thread; what it read
+/// arrives on the returned channel once the pipe closes.
+fn reader(name: &str, pipe: impl Read + Send + 'static, cap: u64) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let fallback = tx.clone();
     let spawn = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -364,13 +430,14 @@ fn reader(
             let _ = limited.read_to_end(&mut buf);
             // Drain the rest so the child never blocks on a full pipe.
             let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
-            buf
+            let _ = tx.send(buf);
         });
-    match spawn {
-        Ok(handle) => handle,
-        // Cannot start a thread: answer empty output from a thread that surely starts.
-        Err(_) => std::thread::spawn(Vec::new),
+    if let Err(e) = spawn {
+        // The pipe went down with the closure: the hook sees it closed; answer empty output.
+        log::warn!("hook: cannot start the {name} reader: {e}");
+        let _ = fallback.send(Vec::new());
     }
+    rx
 }
 
 #[cfg(test)]
@@ -448,6 +515,36 @@ mod tests {
     }
 
     #[test]
+    fn a_process_left_holding_the_hooks_stdout_does_not_stall_the_create() {
+        // The hook answers and exits, but the background `sleep` inherited its stdout.
+        let hook = script("daemon.sh", "sleep 30 & echo '{}'");
+        let hooks = Hooks::new(vec![hook], Duration::from_millis(300));
+        let err = hooks.create(&hb()).expect_err("pipes held open");
+        assert!(matches!(err, HookError::PipesHeld { .. }), "{err}");
+        assert!(err.to_string().contains("redirect"), "{err}");
+    }
+
+    #[test]
+    fn hooks_files_together_may_not_outgrow_one_create_message() {
+        // Each answer is under the per-hook cap; together they are not.
+        let body = "printf '{\"files\":[{\"path\":\"/x\",\"content\":\"'; \
+                    head -c 7000000 /dev/zero | tr '\\0' a; printf '\"}]}'";
+        let hooks: Vec<PathBuf> = (0..3)
+            .map(|i| script(&format!("big{i}.sh"), body))
+            .collect();
+        let one = Hooks::new(hooks[..1].to_vec(), Duration::from_secs(20));
+        assert_eq!(
+            one.create(&hb()).expect("one is fine").0[0].content.len(),
+            7_000_000
+        );
+        let err = match Hooks::new(hooks, Duration::from_secs(20)).create(&hb()) {
+            Ok(_) => panic!("three are too much, yet accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("more than 16777216 bytes"), "{err}");
+    }
+
+    #[test]
     fn bad_answers_are_named() {
         for (name, body, want) in [
             ("garbage.sh", "echo not-json", "not a JSON object"),
@@ -455,6 +552,16 @@ mod tests {
                 "mode.sh",
                 r#"echo '{"files":[{"path":"/x","mode":"9z"}]}'"#,
                 "not octal",
+            ),
+            (
+                "huge.sh",
+                "head -c 9000000 /dev/zero | tr '\\0' ' '; echo '{}'",
+                "printed more than 8388608 bytes",
+            ),
+            (
+                "state.sh",
+                "printf '{\"state\":\"'; head -c 100000 /dev/zero | tr '\\0' s; printf '\"}'",
+                "state is larger than 65536 bytes",
             ),
             (
                 "path.sh",

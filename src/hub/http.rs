@@ -282,15 +282,25 @@ fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 fn serve(front: &Front, mut request: Request) {
     let path = request.url().split('?').next().unwrap_or("").to_string();
     let reply = route(front, &mut request, &path);
-    // Never log /auth/<token>: the path is a secret.
-    let shown = if path.starts_with("/auth/") {
-        "/auth/…"
-    } else {
-        path.as_str()
-    };
-    log::debug!("{} {shown} -> {}", request.method(), reply.status);
+    log::debug!(
+        "{} {} -> {}",
+        request.method(),
+        loggable_path(&path),
+        reply.status
+    );
     if let Err(e) = request.respond(reply.into_response()) {
         log::debug!("http: writing the response: {e}");
+    }
+}
+
+/// The request path as a log line may show it: the fixed routes as they are, anything else
+/// masked. An activation path is a secret, and so is a token pasted into a mistyped path
+/// (`//auth/<token>`, `/auth/<token>/`), which is answered 404 but would still be logged.
+fn loggable_path(path: &str) -> &str {
+    match path {
+        "/mcp" | "/" | "/healthz" | "/metrics" | "/favicon.svg" | "/favicon.ico" => path,
+        p if p.starts_with("/auth/") => "/auth/…",
+        _ => "(other path)",
     }
 }
 
@@ -584,6 +594,22 @@ mod tests {
         assert_eq!(form_value("a=1", "code"), None);
         assert_eq!(form_value("code=%zz%4", "code").as_deref(), Some("%zz%4"));
         assert_eq!(form_value("c%6fde=%E2%9C%93", "code").as_deref(), Some("✓"));
+    }
+
+    #[test]
+    fn no_path_that_may_hold_a_page_token_is_logged() {
+        let token = "ab".repeat(32);
+        for path in [
+            format!("/auth/{token}"),
+            format!("//auth/{token}"),
+            format!("/x/auth/{token}"),
+            format!("/{token}"),
+        ] {
+            let shown = loggable_path(&path);
+            assert!(!shown.contains(&token), "{path} logged as {shown}");
+        }
+        assert_eq!(loggable_path("/mcp"), "/mcp");
+        assert_eq!(loggable_path("/healthz"), "/healthz");
     }
 
     #[test]

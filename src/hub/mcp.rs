@@ -417,6 +417,22 @@ fn modern_call(
             format!("invalid params: _meta[\"{META_VERSION}\"] is required"),
         ));
     };
+    let mismatch = |what: &str| {
+        fail(
+            400,
+            code::HEADER_MISMATCH,
+            format!("header mismatch: {what}"),
+        )
+    };
+    // Header and body disagreeing is the problem to name, even when one of them is a version
+    // this server speaks only in the handshake era.
+    if let (Some(h), Some(m)) = (headers.protocol_version, meta_version)
+        && h != m
+    {
+        return Err(mismatch(&format!(
+            "MCP-Protocol-Version {h:?} differs from the body's {m:?}"
+        )));
+    }
     if version != MODERN_VERSION {
         let mut f = fail(
             400,
@@ -426,21 +442,8 @@ fn modern_call(
         f.data = Some(json!({"supported": all_versions(), "requested": version}));
         return Err(f);
     }
-    let mismatch = |what: &str| {
-        fail(
-            400,
-            code::HEADER_MISMATCH,
-            format!("header mismatch: {what}"),
-        )
-    };
-    match headers.protocol_version {
-        Some(h) if Some(h) == meta_version || meta_version.is_none() => {}
-        Some(h) => {
-            return Err(mismatch(&format!(
-                "MCP-Protocol-Version {h:?} differs from the body's {version:?}"
-            )));
-        }
-        None => return Err(mismatch("MCP-Protocol-Version header is missing")),
+    if headers.protocol_version.is_none() {
+        return Err(mismatch("MCP-Protocol-Version header is missing"));
     }
     if meta_version.is_none() {
         return Err(mismatch(&format!(
@@ -474,9 +477,14 @@ fn modern_call(
             match (headers.name, name) {
                 (Some(h), Some(n)) if h == n => {}
                 (None, _) => return Err(mismatch("Mcp-Name header is missing")),
-                (Some(h), n) => {
+                (Some(h), Some(n)) => {
                     return Err(mismatch(&format!(
                         "Mcp-Name {h:?} differs from the body's {n:?}"
+                    )));
+                }
+                (Some(h), None) => {
+                    return Err(mismatch(&format!(
+                        "Mcp-Name is {h:?} but the body names no tool (params.name)"
                     )));
                 }
             }
@@ -819,6 +827,22 @@ mod tests {
                 code::HEADER_MISMATCH,
             ),
         ];
+        // The body names a handshake-era version, the header the stateless one: a mismatch,
+        // not an "unsupported" version (the server does speak 2025-11-25).
+        let r = run(
+            &modern_body("tools/list", "2025-11-25", ""),
+            modern_headers("tools/list", None),
+        );
+        assert_eq!((r.status, error_code(&r)), (400, code::HEADER_MISMATCH));
+        let r = run(
+            &modern_body("tools/call", MODERN_VERSION, ""),
+            modern_headers("tools/call", Some("echo")),
+        );
+        let message = r.body.expect("body")["error"]["message"].to_string();
+        assert!(
+            message.contains("names no tool") && !message.contains("None"),
+            "{message}"
+        );
         for (headers, what, want) in cases {
             let r = run(&list, headers);
             assert_eq!((r.status, error_code(&r)), (400, want), "{what}");
@@ -865,5 +889,197 @@ mod tests {
             modern_headers("ping", None),
         );
         assert_eq!((r.status, error_code(&r)), (404, code::METHOD_NOT_FOUND));
+    }
+
+    /// A small seeded generator (xorshift64*), so a failure names its seed and replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn one_in(&mut self, n: u64) -> bool {
+            self.next().is_multiple_of(n)
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[(self.next() % items.len() as u64) as usize]
+        }
+    }
+
+    fn any_value(rng: &mut Rng, depth: u32) -> Value {
+        let scalars = [
+            json!(null),
+            json!(true),
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(""),
+            json!("2.0"),
+            json!("tools/call"),
+            json!("echo"),
+            json!(MODERN_VERSION),
+            json!("2025-03-26"),
+            json!("é\u{0}\u{fffd}"),
+        ];
+        match rng.next() % 8 {
+            0 if depth < 4 => Value::Array(
+                (0..rng.next() % 4)
+                    .map(|_| any_value(rng, depth + 1))
+                    .collect(),
+            ),
+            1 | 2 if depth < 4 => {
+                let keys = [
+                    "jsonrpc",
+                    "id",
+                    "method",
+                    "params",
+                    "name",
+                    "arguments",
+                    "_meta",
+                    META_VERSION,
+                    "protocolVersion",
+                    "result",
+                    "error",
+                    "fail",
+                ];
+                let mut map = Map::new();
+                for _ in 0..rng.next() % 6 {
+                    map.insert(rng.pick(&keys).to_string(), any_value(rng, depth + 1));
+                }
+                Value::Object(map)
+            }
+            _ => rng.pick(&scalars).clone(),
+        }
+    }
+
+    /// A message that is usually close to valid, so the deeper branches are reached too.
+    fn near_valid(rng: &mut Rng) -> Value {
+        let methods = [
+            "initialize",
+            "ping",
+            "tools/list",
+            "tools/call",
+            "server/discover",
+            "nope",
+        ];
+        let mut msg = json!({"jsonrpc": "2.0", "method": *rng.pick(&methods)});
+        if !rng.one_in(4) {
+            msg["id"] = any_value(rng, 3);
+        }
+        let mut params = json!({"name": "echo", "arguments": any_value(rng, 2)});
+        if rng.one_in(2) {
+            params["_meta"] = json!({META_VERSION: any_value(rng, 3)});
+        }
+        msg["params"] = if rng.one_in(5) {
+            any_value(rng, 1)
+        } else {
+            params
+        };
+        if rng.one_in(6) {
+            msg.as_object_mut()
+                .expect("object")
+                .remove(*rng.pick(&["jsonrpc", "method"]));
+        }
+        msg
+    }
+
+    #[test]
+    fn random_messages_get_well_formed_answers_and_never_panic() {
+        let versions = [
+            None,
+            Some(MODERN_VERSION),
+            Some("2025-03-26"),
+            Some("2025-06-18"),
+            Some("x"),
+        ];
+        let methods = [
+            None,
+            Some("tools/call"),
+            Some("tools/list"),
+            Some("server/discover"),
+        ];
+        for seed in 1..=3000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let value = match rng.next() % 4 {
+                0 => any_value(&mut rng, 0),
+                1 => Value::Array((0..rng.next() % 4).map(|_| near_valid(&mut rng)).collect()),
+                _ => near_valid(&mut rng),
+            };
+            let mut body = value.to_string().into_bytes();
+            if rng.one_in(5) && !body.is_empty() {
+                // Byte damage: a cut, or a flipped byte.
+                let at = (rng.next() % body.len() as u64) as usize;
+                if rng.one_in(2) {
+                    body.truncate(at);
+                } else {
+                    body[at] ^= (rng.next() % 255 + 1) as u8;
+                }
+            }
+            let headers = McpHeaders {
+                protocol_version: *rng.pick(&versions),
+                method: *rng.pick(&methods),
+                name: *rng.pick(&[None, Some("echo"), Some("other")]),
+            };
+            let reply = handle(&body, &headers, &Echo, &info());
+            let shown = String::from_utf8_lossy(&body);
+            assert!(
+                [200, 202, 400, 404].contains(&reply.status),
+                "seed {seed}: status {} for {shown}",
+                reply.status
+            );
+            let Some(answer) = reply.body else {
+                assert_eq!(reply.status, 202, "seed {seed}: no body for {shown}");
+                continue;
+            };
+            let answers = match answer {
+                Value::Array(items) => items,
+                one => vec![one],
+            };
+            for a in answers {
+                assert_eq!(a["jsonrpc"], "2.0", "seed {seed}: {a} for {shown}");
+                assert!(
+                    a.get("result").is_some() != a.get("error").is_some(),
+                    "seed {seed}: {a}"
+                );
+                if let Some(id) = a.get("id") {
+                    assert!(valid_id(id), "seed {seed}: id {id} echoed for {shown}");
+                }
+                if let Some(e) = a.get("error") {
+                    assert!(
+                        e["code"].is_i64() && e["message"].is_string(),
+                        "seed {seed}: {a}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_is_a_parse_error_not_a_stack_overflow() {
+        for depth in [200usize, 100_000] {
+            let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(
+                error_code(&legacy(&body)),
+                code::PARSE_ERROR,
+                "depth {depth}"
+            );
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"a":{}1{}}}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            assert_eq!(
+                error_code(&legacy(&body)),
+                code::PARSE_ERROR,
+                "depth {depth}"
+            );
+        }
     }
 }

@@ -36,7 +36,7 @@ use crate::boxes::BoxError;
 use crate::cluster::SpokeDirectory;
 use crate::store::{Store, StoreError};
 
-pub use activation::{ActivationPage, MAX_CODE_LEN, PageState};
+pub use activation::{ActivationPage, PageState};
 pub use sessions::{BoxView, CreateRequest, ListView, ListedBox, SpokeFailure};
 pub use upkeep::forget_reaped;
 
@@ -222,8 +222,9 @@ const MAX_CODES_PER_BOX: usize = 8;
 struct Volatile {
     /// Box ids (lowercase) whose create is in flight: reserves the id hub-wide.
     creating: HashSet<String>,
-    /// Container ids with an activation in flight.
-    activating: HashSet<String>,
+    /// Container ids with an activation in flight, and the spoke of each (the reaper leaves
+    /// those spokes alone meanwhile).
+    activating: HashMap<String, String>,
     /// Page tokens handed out by this process, by container id, so `get_llmbox` can repeat the
     /// link. After a restart a fresh token is minted instead (the old link keeps working).
     tokens: HashMap<String, String>,

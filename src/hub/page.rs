@@ -70,16 +70,30 @@ fn document(title: &str, body: &str) -> String {
     )
 }
 
+/// True for a link that may become an `href`: http(s) only. The sign-in and session links come
+/// from a spoke and from a box's output; a `javascript:` or `data:` link must not be clickable
+/// on this origin (the CSP would block scripts too; this does not rely on it).
+fn is_web_link(url: &str) -> bool {
+    let lower = url.trim_start().to_ascii_lowercase();
+    lower.starts_with("https://") || lower.starts_with("http://")
+}
+
 fn signin_and_form(authorize_url: &str) -> String {
+    let signin = if is_web_link(authorize_url) {
+        format!(
+            "<a id=\"signin\" class=\"button\" href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">Sign in with Claude</a>",
+            escape(authorize_url)
+        )
+    } else {
+        "<span id=\"signin\">(the box gave no usable sign-in link; ask for a new box)</span>".into()
+    };
     format!(
-        "<ol><li>Sign in with your own Claude account: \
-<a id=\"signin\" class=\"button\" href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">Sign in with Claude</a></li>\
+        "<ol><li>Sign in with your own Claude account: {signin}</li>\
 <li>Copy the code shown after signing in and paste it below.</li></ol>\
 <form method=\"post\" id=\"activate\"><label for=\"code\">Code</label>\
 <input name=\"code\" id=\"code\" type=\"text\" autocomplete=\"off\" autocapitalize=\"off\" autocorrect=\"off\" spellcheck=\"false\" inputmode=\"text\">\
 <button id=\"activate-button\" type=\"submit\">Activate</button></form>\
-<p class=\"muted\">The code goes straight to your box; it is never shown to the chatbot.</p>",
-        escape(authorize_url)
+<p class=\"muted\">The code goes straight to your box; it is never shown to the chatbot.</p>"
     )
 }
 
@@ -105,10 +119,17 @@ pub fn render(page: &ActivationPage) -> String {
         ));
     }
     match &page.state {
-        PageState::Ready { session_url } => {
+        PageState::Ready { session_url } if is_web_link(session_url) => {
             body.push_str(&format!(
                 "<p id=\"ready\" role=\"status\">Your box is ready. Continue in Claude:</p>\
 <p><a id=\"session-url\" href=\"{0}\" target=\"_blank\" rel=\"noopener noreferrer\">{0}</a></p>",
+                escape(session_url)
+            ));
+        }
+        PageState::Ready { session_url } => {
+            body.push_str(&format!(
+                "<p id=\"ready\" role=\"status\">Your box is ready. Its session link:</p>\
+<p id=\"session-url\">{}</p>",
                 escape(session_url)
             ));
         }
@@ -213,6 +234,28 @@ mod tests {
         }));
         assert!(html.contains("<a id=\"session-url\" href=\"https://claude.ai/code/session_1\""));
         assert!(!html.contains("id=\"activate\"") && !html.contains("id=\"signin\""));
+    }
+
+    #[test]
+    fn links_that_are_not_web_addresses_are_never_clickable() {
+        // The only href left is the favicon's.
+        let hrefs = |html: &str| html.matches("href=").count();
+        assert_eq!(hrefs(&render(&page(PageState::Pending))), 2, "control");
+        for bad in [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "data:text/html,x",
+        ] {
+            let mut p = page(PageState::Pending);
+            p.authorize_url = bad.into();
+            let html = render(&p);
+            assert_eq!(hrefs(&html), 1, "{html}");
+            assert!(html.contains("id=\"activate\""), "the form stays: {html}");
+            let html = render(&page(PageState::Ready {
+                session_url: bad.into(),
+            }));
+            assert_eq!(hrefs(&html), 1, "{html}");
+        }
     }
 
     #[test]

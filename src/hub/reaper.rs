@@ -1,5 +1,7 @@
 //! The reaper thread: every `--reap-interval`, one [`Hub::reap_once`] pass (pending boxes older
-//! than `--auth-ttl` are removed on every connected spoke and their sessions dropped).
+//! than `--auth-ttl` are removed on every connected spoke and their sessions dropped), then one
+//! [`Hub::reconcile`] pass (sessions whose boxes vanished, e.g. while their spoke was away when
+//! the hub started, are dropped once the spoke answers again).
 //!
 //! Thread: `hub-reaper`, owned by [`Reaper`]; it ends when the [`Reaper`] is stopped or
 //! dropped (its stop channel closes).
@@ -35,6 +37,9 @@ impl Reaper {
                     match stopped.recv_timeout(interval) {
                         Err(RecvTimeoutError::Timeout) => {
                             hub.reap_once();
+                            // Sessions kept at start because their spoke was away are checked
+                            // again once it is back.
+                            hub.reconcile();
                         }
                         _ => return,
                     }

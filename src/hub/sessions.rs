@@ -358,8 +358,13 @@ impl Hub {
             )));
         }
         let _reservation = Reservation { hub: self, key };
-        if self.session_by_box(&req.box_id)?.is_some() {
-            return Err(HubError::DuplicateBoxId(req.box_id));
+        if let Some(s) = self.session_by_box(&req.box_id)? {
+            if !self.box_is_gone(&s) {
+                return Err(HubError::DuplicateBoxId(req.box_id));
+            }
+            // Its box vanished while its spoke was away (a restart's reconcile keeps such
+            // sessions): the id is free again.
+            self.drop_sessions(|x| x.container_id == s.container_id);
         }
         let (existing, _) = self.fan_out();
         if existing
@@ -448,14 +453,11 @@ impl Hub {
     /// Bad or unknown box id, its spoke away, the state file.
     pub fn get_box(&self, box_id: &str) -> Result<BoxView, HubError> {
         let found = self.locate(box_id)?;
-        let manager = self.manager(&found.spoke)?;
+        // Its spoke must be up: a box on an away spoke is reported as such.
+        self.manager(&found.spoke)?;
         if let Some(s) = found.session {
             // A box removed behind the hub's back (reaped, `docker rm`) loses its session here.
-            if let Ok(list) = self.verb("list", || manager.list())
-                && !list.iter().any(|b| {
-                    !b.container_id.is_empty() && s.container_id.starts_with(&b.container_id)
-                })
-            {
+            if self.box_is_gone(&s) {
                 self.drop_sessions(|x| x.container_id == s.container_id);
                 return Err(HubError::BoxGone {
                     box_id: s.box_id.clone(),
@@ -481,6 +483,18 @@ impl Hub {
                 Phase::Ready => "The box is ready; use exec_llmbox and get_llmbox_logs.".into(),
                 Phase::Pending => "This box was not created through this hub, so it has no activation page here; destroy it and create a new one.".into(),
             },
+        })
+    }
+
+    /// True only when the session's spoke is connected and answered a `list` without its box.
+    pub(super) fn box_is_gone(&self, s: &Session) -> bool {
+        let Some(manager) = self.spokes.get(&s.spoke) else {
+            return false;
+        };
+        self.verb("list", || manager.list()).is_ok_and(|list| {
+            !list
+                .iter()
+                .any(|b| !b.container_id.is_empty() && s.container_id.starts_with(&b.container_id))
         })
     }
 

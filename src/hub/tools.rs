@@ -42,6 +42,9 @@ pub fn outcome<T: Serialize>(tool: &str, result: Result<T, HubError>) -> ToolOut
 }
 
 fn error_outcome(tool: &str, message: &str) -> ToolOutcome {
+    // Error text can carry a spoke's or a box's own words (a remote spoke, a hook's stderr): a
+    // sign-in link in it must not reach the model, nor the log.
+    let message = &super::redact::scrub(message, &[], &[]);
     log::info!("tool {tool} failed: {message}");
     ToolOutcome {
         structured: json!({"error": message}),
@@ -91,6 +94,10 @@ impl<'a> Args<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
             Some(Value::Number(n)) if n.is_u64() => Ok(Some(i64::MAX)),
+            // "must be an integer, not a number" would read as nonsense for 1.5.
+            Some(Value::Number(n)) => Err(HubError::InvalidArgument(format!(
+                "{key} must be a whole number, not {n}"
+            ))),
             Some(other) => Err(HubError::InvalidArgument(format!(
                 "{key} must be an integer, not {}",
                 kind(other)
@@ -321,4 +328,49 @@ pub fn definitions() -> Vec<Value> {
             json!({"readOnlyHint": false, "destructiveHint": true, "idempotentHint": false, "openWorldHint": true}),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boxes::BoxError;
+
+    #[test]
+    fn a_fractional_number_is_named_as_such() {
+        let map = json!({"tail": 1.5});
+        let args = Args::new(map.as_object().expect("object"), &["tail"]).expect("args");
+        let err = args.integer("tail").expect_err("not whole").to_string();
+        assert_eq!(
+            err,
+            "invalid argument: tail must be a whole number, not 1.5"
+        );
+        let map = json!({"tail": "5"});
+        let args = Args::new(map.as_object().expect("object"), &["tail"]).expect("args");
+        let err = args.integer("tail").expect_err("a string").to_string();
+        assert_eq!(
+            err,
+            "invalid argument: tail must be an integer, not a string"
+        );
+    }
+
+    #[test]
+    fn a_sign_in_link_in_a_spokes_error_never_reaches_the_tool_output() {
+        let err = HubError::Verb {
+            op: "create",
+            box_id: "web".into(),
+            spoke: "edge".into(),
+            source: BoxError::Box(
+                "box printed https://claude.com/cai/oauth/authorize?code_challenge=x&state=y then died"
+                    .into(),
+            ),
+        };
+        let out = outcome::<Value>("create_llmbox", Err(err));
+        assert!(out.is_error);
+        let shown = format!("{} {}", out.text, out.structured);
+        assert!(!shown.contains("oauth/authorize"), "{shown}");
+        assert!(
+            shown.contains("then died") && shown.contains("spoke \"edge\""),
+            "{shown}"
+        );
+    }
 }

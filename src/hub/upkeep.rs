@@ -59,7 +59,7 @@ impl Hub {
         removed.len()
     }
 
-    /// At start: drops the sessions whose box is gone from a reachable spoke; sessions on a
+    /// At start and after each reaper pass: drops the sessions whose box is gone from a reachable spoke; sessions on a
     /// spoke that is away (or fails to list) are kept. Returns how many were dropped.
     pub fn reconcile(&self) -> usize {
         let sessions = match self.store.load() {
@@ -101,11 +101,22 @@ impl Hub {
         n
     }
 
-    /// One reaper pass: `reap` with `--auth-ttl` on every connected spoke, then drop the
-    /// sessions of what was reaped. Returns how many boxes were reaped.
+    /// One reaper pass: `reap` with `--auth-ttl` on every connected spoke (except spokes where
+    /// an activation is running: their turn is the next pass), then drop the sessions of what
+    /// was reaped. Returns how many boxes were reaped.
     pub fn reap_once(&self) -> usize {
         let mut reaped: Vec<(String, String)> = Vec::new();
+        let activating: Vec<String> = self.volatile().activating.values().cloned().collect();
         for status in self.spokes.statuses().into_iter().filter(|s| s.connected) {
+            // A person may be typing the code of a box that just reached its TTL: reaping
+            // under them would turn a good code into an error. The spoke's turn comes next pass.
+            if activating.contains(&status.name) {
+                log::debug!(
+                    "reaping on spoke {:?} deferred: an activation is running there",
+                    status.name
+                );
+                continue;
+            }
             let Some(manager) = self.spokes.get(&status.name) else {
                 continue;
             };
