@@ -58,7 +58,13 @@ impl JoinTokenRecord {
     /// The token's public handle for `token list` / `token revoke --id`: the first 12 hex
     /// characters of its hash (reveals nothing of the token).
     pub fn id(&self) -> &str {
-        &self.hash[..self.hash.len().min(12)]
+        // The file may have been edited by hand: never slice inside a character.
+        let end = self
+            .hash
+            .char_indices()
+            .nth(12)
+            .map_or(self.hash.len(), |(i, _)| i);
+        &self.hash[..end]
     }
 }
 
@@ -454,6 +460,23 @@ mod tests {
         assert_eq!(
             fs::read(&path).expect("read"),
             br#"{"version":1,"surprise":true}"#
+        );
+    }
+
+    #[test]
+    fn a_token_id_is_twelve_characters_even_of_a_hand_edited_hash() {
+        let rec = |hash: &str| JoinTokenRecord {
+            hash: hash.into(),
+            name: "e".into(),
+            created: 0,
+            expires: 0,
+        };
+        assert_eq!(rec(&"ab".repeat(32)).id(), "abababababab");
+        assert_eq!(rec("abc").id(), "abc");
+        assert_eq!(rec("aéééééééé").id(), "aéééééééé");
+        assert_eq!(
+            rec(&format!("a{}", "é".repeat(20))).id(),
+            format!("a{}", "é".repeat(11))
         );
     }
 
