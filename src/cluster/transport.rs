@@ -255,7 +255,8 @@ pub fn pump<S: Read + Write>(
     if let Err(e) = set_timeout(tick) {
         return End::Closed(format!("set read timeout: {e}"));
     }
-    let dead_after = heartbeat * MISSED_HEARTBEATS;
+    // `--heartbeat` is any duration the operator typed: saturate instead of overflowing.
+    let dead_after = heartbeat.saturating_mul(MISSED_HEARTBEATS);
     let mut last_in = Instant::now();
     let mut last_ping = Instant::now();
     loop {
@@ -329,4 +330,38 @@ pub fn pump<S: Read + Write>(
 /// Sends one frame's JSON as a text message through `tx`; false when the connection is gone.
 pub fn send_text(tx: &Sender<Outgoing>, text: String) -> bool {
     tx.send(Outgoing::Msg(Message::text(text))).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_huge_heartbeat_neither_panics_nor_hides_the_peers_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        let mut peer = WebSocket::from_raw_socket(theirs, Role::Client, None);
+        peer.send(Message::text("hi")).expect("text");
+        peer.send(Message::Close(None)).expect("close");
+        let control = ours.try_clone().expect("clone");
+        let mut ws = WebSocket::from_raw_socket(ours, Role::Server, Some(ws_config()));
+        let (tx, _rx) = mpsc::channel();
+        let mut seen = Vec::new();
+        let end = pump(
+            &mut ws,
+            &tx,
+            None,
+            Duration::MAX,
+            &|d| control.set_read_timeout(Some(d)),
+            &mut |t| {
+                seen.push(t.to_string());
+                Flow::Continue
+            },
+        );
+        assert!(matches!(end, End::Closed(_)), "{end:?}");
+        assert_eq!(seen, ["hi"]);
+    }
 }
