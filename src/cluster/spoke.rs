@@ -24,12 +24,14 @@ use tungstenite::{Connector, WebSocket};
 
 use crate::boxes::BoxManager;
 use crate::util::fsutil::{check_dir_writable, write_atomic_0600};
+use crate::util::secret::is_hex_64;
 
 use super::ClusterError;
 use super::dial::dial;
 pub use super::dial::{BACKOFF_MAX, BACKOFF_MIN, Backoff, parse_hub_url, tls_config};
 use super::proto::{EnrollPayload, Frame, Kind, WelcomePayload, to_value};
 use super::serve::{self, Policy};
+use super::tokens::validate_spoke_name;
 use super::transport::{self, End, Flow, Outgoing, SplitStream, pump, ws_config};
 use super::workers::{Pool, Refused};
 
@@ -338,6 +340,7 @@ fn connect_once(
     }
     let set_timeout = |d: Duration| control.set_read_timeout(Some(d));
     let (tx, rx) = mpsc::channel();
+    let expected_name = enroll.name.clone();
     let enroll_frame = Frame {
         payload: Some(to_value(&enroll)),
         ..Frame::new(Kind::Enroll)
@@ -346,6 +349,7 @@ fn connect_once(
     let mut session = Session {
         config,
         tx: tx.clone(),
+        expected_name,
         welcomed,
         manager,
         factory,
@@ -425,6 +429,8 @@ fn finish(session: &mut Session<'_>, end: End) -> Outcome {
 struct Session<'a> {
     config: &'a SpokeConfig,
     tx: Sender<Outgoing>,
+    /// The name this connection enrolled under (empty for a join token: the hub names it).
+    expected_name: String,
     welcomed: &'a mut dyn FnMut(Credentials),
     manager: &'a mut Option<Arc<dyn BoxManager>>,
     factory: ManagerFactory<'a>,
@@ -464,10 +470,20 @@ impl Session<'_> {
     }
 
     fn on_welcome(&mut self, frame: &Frame) -> Flow {
+        if self.served {
+            log::warn!("a second welcome from the hub ignored");
+            return Flow::Continue;
+        }
         let w: WelcomePayload = match frame.payload_as() {
             Ok(w) => w,
             Err(e) => return Flow::Stop(format!("bad welcome: {e}")),
         };
+        // The name becomes this host's box namespace (Docker labels) and the credential goes
+        // to disk: take neither from a hub that makes them up.
+        if let Err(why) = self.check_welcome(&w) {
+            self.outcome = Some(Outcome::Fatal(ClusterError::Protocol(why)));
+            return Flow::Stop("bad welcome".into());
+        }
         if !w.credential.is_empty() {
             let creds = Credentials {
                 name: w.name.clone(),
@@ -496,6 +512,26 @@ impl Session<'_> {
         log::info!("connected to the hub as {:?}", w.name);
         self.served = true;
         Flow::Continue
+    }
+
+    fn check_welcome(&self, w: &WelcomePayload) -> Result<(), String> {
+        if let Err(e) = validate_spoke_name(&w.name) {
+            return Err(format!(
+                "the hub welcomed this spoke under an invalid spoke name: {e}"
+            ));
+        }
+        if !self.expected_name.is_empty() && w.name != self.expected_name {
+            return Err(format!(
+                "the hub welcomed this spoke as {:?}, but it enrolled as {:?}",
+                w.name, self.expected_name
+            ));
+        }
+        if !w.credential.is_empty() && !is_hex_64(&w.credential) {
+            return Err(
+                "the hub's welcome carries a malformed credential (not 64 hex characters)".into(),
+            );
+        }
+        Ok(())
     }
 
     fn on_req(&mut self, frame: Frame) {

@@ -1,0 +1,208 @@
+//! Hostile or buggy peers over real loopback sockets: a spoke that sends frames of every wrong
+//! shape, answers with unknown ids or deeply nested JSON, and a hub that welcomes a spoke under a
+//! name it never asked for. The hub keeps the connection and keeps answering correct calls; the
+//! spoke keeps nothing a hub made up.
+
+#[path = "support/cluster.rs"]
+mod common;
+
+use std::net::TcpListener;
+use std::thread;
+use std::time::Duration;
+
+use common::{Hub, RawSpoke, Spoke, temp_dir, welcome_credential};
+use llmbox::cluster::ClusterError;
+use llmbox::cluster::spoke::SpokeConfig;
+
+const HB: Duration = Duration::from_secs(5);
+
+/// `[[[[…]]]]` nested `depth` deep: past serde_json's recursion limit, and deep enough to
+/// overflow a small thread stack if anything parsed it recursively without a limit.
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn deeply_nested_json_before_enrollment_is_rejected_and_the_hub_keeps_serving() {
+    let hub = Hub::start("nested-pre", HB);
+    let mut c = RawSpoke::connect(&hub);
+    c.send(&format!(
+        r#"{{"type":"enroll","payload":{{"join_token":{}}}}}"#,
+        nested(200_000)
+    ));
+    assert_eq!(c.next_text().as_deref(), Ok(common::REJECTED));
+    // The plane (and the process) are still up.
+    let mut ok = RawSpoke::connect(&hub);
+    welcome_credential(&ok.enroll_token(&hub.token("edge")).expect("welcome"));
+}
+
+#[test]
+fn junk_after_enrollment_is_ignored_and_correct_answers_still_land() {
+    let hub = Hub::start("junk", HB);
+    let mut raw = RawSpoke::connect(&hub);
+    welcome_credential(&raw.enroll_token(&hub.token("edge")).expect("welcome"));
+    let remote = hub.wait_connected("edge");
+    let caller = thread::spawn(move || remote.list());
+    let req = raw.next_text().expect("the hub's list request");
+    let id = serde_json::from_str::<serde_json::Value>(&req).expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    let junk = [
+        "not json".to_string(),
+        "{}".to_string(),
+        r#"{"type":"bogus","id":1}"#.to_string(),
+        r#"{"type":"enroll","payload":{"join_token":"x"}}"#.to_string(),
+        r#"{"type":"welcome","payload":{"name":"other"}}"#.to_string(),
+        r#"{"type":"req","id":7,"method":"list","payload":{}}"#.to_string(),
+        r#"{"type":"err","error":"enrollment rejected"}"#.to_string(),
+        r#"{"type":"resp","id":-1}"#.to_string(),
+        r#"{"type":"resp","id":18446744073709551615,"payload":{}}"#.to_string(),
+        format!(r#"{{"type":"resp","id":{},"payload":{{}}}}"#, id + 1000),
+        format!(
+            r#"{{"type":"resp","id":{},"payload":{}}}"#,
+            id + 2000,
+            nested(200_000)
+        ),
+        // A frame of the wrong direction carrying the waiting call's id.
+        format!(
+            r#"{{"type":"req","id":{id},"method":"list","payload":{}}}"#,
+            nested(100)
+        ),
+    ];
+    for j in &junk {
+        raw.send(j);
+    }
+    for _ in 0..1000 {
+        raw.send(r#"{"type":"resp","id":424242,"payload":{"boxes":[]}}"#);
+    }
+    raw.ws
+        .send(tungstenite::Message::Binary(vec![1, 2, 3].into()))
+        .expect("binary");
+    raw.send(&format!(
+        r#"{{"type":"resp","id":{id},"payload":{{"boxes":[]}}}}"#
+    ));
+    let boxes = caller.join().expect("join").expect("the real answer lands");
+    assert!(boxes.is_empty());
+    // The same connection survived all of it and serves the next call.
+    let remote = hub.wait_connected("edge");
+    let caller = thread::spawn(move || remote.logs("web", 5));
+    let req = raw.next_text().expect("the hub's logs request");
+    let id = serde_json::from_str::<serde_json::Value>(&req).expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    raw.send(&format!(
+        r#"{{"type":"resp","id":{id},"payload":{{"logs":"hi"}}}}"#
+    ));
+    assert_eq!(caller.join().expect("join").expect("logs"), "hi");
+}
+
+#[test]
+fn a_wrongly_shaped_answer_is_a_clear_error_for_that_call_only() {
+    let hub = Hub::start("shape", HB);
+    let mut raw = RawSpoke::connect(&hub);
+    welcome_credential(&raw.enroll_token(&hub.token("edge")).expect("welcome"));
+    let remote = hub.wait_connected("edge");
+    let answer = |raw: &mut RawSpoke, payload: &str| {
+        let req = raw.next_text().expect("request");
+        let id = serde_json::from_str::<serde_json::Value>(&req).expect("json")["id"]
+            .as_u64()
+            .expect("id");
+        raw.send(&format!(
+            r#"{{"type":"resp","id":{id},"payload":{payload}}}"#
+        ));
+    };
+    let r = std::sync::Arc::clone(&remote);
+    let call = thread::spawn(move || r.list());
+    answer(&mut raw, r#"{"boxes":"nope"}"#);
+    let err = call.join().expect("join").expect_err("bad shape");
+    assert!(
+        err.to_string()
+            .starts_with("spoke edge: bad answer to list"),
+        "{err}"
+    );
+    let r = std::sync::Arc::clone(&remote);
+    let call = thread::spawn(move || r.list());
+    answer(&mut raw, r#"{"boxes":[]}"#);
+    assert!(call.join().expect("join").expect("good answer").is_empty());
+}
+
+/// A fake hub that welcomes the first enroll with `welcome` and then idles.
+fn fake_hub(welcome: String) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let handle = thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut ws = tungstenite::accept(tcp).expect("upgrade");
+        let _enroll = ws.read().expect("enroll");
+        ws.send(tungstenite::Message::text(welcome))
+            .expect("welcome");
+        // Wait for the spoke to hang up.
+        while ws.read().is_ok() {}
+    });
+    (url, handle)
+}
+
+fn spoke_against(url: &str, tag: &str) -> (SpokeConfig, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    let creds = dir.join("creds.json");
+    let mut c = SpokeConfig::new(url);
+    c.token = Some("ab".repeat(32));
+    c.credentials = creds.clone();
+    c.heartbeat = HB;
+    c.backoff = (Duration::from_millis(50), Duration::from_millis(200));
+    (c, creds)
+}
+
+#[test]
+fn a_welcome_under_an_invalid_name_is_refused_and_nothing_is_saved() {
+    for (tag, name) in [
+        ("badname", "../../etc"),
+        ("localname", "local"),
+        ("empty", ""),
+    ] {
+        let welcome = format!(
+            r#"{{"type":"welcome","payload":{{"name":{},"credential":"{}"}}}}"#,
+            serde_json::to_string(name).expect("json"),
+            "cd".repeat(32)
+        );
+        let (url, hub) = fake_hub(welcome);
+        let (config, creds) = spoke_against(&url, tag);
+        let spoke = Spoke::run(config);
+        let err = spoke.join().expect_err("refused");
+        assert!(matches!(err, ClusterError::Protocol(_)), "{tag}: {err:?}");
+        assert!(err.to_string().contains("invalid spoke name"), "{err}");
+        assert!(!creds.exists(), "{tag}: no credentials saved");
+        hub.join().expect("fake hub");
+    }
+}
+
+#[test]
+fn a_welcome_with_a_malformed_credential_is_refused_and_nothing_is_saved() {
+    let welcome =
+        r#"{"type":"welcome","payload":{"name":"edge","credential":"short"}}"#.to_string();
+    let (url, hub) = fake_hub(welcome);
+    let (config, creds) = spoke_against(&url, "badcred");
+    let err = Spoke::run(config).join().expect_err("refused");
+    assert!(err.to_string().contains("credential"), "{err}");
+    assert!(!creds.exists());
+    hub.join().expect("fake hub");
+}
+
+#[test]
+fn a_reconnect_welcomed_under_another_name_is_refused() {
+    let welcome = r#"{"type":"welcome","payload":{"name":"other"}}"#.to_string();
+    let (url, hub) = fake_hub(welcome);
+    let (mut config, creds) = spoke_against(&url, "rename");
+    config.token = None;
+    let saved = format!(r#"{{"name":"edge","credential":"{}"}}"#, "ef".repeat(32));
+    std::fs::write(&creds, &saved).expect("saved credentials");
+    let err = Spoke::run(config).join().expect_err("refused");
+    assert!(
+        err.to_string().contains("but it enrolled as \"edge\""),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&creds).expect("kept"), saved);
+    hub.join().expect("fake hub");
+}
