@@ -216,6 +216,54 @@ fn an_unwritable_credentials_path_does_not_spend_the_token() {
 }
 
 #[test]
+fn an_unusable_credentials_file_exits_1_saying_to_move_it_away_and_spends_no_token() {
+    let hub = Hub::start("cli-badcreds", Duration::from_secs(5));
+    let token = hub.token("edge");
+    let creds = hub.dir.join("creds.json");
+    let long = format!(r#"{{"name":"edge","credential":"{}"}}"#, "ab".repeat(32));
+    for content in [
+        "{not json".to_string(),
+        r#"{"name":"","credential":""}"#.to_string(),
+        long.replace("edge", "Not A Label"),
+        r#"{"name":"edge","credential":"short"}"#.to_string(),
+    ] {
+        std::fs::write(&creds, &content).expect("write");
+        let o = llmbox(&[
+            "spoke",
+            "--hub",
+            &hub.url,
+            "--token",
+            &token,
+            "--credentials",
+            creds.to_str().expect("utf8"),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{content}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("credentials file {}", creds.display()))
+                && err.contains("move it away"),
+            "{content}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(&creds).expect("kept"), content);
+    }
+    // A directory where the file should be: a clear read error, nothing spent.
+    std::fs::remove_file(&creds).expect("rm");
+    std::fs::create_dir(&creds).expect("dir");
+    let o = llmbox(&[
+        "spoke",
+        "--hub",
+        &hub.url,
+        "--token",
+        &token,
+        "--credentials",
+        creds.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("read credentials"), "{}", stderr(&o));
+    assert_eq!(hub.store.load().expect("state").join_tokens.len(), 1);
+}
+
+#[test]
 fn the_spoke_binary_enrolls_saves_0600_credentials_and_spoke_list_and_revoke_work() {
     let hub = Hub::start("cli-enroll", Duration::from_secs(5));
     let token = hub.token("edge");

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -110,21 +111,44 @@ pub struct Credentials {
 /// Reads the credentials file; `None` when it does not exist.
 ///
 /// # Errors
-/// Unreadable or not a credentials document (named by path).
+/// Unreadable, or not a credentials document (named by path, saying to move it away: a join
+/// token never overwrites a file the spoke cannot read as its own).
 pub fn load_credentials(path: &Path) -> Result<Option<Credentials>, ClusterError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            ClusterError::Invalid(format!(
-                "credentials file {} is not valid ({e}); enroll again with a new join token",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ClusterError::io(
-            format!("read credentials {}", path.display()),
-            e,
-        )),
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ClusterError::io(
+                format!("read credentials {}", path.display()),
+                e,
+            ));
+        }
+    };
+    let invalid = |why: String| {
+        ClusterError::io(
+            format!("credentials file {}", path.display()),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{why}; move it away and start the spoke with a new join token (--token)"),
+            ),
+        )
+    };
+    let creds: Credentials = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("not a spoke credentials document ({e})")))?;
+    validate_spoke_name(&creds.name).map_err(|e| invalid(e.to_string()))?;
+    if !is_hex_64(&creds.credential) {
+        return Err(invalid("its credential is not 64 hex characters".into()));
     }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        log::warn!(
+            "credentials file {} is open to other users (mode {:o}); run chmod 600 on it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    Ok(Some(creds))
 }
 
 /// Writes the credentials file atomically with mode 0600.
