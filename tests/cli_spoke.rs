@@ -102,7 +102,8 @@ fn token_create_prints_the_token_once_and_stores_only_its_hash() {
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(!stdout(&llmbox(&["spoke", "token", "list", "--state", s])).contains("edge-1"));
     let again = llmbox(&["spoke", "token", "revoke", "--id", id, "--state", s]);
-    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    // Not there any more: a runtime answer (1), as for `--name` and `spoke revoke`.
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -129,7 +130,27 @@ fn bad_flags_and_durations_exit_2_with_the_usage_line() {
             ],
             "invalid spoke name",
         ),
+        (
+            vec![
+                "spoke", "token", "create", "--name", "e", "--ttl", "0", "--state", s,
+            ],
+            "--ttl: token lifetime 0s is out of range",
+        ),
+        (
+            vec![
+                "spoke", "token", "create", "--name", "e", "--ttl", "9000h", "--state", s,
+            ],
+            "--ttl: token lifetime 9000h is out of range",
+        ),
+        (
+            vec!["spoke", "token", "create", "--name", "édge", "--state", s],
+            "invalid spoke name",
+        ),
         (vec!["spoke", "token", "revoke", "--state", s], "--id"),
+        (
+            vec!["spoke", "token", "revoke", "--id", "ab", "--state", s],
+            "too short",
+        ),
         (
             vec!["spoke", "--hub", "ws://127.0.0.1:1", "--heartbeat", "soon"],
             "--heartbeat",
@@ -150,6 +171,37 @@ fn bad_flags_and_durations_exit_2_with_the_usage_line() {
         );
     }
     assert!(!Path::new(s).exists(), "nothing was written");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "bad input created {left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn revoking_what_is_not_there_exits_1_naming_it() {
+    let dir = temp_dir("cli-notfound");
+    let s = dir.join("state.json");
+    let s = s.to_str().expect("utf8");
+    for (args, says) in [
+        (
+            vec!["spoke", "token", "revoke", "--id", "abcdef", "--state", s],
+            "no join token has an id starting with \"abcdef\"",
+        ),
+        (
+            vec!["spoke", "token", "revoke", "--name", "edge", "--state", s],
+            "no join token for spoke \"edge\"",
+        ),
+        (
+            vec!["spoke", "revoke", "--name", "edge", "--state", s],
+            "no spoke or join token named \"edge\"",
+        ),
+    ] {
+        let o = llmbox(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
