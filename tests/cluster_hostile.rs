@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{Hub, RawSpoke, Spoke, temp_dir, welcome_credential};
 use llmbox::cluster::ClusterError;
+use llmbox::cluster::plane::PlaneConfig;
 use llmbox::cluster::spoke::SpokeConfig;
 
 const HB: Duration = Duration::from_secs(5);
@@ -124,6 +125,38 @@ fn a_wrongly_shaped_answer_is_a_clear_error_for_that_call_only() {
     let call = thread::spawn(move || r.list());
     answer(&mut raw, r#"{"boxes":[]}"#);
     assert!(call.join().expect("join").expect("good answer").is_empty());
+}
+
+#[test]
+fn a_peer_flooding_pings_without_reading_the_pongs_is_cut_off() {
+    // A long enrollment deadline, so only the reply bound can end this connection.
+    let hub = Hub::start_with(
+        "pingflood",
+        PlaneConfig {
+            heartbeat: HB,
+            enroll_timeout: Duration::from_secs(300),
+            ..PlaneConfig::default()
+        },
+    );
+    let mut raw = RawSpoke::connect(&hub);
+    raw.ws
+        .get_ref()
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("write timeout");
+    let payload = vec![7u8; 125];
+    // About 50 MB of pings, far past the socket buffers and the hub's reply bound.
+    let sent = (0..400_000).position(|_| {
+        raw.ws
+            .send(tungstenite::Message::Ping(payload.clone().into()))
+            .is_err()
+    });
+    assert!(
+        sent.is_some(),
+        "the hub kept reading 50 MB of pings whose pongs nobody read"
+    );
+    // Everyone else is still served.
+    let mut ok = RawSpoke::connect(&hub);
+    welcome_credential(&ok.enroll_token(&hub.token("edge")).expect("welcome"));
 }
 
 /// A fake hub that welcomes the first enroll with `welcome` and then idles.

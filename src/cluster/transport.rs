@@ -16,6 +16,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -41,6 +43,11 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read timeout of the single-owner (TLS) loop: the latency bound of its outgoing drain.
 pub const TLS_POLL: Duration = Duration::from_millis(5);
 
+/// Most bytes of replies the read path may have queued for the writer (pongs, close replies).
+/// A peer that floods pings and never reads its pongs reaches it, and its connection ends
+/// instead of the queue growing without bound.
+pub const MAX_REPLY_BACKLOG: usize = 1 << 20;
+
 /// The WebSocket settings both ends use: 64 MiB caps on messages and frames, small buffers.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -56,9 +63,30 @@ pub enum Outgoing {
     /// A message to frame and send.
     Msg(Message),
     /// Bytes tungstenite already framed on the read path (pong, close reply).
-    Raw(Vec<u8>),
+    Raw(QueuedReply),
     /// Send this close frame, then shut the socket down.
     Close(CloseFrame),
+}
+
+/// Reply bytes on their way to the writer; they count against [`MAX_REPLY_BACKLOG`] until
+/// written (or dropped).
+#[derive(Debug)]
+pub struct QueuedReply {
+    bytes: Vec<u8>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl QueuedReply {
+    /// The framed bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for QueuedReply {
+    fn drop(&mut self) {
+        self.backlog.fetch_sub(self.bytes.len(), Ordering::SeqCst);
+    }
 }
 
 /// The reader's stream: reads from the socket, writes into the writer's channel. Before
@@ -67,6 +95,8 @@ pub struct SplitStream {
     tcp: TcpStream,
     out: Option<Sender<Outgoing>>,
     deadline: Option<Instant>,
+    /// Reply bytes queued and not yet written.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl SplitStream {
@@ -76,6 +106,7 @@ impl SplitStream {
             tcp,
             out: None,
             deadline: None,
+            backlog: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -114,10 +145,22 @@ impl Write for SplitStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &self.out {
             // The whole buffer is taken at once, so every chunk holds whole frames.
-            Some(out) => out
-                .send(Outgoing::Raw(buf.to_vec()))
-                .map(|()| buf.len())
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer gone")),
+            Some(out) => {
+                let queued = self.backlog.load(Ordering::SeqCst);
+                if queued.saturating_add(buf.len()) > MAX_REPLY_BACKLOG {
+                    return Err(io::Error::other(format!(
+                        "the peer does not read: {queued} bytes of replies are still queued"
+                    )));
+                }
+                self.backlog.fetch_add(buf.len(), Ordering::SeqCst);
+                let reply = QueuedReply {
+                    bytes: buf.to_vec(),
+                    backlog: Arc::clone(&self.backlog),
+                };
+                out.send(Outgoing::Raw(reply))
+                    .map(|()| buf.len())
+                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer gone"))
+            }
             None => self.tcp.write(buf),
         }
     }
@@ -169,9 +212,9 @@ fn thread_name() -> String {
 fn write_one<S: Read + Write>(ws: &mut WebSocket<S>, out: Outgoing) -> Result<(), String> {
     match out {
         Outgoing::Msg(msg) => ws.send(msg).map_err(|e| e.to_string()),
-        Outgoing::Raw(bytes) => {
+        Outgoing::Raw(reply) => {
             let s = ws.get_mut();
-            s.write_all(&bytes)
+            s.write_all(reply.bytes())
                 .and_then(|()| s.flush())
                 .map_err(|e| e.to_string())
         }
@@ -337,6 +380,26 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
     use std::sync::mpsc;
+
+    #[test]
+    fn replies_a_peer_never_reads_are_bounded_and_the_bound_frees_as_they_are_written() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let tcp = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let mut stream = SplitStream::new(tcp);
+        let (tx, rx) = mpsc::channel();
+        stream.attach(tx);
+        let pong = [0u8; 127];
+        let fits = MAX_REPLY_BACKLOG / pong.len();
+        for _ in 0..fits {
+            stream.write_all(&pong).expect("within the bound");
+        }
+        let err = stream.write(&pong).expect_err("past the bound");
+        assert!(err.to_string().contains("does not read"), "{err}");
+        // The writer taking (writing) replies makes room again.
+        let written: Vec<Outgoing> = rx.try_iter().take(10).collect();
+        drop(written);
+        stream.write_all(&pong).expect("room again");
+    }
 
     #[test]
     fn a_huge_heartbeat_neither_panics_nor_hides_the_peers_close() {
