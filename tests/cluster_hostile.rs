@@ -159,6 +159,51 @@ fn a_peer_flooding_pings_without_reading_the_pongs_is_cut_off() {
     welcome_credential(&ok.enroll_token(&hub.token("edge")).expect("welcome"));
 }
 
+#[test]
+fn past_the_connection_cap_sockets_are_refused_and_a_freed_slot_serves_again() {
+    let hub = Hub::start_with(
+        "cap",
+        PlaneConfig {
+            heartbeat: HB,
+            enroll_timeout: Duration::from_secs(300),
+            max_connections: 3,
+            ..PlaneConfig::default()
+        },
+    );
+    let addr = hub
+        .url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .expect("addr")
+        .to_string();
+    // Three sockets that never even send the upgrade hold every slot.
+    let mut idle: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    // The hub counts a socket when it accepts it: wait until the fourth is turned away.
+    common::wait_for("a refused socket", || {
+        let tcp = std::net::TcpStream::connect(&addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        tungstenite::client::client(hub.url.as_str(), tcp)
+            .is_err()
+            .then_some(())
+    });
+    // Freeing one slot lets a spoke in again.
+    drop(idle.pop());
+    let mut ok = common::wait_for("a free slot", || {
+        let tcp = std::net::TcpStream::connect(&addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        tungstenite::client::client(hub.url.as_str(), tcp)
+            .ok()
+            .map(|(ws, _)| RawSpoke { ws })
+    });
+    welcome_credential(&ok.enroll_token(&hub.token("edge")).expect("welcome"));
+    drop(idle);
+}
+
 /// A fake hub that welcomes the first enroll with `welcome` and then idles.
 fn fake_hub(welcome: String) -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
