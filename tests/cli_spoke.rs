@@ -21,6 +21,19 @@ fn llmbox(args: &[&str]) -> Output {
         .expect("run llmbox")
 }
 
+/// `llmbox spoke --hub URL --token T --credentials FILE`, run to its end.
+fn spoke_with_token(hub: &str, token: &str, creds: &Path) -> Output {
+    llmbox(&[
+        "spoke",
+        "--hub",
+        hub,
+        "--token",
+        token,
+        "--credentials",
+        creds.to_str().expect("utf8"),
+    ])
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -230,15 +243,7 @@ fn a_rejected_enrollment_exits_3_telling_to_enroll_again() {
     let hub = Hub::start("cli-reject", Duration::from_secs(5));
     let creds = hub.dir.join("creds.json");
     let unknown = "ab".repeat(32);
-    let o = llmbox(&[
-        "spoke",
-        "--hub",
-        &hub.url,
-        "--token",
-        &unknown,
-        "--credentials",
-        creds.to_str().expect("utf8"),
-    ]);
+    let o = spoke_with_token(&hub.url, &unknown, &creds);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("enroll again"), "{}", stderr(&o));
     assert!(!creds.exists());
@@ -249,15 +254,7 @@ fn an_unwritable_credentials_path_does_not_spend_the_token() {
     let hub = Hub::start("cli-unwritable", Duration::from_secs(5));
     let token = hub.token("edge");
     let creds = hub.dir.join("missing-dir").join("creds.json");
-    let o = llmbox(&[
-        "spoke",
-        "--hub",
-        &hub.url,
-        "--token",
-        &token,
-        "--credentials",
-        creds.to_str().expect("utf8"),
-    ]);
+    let o = spoke_with_token(&hub.url, &token, &creds);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("not writable"), "{}", stderr(&o));
     assert_eq!(
@@ -280,15 +277,7 @@ fn an_unusable_credentials_file_exits_1_saying_to_move_it_away_and_spends_no_tok
         r#"{"name":"edge","credential":"short"}"#.to_string(),
     ] {
         std::fs::write(&creds, &content).expect("write");
-        let o = llmbox(&[
-            "spoke",
-            "--hub",
-            &hub.url,
-            "--token",
-            &token,
-            "--credentials",
-            creds.to_str().expect("utf8"),
-        ]);
+        let o = spoke_with_token(&hub.url, &token, &creds);
         assert_eq!(o.status.code(), Some(1), "{content}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(
@@ -301,15 +290,7 @@ fn an_unusable_credentials_file_exits_1_saying_to_move_it_away_and_spends_no_tok
     // A directory where the file should be: a clear read error, nothing spent.
     std::fs::remove_file(&creds).expect("rm");
     std::fs::create_dir(&creds).expect("dir");
-    let o = llmbox(&[
-        "spoke",
-        "--hub",
-        &hub.url,
-        "--token",
-        &token,
-        "--credentials",
-        creds.to_str().expect("utf8"),
-    ]);
+    let o = spoke_with_token(&hub.url, &token, &creds);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("read credentials"), "{}", stderr(&o));
     assert_eq!(hub.store.load().expect("state").join_tokens.len(), 1);

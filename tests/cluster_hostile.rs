@@ -44,10 +44,7 @@ fn junk_after_enrollment_is_ignored_and_correct_answers_still_land() {
     welcome_credential(&raw.enroll_token(&hub.token("edge")).expect("welcome"));
     let remote = hub.wait_connected("edge");
     let caller = thread::spawn(move || remote.list());
-    let req = raw.next_text().expect("the hub's list request");
-    let id = serde_json::from_str::<serde_json::Value>(&req).expect("json")["id"]
-        .as_u64()
-        .expect("id");
+    let id = raw.next_request_id();
     let junk = [
         "not json".to_string(),
         "{}".to_string(),
@@ -87,10 +84,7 @@ fn junk_after_enrollment_is_ignored_and_correct_answers_still_land() {
     // The same connection survived all of it and serves the next call.
     let remote = hub.wait_connected("edge");
     let caller = thread::spawn(move || remote.logs("web", 5));
-    let req = raw.next_text().expect("the hub's logs request");
-    let id = serde_json::from_str::<serde_json::Value>(&req).expect("json")["id"]
-        .as_u64()
-        .expect("id");
+    let id = raw.next_request_id();
     raw.send(&format!(
         r#"{{"type":"resp","id":{id},"payload":{{"logs":"hi"}}}}"#
     ));
@@ -104,10 +98,7 @@ fn a_wrongly_shaped_answer_is_a_clear_error_for_that_call_only() {
     welcome_credential(&raw.enroll_token(&hub.token("edge")).expect("welcome"));
     let remote = hub.wait_connected("edge");
     let answer = |raw: &mut RawSpoke, payload: &str| {
-        let req = raw.next_text().expect("request");
-        let id = serde_json::from_str::<serde_json::Value>(&req).expect("json")["id"]
-            .as_u64()
-            .expect("id");
+        let id = raw.next_request_id();
         raw.send(&format!(
             r#"{{"type":"resp","id":{id},"payload":{payload}}}"#
         ));
@@ -170,36 +161,17 @@ fn past_the_connection_cap_sockets_are_refused_and_a_freed_slot_serves_again() {
             ..PlaneConfig::default()
         },
     );
-    let addr = hub
-        .url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .expect("addr")
-        .to_string();
     // Three sockets that never even send the upgrade hold every slot.
     let mut idle: Vec<_> = (0..3)
-        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .map(|_| std::net::TcpStream::connect(hub.addr()).expect("connect"))
         .collect();
     // The hub counts a socket when it accepts it: wait until the fourth is turned away.
     common::wait_for("a refused socket", || {
-        let tcp = std::net::TcpStream::connect(&addr).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        tungstenite::client::client(hub.url.as_str(), tcp)
-            .is_err()
-            .then_some(())
+        RawSpoke::try_connect(&hub).is_none().then_some(())
     });
     // Freeing one slot lets a spoke in again.
     drop(idle.pop());
-    let mut ok = common::wait_for("a free slot", || {
-        let tcp = std::net::TcpStream::connect(&addr).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        tungstenite::client::client(hub.url.as_str(), tcp)
-            .ok()
-            .map(|(ws, _)| RawSpoke { ws })
-    });
+    let mut ok = common::wait_for("a free slot", || RawSpoke::try_connect(&hub));
     welcome_credential(&ok.enroll_token(&hub.token("edge")).expect("welcome"));
     drop(idle);
 }
