@@ -176,6 +176,47 @@ fn past_the_connection_cap_sockets_are_refused_and_a_freed_slot_serves_again() {
     drop(idle);
 }
 
+#[test]
+fn a_hub_trickling_its_upgrade_answer_is_given_up_on_and_redialed() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fake = thread::spawn(move || {
+        for n in 0..2 {
+            let (mut tcp, _) = listener.accept().expect("accept");
+            tx.send(n).expect("report");
+            if n == 1 {
+                break;
+            }
+            // A header growing by 256 bytes every 100 ms: always inside the read timeout, never
+            // a finished answer (chunks this large also pass tungstenite's small-packet check).
+            thread::spawn(move || {
+                use std::io::Write;
+                let _ = tcp.write_all(b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: ");
+                for _ in 0..300 {
+                    thread::sleep(Duration::from_millis(100));
+                    if tcp.write_all(&[b'a'; 256]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (mut config, _creds) = spoke_against(&url, "trickle-hub");
+    config.connect_timeout = Duration::from_millis(500);
+    let spoke = Spoke::run(config);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(0));
+    // A liveness bound, far above the 0.5 s connect timeout and below the 30 s trickle and
+    // tungstenite's own limits (about 14 s).
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Ok(1),
+        "the spoke never gave up on a hub trickling its upgrade answer"
+    );
+    drop(spoke);
+    fake.join().expect("fake hub");
+}
+
 /// A fake hub that welcomes the first enroll with `welcome` and then idles.
 fn fake_hub(welcome: String) -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

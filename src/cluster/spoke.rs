@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tungstenite::http::Uri;
@@ -385,14 +385,16 @@ fn connect_once(
     let end = match tls {
         None => {
             let request = uri.to_string();
-            let mut ws = match tungstenite::client::client_with_config(
-                request,
-                SplitStream::new(tcp),
-                Some(ws_config()),
-            ) {
-                Ok((ws, _)) => ws,
-                Err(e) => return Outcome::Failed(format!("upgrade: {e}")),
-            };
+            let mut stream = SplitStream::new(tcp);
+            // The whole upgrade answer must come within the connect timeout, however slowly
+            // the hub trickles it (each read alone would wait that long).
+            stream.set_deadline(Some(Instant::now() + config.connect_timeout));
+            let mut ws =
+                match tungstenite::client::client_with_config(request, stream, Some(ws_config())) {
+                    Ok((ws, _)) => ws,
+                    Err(e) => return Outcome::Failed(format!("upgrade: {e}")),
+                };
+            ws.get_mut().set_deadline(None);
             ws.get_mut().attach(tx.clone());
             let writer =
                 match transport::spawn_writer("spoke-write".into(), &control, Role::Client, rx) {
