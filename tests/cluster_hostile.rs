@@ -38,6 +38,32 @@ fn deeply_nested_json_before_enrollment_is_rejected_and_the_hub_keeps_serving() 
 }
 
 #[test]
+fn an_enroll_message_past_the_enrollment_cap_is_rejected_and_spends_nothing() {
+    let hub = Hub::start("bigenroll", HB);
+    let token = hub.token("edge");
+    // A valid enroll padded with JSON whitespace to 1 MiB: a stranger's message that large is
+    // not read in full before it has enrolled.
+    let mut c = RawSpoke::connect(&hub);
+    c.send(&format!(
+        r#"{{"type":"enroll","payload":{{"join_token":"{token}"{}}}}}"#,
+        " ".repeat(1 << 20)
+    ));
+    assert_eq!(c.next_text().as_deref(), Ok(common::REJECTED));
+    assert_eq!(hub.store.load().expect("state").join_tokens.len(), 1);
+    // The same token in a normal message enrolls, and after enrolling 1 MiB messages are fine.
+    let mut ok = RawSpoke::connect(&hub);
+    welcome_credential(&ok.enroll_token(&token).expect("welcome"));
+    let remote = hub.wait_connected("edge");
+    let caller = thread::spawn(move || remote.logs("web", 5));
+    let id = ok.next_request_id();
+    let big = "x".repeat(1 << 20);
+    ok.send(&format!(
+        r#"{{"type":"resp","id":{id},"payload":{{"logs":"{big}"}}}}"#
+    ));
+    assert_eq!(caller.join().expect("join").expect("logs").len(), 1 << 20);
+}
+
+#[test]
 fn junk_after_enrollment_is_ignored_and_correct_answers_still_land() {
     let hub = Hub::start("junk", HB);
     let mut raw = RawSpoke::connect(&hub);

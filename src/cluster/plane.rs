@@ -22,7 +22,9 @@ use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
 
 use super::ClusterError;
-use super::proto::{CONNECT_PATH, EnrollPayload, Frame, Kind, WelcomePayload, to_value};
+use super::proto::{
+    CONNECT_PATH, EnrollPayload, Frame, Kind, MAX_MESSAGE_BYTES, WelcomePayload, to_value,
+};
 use super::registry::Registry;
 use super::remote::{CallDeadlines, RemoteSpoke};
 use super::tokens::{self, Enrolled};
@@ -30,6 +32,10 @@ use super::transport::{self, CONN_THREAD_STACK, SplitStream, WRITE_TIMEOUT, pump
 
 /// Time from accepting a socket to a finished enrollment.
 pub const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest message a socket may send before it has enrolled: an `enroll` is well under 1 KiB,
+/// and a stranger must not make the hub buffer 64 MiB per socket.
+pub const MAX_ENROLL_MESSAGE_BYTES: usize = 64 << 10;
 
 /// Default heartbeat (`--heartbeat`).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
@@ -277,6 +283,10 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
             return;
         }
     };
+    ws.set_config(|c| {
+        c.max_message_size = Some(MAX_ENROLL_MESSAGE_BYTES);
+        c.max_frame_size = Some(MAX_ENROLL_MESSAGE_BYTES);
+    });
     let (tx, rx) = mpsc::channel();
     ws.get_mut().attach(tx.clone());
     let writer = match transport::spawn_writer("spoke-write".into(), &raw, Role::Server, rx) {
@@ -298,6 +308,10 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
             }
             Ok(enrolled) => {
                 ws.get_mut().set_deadline(None);
+                ws.set_config(|c| {
+                    c.max_message_size = Some(MAX_MESSAGE_BYTES);
+                    c.max_frame_size = Some(MAX_MESSAGE_BYTES);
+                });
                 run_spoke(&mut ws, &raw, tx.clone(), enrolled, peer, registry, config);
             }
         },
