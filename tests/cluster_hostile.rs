@@ -243,6 +243,21 @@ fn a_hub_trickling_its_upgrade_answer_is_given_up_on_and_redialed() {
     fake.join().expect("fake hub");
 }
 
+#[test]
+fn absurdly_long_spoke_timeouts_neither_panic_nor_stop_it_serving() {
+    let hub = Hub::start("absurd", HB);
+    let mut config = common::Spoke::config(
+        &hub,
+        Some(hub.token("edge")),
+        hub.dir.join("creds.json"),
+        Duration::MAX,
+    );
+    config.connect_timeout = Duration::MAX;
+    let _spoke = Spoke::run(config);
+    let remote = hub.wait_connected("edge");
+    assert!(remote.list().expect("list").is_empty());
+}
+
 /// A fake hub that welcomes the first enroll with `welcome` and then idles.
 fn fake_hub(welcome: String) -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -388,7 +388,8 @@ fn connect_once(
             let mut stream = SplitStream::new(tcp);
             // The whole upgrade answer must come within the connect timeout, however slowly
             // the hub trickles it (each read alone would wait that long).
-            stream.set_deadline(Some(Instant::now() + config.connect_timeout));
+            // (`checked_add`: --connect-timeout may be any duration; too far off means none.)
+            stream.set_deadline(Instant::now().checked_add(config.connect_timeout));
             let mut ws =
                 match tungstenite::client::client_with_config(request, stream, Some(ws_config())) {
                     Ok((ws, _)) => ws,
