@@ -486,6 +486,23 @@ fn secrets_never_reach_the_hub_log_even_at_trace() {
         )))
         .expect("send");
     let _ = again.read();
+    // Secrets sent the wrong way (a double-encoded payload, a misplaced field, a binary frame)
+    // are rejected without being quoted in the reason.
+    for bad in [
+        tungstenite::Message::text(format!(
+            r#"{{"type":"enroll","payload":"{{\"join_token\":\"{token}\"}}"}}"#
+        )),
+        tungstenite::Message::text(format!(r#"{{"type":"{credential}"}}"#)),
+        tungstenite::Message::text(format!(r#"{{"type":"enroll","id":"{token}"}}"#)),
+        tungstenite::Message::Binary(token.clone().into_bytes().into()),
+    ] {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", plane)).expect("connect");
+        let (mut c, _) =
+            tungstenite::client::client(format!("ws://127.0.0.1:{plane}/spoke/connect"), tcp)
+                .expect("upgrade");
+        c.send(bad).expect("send");
+        let _ = c.read();
+    }
     drop((ws, again, hub));
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(

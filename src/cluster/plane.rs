@@ -23,7 +23,8 @@ use tungstenite::{Message, WebSocket};
 
 use super::ClusterError;
 use super::proto::{
-    CONNECT_PATH, EnrollPayload, Frame, Kind, MAX_MESSAGE_BYTES, WelcomePayload, to_value,
+    CONNECT_PATH, EnrollPayload, Frame, Kind, MAX_MESSAGE_BYTES, WelcomePayload,
+    describe_json_error, to_value,
 };
 use super::registry::Registry;
 use super::remote::{CallDeadlines, RemoteSpoke};
@@ -334,17 +335,24 @@ fn read_enroll(
         }
         match ws.read() {
             Ok(Message::Text(text)) => {
-                let frame =
-                    Frame::decode(text.as_str()).map_err(|e| format!("bad first message: {e}"))?;
+                let frame = Frame::decode(text.as_str())
+                    .map_err(|e| format!("bad first message: {}", describe_json_error(&e)))?;
                 if frame.kind != Kind::Enroll {
                     return Err(format!("first message is {:?}, not enroll", frame.kind));
                 }
                 return frame
                     .payload_as::<EnrollPayload>()
-                    .map_err(|e| format!("bad enroll payload: {e}"));
+                    .map_err(|e| format!("bad enroll payload: {}", describe_json_error(&e)));
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(other) => return Err(format!("first message is not text: {other:?}")),
+            // Named by kind only: its bytes may be a secret sent the wrong way.
+            Ok(Message::Binary(b)) => {
+                return Err(format!(
+                    "first message is binary ({} bytes), not text",
+                    b.len()
+                ));
+            }
+            Ok(_) => return Err("the peer closed before enrolling".into()),
             Err(e) => return Err(format!("reading enroll: {e}")),
         }
     }
@@ -405,7 +413,10 @@ fn run_spoke(
         match Frame::decode(text) {
             Ok(frame) if frame.kind == Kind::Resp => spoke.complete(frame),
             Ok(frame) => log::warn!("spoke {name}: unexpected {:?} frame ignored", frame.kind),
-            Err(e) => log::warn!("spoke {name}: undecodable message ignored: {e}"),
+            Err(e) => log::warn!(
+                "spoke {name}: undecodable message ignored: {}",
+                describe_json_error(&e)
+            ),
         }
         transport::Flow::Continue
     });

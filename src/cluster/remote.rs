@@ -210,7 +210,8 @@ impl RemoteSpoke {
         v: Option<Box<RawValue>>,
     ) -> Result<T, BoxError> {
         let text = v.as_deref().map_or("null", RawValue::get);
-        serde_json::from_str(text).map_err(|e| self.bad(m, &e.to_string()))
+        // The answer may carry what must not reach a model (an authorize URL): no quoting.
+        serde_json::from_str(text).map_err(|e| self.bad(m, &proto::describe_json_error(&e)))
     }
 }
 

@@ -30,7 +30,7 @@ use crate::util::secret::is_hex_64;
 use super::ClusterError;
 use super::dial::dial;
 pub use super::dial::{BACKOFF_MAX, BACKOFF_MIN, Backoff, parse_hub_url, tls_config};
-use super::proto::{EnrollPayload, Frame, Kind, WelcomePayload, to_value};
+use super::proto::{EnrollPayload, Frame, Kind, WelcomePayload, describe_json_error, to_value};
 use super::serve::{self, Policy};
 use super::tokens::validate_spoke_name;
 use super::transport::{self, End, Flow, Outgoing, SplitStream, pump, ws_config};
@@ -133,8 +133,12 @@ pub fn load_credentials(path: &Path) -> Result<Option<Credentials>, ClusterError
             ),
         )
     };
-    let creds: Credentials = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid(format!("not a spoke credentials document ({e})")))?;
+    let creds: Credentials = serde_json::from_slice(&bytes).map_err(|e| {
+        invalid(format!(
+            "not a spoke credentials document ({})",
+            describe_json_error(&e)
+        ))
+    })?;
     validate_spoke_name(&creds.name).map_err(|e| invalid(e.to_string()))?;
     if !is_hex_64(&creds.credential) {
         return Err(invalid("its credential is not 64 hex characters".into()));
@@ -474,7 +478,10 @@ impl Session<'_> {
         let frame = match Frame::decode(text) {
             Ok(f) => f,
             Err(e) => {
-                log::warn!("undecodable message from the hub ignored: {e}");
+                log::warn!(
+                    "undecodable message from the hub ignored: {}",
+                    describe_json_error(&e)
+                );
                 return Flow::Continue;
             }
         };
@@ -503,7 +510,7 @@ impl Session<'_> {
         }
         let w: WelcomePayload = match frame.payload_as() {
             Ok(w) => w,
-            Err(e) => return Flow::Stop(format!("bad welcome: {e}")),
+            Err(e) => return Flow::Stop(format!("bad welcome: {}", describe_json_error(&e))),
         };
         // The name becomes this host's box namespace (Docker labels) and the credential goes
         // to disk: take neither from a hub that makes them up.
