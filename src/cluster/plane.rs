@@ -6,6 +6,11 @@
 //! plane stops), and per socket `spoke-conn` (upgrade, enrollment, then reading until the
 //! socket ends) and `spoke-write` (owns the write half). An accept error (EMFILE included) is
 //! logged and the loop keeps serving.
+//!
+//! Limits on strangers: at most `max_connections` sockets at once (past it a new socket is
+//! closed at once), the whole upgrade and the enroll within the enrollment deadline, and
+//! messages of at most [`MAX_ENROLL_MESSAGE_BYTES`] until enrolled (64 MiB after). Rejection
+//! reasons go to the log without quoting what the peer sent.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

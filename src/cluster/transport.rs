@@ -12,7 +12,8 @@
 //!
 //! Liveness: [`pump`] sends a Ping every heartbeat and declares the peer dead after
 //! [`MISSED_HEARTBEATS`] heartbeats without any inbound frame. An oversized message is answered
-//! with Close 1009.
+//! with Close 1009. Replies the read path queues for the writer (pongs, close replies) are
+//! bounded by [`MAX_REPLY_BACKLOG`]: a peer that floods pings and never reads is cut off.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
