@@ -7,6 +7,10 @@
 //! most `max_workers` at once, past that a request is answered with an error at once). Reconnects
 //! back off 1 s → 30 s with ±20 % jitter, reset after a welcome. A rejected enrollment is
 //! terminal ([`ClusterError::Rejected`]).
+//!
+//! The spoke takes nothing on trust from the hub: a welcome must name a valid spoke name (the
+//! one it enrolled as, on a reconnect) and carry a 64-hex credential, else nothing is saved and
+//! the run ends; the ws:// upgrade answer must arrive within the connect timeout.
 
 use std::io;
 use std::net::{Shutdown, TcpStream};

@@ -60,11 +60,23 @@ pub fn check_dir_writable(path: &Path) -> io::Result<()> {
     let mut probe = path.as_os_str().to_owned();
     probe.push(format!(".probe-{}", std::process::id()));
     let probe = std::path::PathBuf::from(probe);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&probe)?;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&probe)
+    };
+    match create() {
+        // Left by an earlier process with this pid (a container's pid 1, killed mid-check).
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(&probe)?;
+            create()?;
+        }
+        other => {
+            other?;
+        }
+    }
     fs::remove_file(&probe)
 }
 
@@ -85,6 +97,12 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert!(!tmp_path(&path).exists());
         check_dir_writable(&path).expect("writable");
+        // A probe left behind by an earlier process with the same pid does not count.
+        let mut stale = path.as_os_str().to_owned();
+        stale.push(format!(".probe-{}", std::process::id()));
+        fs::write(&stale, b"").expect("stale probe");
+        check_dir_writable(&path).expect("writable despite a stale probe");
+        assert!(!Path::new(&stale).exists());
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 
