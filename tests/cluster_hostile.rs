@@ -258,6 +258,37 @@ fn absurdly_long_spoke_timeouts_neither_panic_nor_stop_it_serving() {
     assert!(remote.list().expect("list").is_empty());
 }
 
+#[test]
+fn a_hub_flooding_requests_without_reading_the_answers_is_cut_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let (config, _creds) = spoke_against(&url, "reqflood");
+    let spoke = Spoke::run(config);
+    let (tcp, _) = listener.accept().expect("accept");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    tcp.set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut ws = tungstenite::accept(tcp).expect("upgrade");
+    let _enroll = ws.read().expect("enroll");
+    ws.send(tungstenite::Message::text(format!(
+        r#"{{"type":"welcome","payload":{{"name":"edge","credential":"{}"}}}}"#,
+        "cd".repeat(32)
+    )))
+    .expect("welcome");
+    // About 40 MB of requests, never reading an answer: far past the socket buffers and the
+    // spoke's bound on queued answers.
+    let stopped = (1..=800_000u64).position(|id| {
+        let req = format!(r#"{{"type":"req","id":{id},"method":"list","payload":{{}}}}"#);
+        ws.send(tungstenite::Message::text(req)).is_err()
+    });
+    assert!(
+        stopped.is_some(),
+        "the spoke kept queueing answers for a hub that never reads them"
+    );
+    drop(spoke);
+}
+
 /// A fake hub that welcomes the first enroll with `welcome` and then idles.
 fn fake_hub(welcome: String) -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

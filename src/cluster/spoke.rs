@@ -16,7 +16,7 @@ use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tungstenite::http::Uri;
 use tungstenite::protocol::Role;
-use tungstenite::{Connector, WebSocket};
+use tungstenite::{Connector, Message, WebSocket};
 
 use crate::boxes::BoxManager;
 use crate::util::fsutil::{check_dir_writable, write_atomic_0600};
@@ -37,7 +37,7 @@ pub use super::dial::{BACKOFF_MAX, BACKOFF_MIN, Backoff, parse_hub_url, tls_conf
 use super::proto::{EnrollPayload, Frame, Kind, WelcomePayload, describe_json_error, to_value};
 use super::serve::{self, Policy};
 use super::tokens::validate_spoke_name;
-use super::transport::{self, End, Flow, Outgoing, SplitStream, pump, ws_config};
+use super::transport::{self, End, Flow, Outgoing, SplitStream, Ticket, pump, ws_config};
 use super::workers::{Pool, Refused};
 
 /// Default credentials file (`--credentials`).
@@ -46,6 +46,9 @@ pub const DEFAULT_CREDENTIALS: &str = "llmbox-spoke.json";
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on verbs running at once.
 pub const DEFAULT_MAX_WORKERS: usize = 32;
+/// Most answers queued for the hub and not yet written. A hub that sends requests and never
+/// reads the answers reaches it, and the connection ends instead of the queue growing.
+pub const MAX_QUEUED_ANSWERS: usize = 4096;
 
 /// What a spoke needs to run. Its `Debug` hides the join token.
 #[derive(Clone)]
@@ -389,6 +392,7 @@ fn connect_once(
         served: false,
         policy: Arc::new(config.policy.clone()),
         workers: Pool::new(config.max_workers),
+        answers: Arc::new(AtomicUsize::new(0)),
     };
     let end = match tls {
         None => {
@@ -475,6 +479,8 @@ struct Session<'a> {
     served: bool,
     policy: Arc<Policy>,
     workers: Pool,
+    /// Answers queued and not yet written (see [`MAX_QUEUED_ANSWERS`]).
+    answers: Arc<AtomicUsize>,
 }
 
 impl Session<'_> {
@@ -496,10 +502,7 @@ impl Session<'_> {
                 self.outcome = Some(Outcome::Rejected);
                 Flow::Stop("enrollment rejected".into())
             }
-            Kind::Req => {
-                self.on_req(frame);
-                Flow::Continue
-            }
+            Kind::Req => self.on_req(frame),
             other => {
                 log::warn!("unexpected {other:?} frame from the hub ignored");
                 Flow::Continue
@@ -572,27 +575,42 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn on_req(&mut self, frame: Frame) {
+    /// Queues `resp` for the hub, counted until written.
+    fn answer(&self, resp: &Frame) {
+        let msg = Message::text(resp.encode());
+        let _ = self
+            .tx
+            .send(Outgoing::Counted(msg, Ticket::new(&self.answers)));
+    }
+
+    fn on_req(&mut self, frame: Frame) -> Flow {
+        let queued = self.answers.load(Ordering::SeqCst);
+        if queued >= MAX_QUEUED_ANSWERS {
+            return Flow::Stop(format!(
+                "the hub does not read its answers ({queued} queued)"
+            ));
+        }
         let Some(manager) = self.manager.clone() else {
-            transport::send_text(
-                &self.tx,
-                Frame::resp_err(frame.id, "spoke not enrolled yet").encode(),
-            );
-            return;
+            self.answer(&Frame::resp_err(frame.id, "spoke not enrolled yet"));
+            return Flow::Continue;
         };
         let (tx, policy) = (self.tx.clone(), Arc::clone(&self.policy));
         let id = frame.id;
+        // Counted from acceptance: a running verb's answer is as good as queued.
+        let ticket = Ticket::new(&self.answers);
         let job = move || {
             let resp = serve::handle(manager.as_ref(), &policy, &frame);
-            transport::send_text(&tx, resp.encode());
+            let msg = Message::text(resp.encode());
+            let _ = tx.send(Outgoing::Counted(msg, ticket));
         };
         let refused = match self.workers.submit(job) {
-            Ok(()) => return,
+            Ok(()) => return Flow::Continue,
             Err(Refused::Busy(max)) => {
                 format!("spoke busy: {max} verbs already running; try again shortly")
             }
             Err(Refused::Spawn(e)) => format!("spoke cannot start a worker: {e}"),
         };
-        transport::send_text(&self.tx, Frame::resp_err(id, refused).encode());
+        self.answer(&Frame::resp_err(id, refused));
+        Flow::Continue
     }
 }

@@ -67,6 +67,26 @@ pub enum Outgoing {
     Raw(QueuedReply),
     /// Send this close frame, then shut the socket down.
     Close(CloseFrame),
+    /// A message counted by its [`Ticket`] until it is written (or dropped).
+    Counted(Message, Ticket),
+}
+
+/// Counts one queued message against a shared counter until dropped.
+#[derive(Debug)]
+pub struct Ticket(Arc<AtomicUsize>);
+
+impl Ticket {
+    /// Counts one more message on `counter`.
+    pub fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ticket(Arc::clone(counter))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Reply bytes on their way to the writer; they count against [`MAX_REPLY_BACKLOG`] until
@@ -212,7 +232,7 @@ fn thread_name() -> String {
 /// Writes one outgoing item; `Err` ends the connection (a Close counts as the end).
 fn write_one<S: Read + Write>(ws: &mut WebSocket<S>, out: Outgoing) -> Result<(), String> {
     match out {
-        Outgoing::Msg(msg) => ws.send(msg).map_err(|e| e.to_string()),
+        Outgoing::Msg(msg) | Outgoing::Counted(msg, _) => ws.send(msg).map_err(|e| e.to_string()),
         Outgoing::Raw(reply) => {
             let s = ws.get_mut();
             s.write_all(reply.bytes())
