@@ -202,10 +202,18 @@ fn past_the_connection_cap_sockets_are_refused_and_a_freed_slot_serves_again() {
     drop(idle);
 }
 
-#[test]
-fn a_hub_trickling_its_upgrade_answer_is_given_up_on_and_redialed() {
+/// A fake hub that trickles `opening`, then `chunk` every 100 ms, to the first socket and
+/// reports each accepted socket's number on the returned channel.
+fn trickling_hub(
+    opening: &'static [u8],
+    chunk: &'static [u8],
+) -> (
+    String,
+    std::sync::mpsc::Receiver<usize>,
+    thread::JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let addr = listener.local_addr().expect("addr");
     let (tx, rx) = std::sync::mpsc::channel();
     let fake = thread::spawn(move || {
         for n in 0..2 {
@@ -214,21 +222,24 @@ fn a_hub_trickling_its_upgrade_answer_is_given_up_on_and_redialed() {
             if n == 1 {
                 break;
             }
-            // A header growing by 256 bytes every 100 ms: always inside the read timeout, never
-            // a finished answer (chunks this large also pass tungstenite's small-packet check).
+            // Always inside the read timeout, never a finished answer.
             thread::spawn(move || {
                 use std::io::Write;
-                let _ = tcp.write_all(b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: ");
+                let _ = tcp.write_all(opening);
                 for _ in 0..300 {
                     thread::sleep(Duration::from_millis(100));
-                    if tcp.write_all(&[b'a'; 256]).is_err() {
+                    if tcp.write_all(chunk).is_err() {
                         break;
                     }
                 }
             });
         }
     });
-    let (mut config, _creds) = spoke_against(&url, "trickle-hub");
+    (addr.to_string(), rx, fake)
+}
+
+fn assert_redials(url: &str, tag: &str, rx: &std::sync::mpsc::Receiver<usize>) {
+    let (mut config, _creds) = spoke_against(url, tag);
     config.connect_timeout = Duration::from_millis(500);
     let spoke = Spoke::run(config);
     assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(0));
@@ -237,9 +248,28 @@ fn a_hub_trickling_its_upgrade_answer_is_given_up_on_and_redialed() {
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(10)),
         Ok(1),
-        "the spoke never gave up on a hub trickling its upgrade answer"
+        "{tag}: the spoke never gave up on a hub trickling its answer"
     );
     drop(spoke);
+}
+
+#[test]
+fn a_hub_trickling_its_upgrade_answer_is_given_up_on_and_redialed() {
+    // A header growing by 256 bytes every 100 ms (chunks this large also pass tungstenite's
+    // small-packet check).
+    let (addr, rx, fake) = trickling_hub(
+        b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: ",
+        &[b'a'; 256],
+    );
+    assert_redials(&format!("ws://{addr}"), "trickle-ws", &rx);
+    fake.join().expect("fake hub");
+}
+
+#[test]
+fn a_hub_trickling_its_tls_handshake_is_given_up_on_and_redialed() {
+    // A TLS record header announcing 16 KiB, then its body 16 bytes every 100 ms.
+    let (addr, rx, fake) = trickling_hub(&[0x16, 0x03, 0x03, 0x40, 0x00], &[0u8; 16]);
+    assert_redials(&format!("wss://{addr}"), "trickle-tls", &rx);
     fake.join().expect("fake hub");
 }
 

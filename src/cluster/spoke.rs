@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tungstenite::http::Uri;
 use tungstenite::protocol::Role;
+use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, Message, WebSocket};
 
 use crate::boxes::BoxManager;
@@ -432,15 +433,25 @@ fn connect_once(
         }
         Some(tls) => {
             let request = uri.to_string();
+            // As over ws://: the TLS handshake and the upgrade answer together get the connect
+            // timeout. The stream is never attached, so it writes straight to the socket.
+            let mut stream = SplitStream::new(tcp);
+            stream.set_deadline(Instant::now().checked_add(config.connect_timeout));
             let mut ws: WebSocket<_> = match tungstenite::client_tls_with_config(
                 request,
-                tcp,
+                stream,
                 Some(ws_config()),
                 Some(Connector::Rustls(Arc::clone(tls))),
             ) {
                 Ok((ws, _)) => ws,
                 Err(e) => return Outcome::Failed(format!("tls upgrade: {e}")),
             };
+            match ws.get_mut() {
+                MaybeTlsStream::Rustls(tls) => tls.sock.set_deadline(None),
+                MaybeTlsStream::Plain(plain) => plain.set_deadline(None),
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
             let end = pump(
                 &mut ws,
                 &tx,

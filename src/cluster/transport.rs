@@ -112,6 +112,7 @@ impl Drop for QueuedReply {
 
 /// The reader's stream: reads from the socket, writes into the writer's channel. Before
 /// [`SplitStream::attach`] (during the HTTP upgrade) writes go straight to the socket.
+#[derive(Debug)]
 pub struct SplitStream {
     tcp: TcpStream,
     out: Option<Sender<Outgoing>>,
@@ -183,6 +184,21 @@ impl Write for SplitStream {
                     .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer gone"))
             }
             None => self.tcp.write(buf),
+        }
+    }
+
+    // rustls writes its records (and its last-gasp alert, once) with `write_vectored`; the
+    // default would send only the first buffer, losing e.g. a certificate alert.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match &self.out {
+            Some(_) => {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &**b);
+                self.write(first)
+            }
+            None => self.tcp.write_vectored(bufs),
         }
     }
 
