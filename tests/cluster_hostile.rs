@@ -44,11 +44,17 @@ fn an_enroll_message_past_the_enrollment_cap_is_rejected_and_spends_nothing() {
     // A valid enroll padded with JSON whitespace to 1 MiB: a stranger's message that large is
     // not read in full before it has enrolled.
     let mut c = RawSpoke::connect(&hub);
-    c.send(&format!(
+    let big = format!(
         r#"{{"type":"enroll","payload":{{"join_token":"{token}"{}}}}}"#,
         " ".repeat(1 << 20)
-    ));
-    assert_eq!(c.next_text().as_deref(), Ok(common::REJECTED));
+    );
+    // The hub may hang up while the rest of the message is still on its way.
+    let _ = c.ws.send(tungstenite::Message::text(big));
+    let answer = c.next_text();
+    assert!(
+        answer.as_deref() == Ok(common::REJECTED) || answer.is_err(),
+        "{answer:?}"
+    );
     assert_eq!(hub.store.load().expect("state").join_tokens.len(), 1);
     // The same token in a normal message enrolls, and after enrolling 1 MiB messages are fine.
     let mut ok = RawSpoke::connect(&hub);
