@@ -58,7 +58,13 @@ impl JoinTokenRecord {
     /// The token's public handle for `token list` / `token revoke --id`: the first 12 hex
     /// characters of its hash (reveals nothing of the token).
     pub fn id(&self) -> &str {
-        &self.hash[..self.hash.len().min(12)]
+        // The file may have been edited by hand: never slice inside a character.
+        let end = self
+            .hash
+            .char_indices()
+            .nth(12)
+            .map_or(self.hash.len(), |(i, _)| i);
+        &self.hash[..end]
     }
 }
 
@@ -272,27 +278,45 @@ impl Store {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock(&self, exclusive: bool) -> Result<File, StoreError> {
+    /// Takes the lock file: exclusive for a change, shared for a read. `None` is a reader that
+    /// cannot open the lock file at all.
+    fn lock(&self, exclusive: bool) -> Result<Option<File>, StoreError> {
         let io_err = |op, source| StoreError::Io {
             path: self.lock_path.clone(),
             op,
             source,
         };
-        let file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&self.lock_path)
-            .map_err(|e| io_err("open lock file", e))?;
+            .open(&self.lock_path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if exclusive => return Err(io_err("open lock file", e)),
+            // A reader in a directory it cannot write (a read-only filesystem, an operator
+            // running `spoke list` on the hub's file) still reads: every writer replaces the
+            // file by an atomic rename, so an unlocked read sees the old or the new document.
+            Err(e) => match File::open(&self.lock_path) {
+                Ok(file) => file,
+                Err(_) => {
+                    log::debug!(
+                        "state file {}: reading without the lock ({e})",
+                        self.path.display()
+                    );
+                    return Ok(None);
+                }
+            },
+        };
         let locked = if exclusive {
             file.lock()
         } else {
             file.lock_shared()
         };
         locked.map_err(|e| io_err("lock", e))?;
-        Ok(file)
+        Ok(Some(file))
     }
 
     fn stamp(&self) -> Result<Option<Stamp>, StoreError> {
@@ -454,6 +478,54 @@ mod tests {
         assert_eq!(
             fs::read(&path).expect("read"),
             br#"{"version":1,"surprise":true}"#
+        );
+    }
+
+    #[test]
+    fn a_token_id_is_twelve_characters_even_of_a_hand_edited_hash() {
+        let rec = |hash: &str| JoinTokenRecord {
+            hash: hash.into(),
+            name: "e".into(),
+            created: 0,
+            expires: 0,
+        };
+        assert_eq!(rec(&"ab".repeat(32)).id(), "abababababab");
+        assert_eq!(rec("abc").id(), "abc");
+        assert_eq!(rec("aéééééééé").id(), "aéééééééé");
+        assert_eq!(
+            rec(&format!("a{}", "é".repeat(20))).id(),
+            format!("a{}", "é".repeat(11))
+        );
+    }
+
+    #[test]
+    fn a_reader_that_cannot_open_the_lock_file_for_writing_still_reads() {
+        let path = temp_path("lockdir");
+        Store::open(&path)
+            .expect("open")
+            .update(|s| s.spokes.push(spoke("a")))
+            .expect("update");
+        // Stands in for an unwritable directory (root ignores modes): the lock file cannot be
+        // opened for writing.
+        let mut lock = path.as_os_str().to_owned();
+        lock.push(".lock");
+        fs::remove_file(&lock).expect("rm lock");
+        fs::create_dir(&lock).expect("lock dir");
+        let store = Store::open(&path).expect("a reader opens");
+        assert_eq!(store.load().expect("load").spokes[0].name, "a");
+        let err = store
+            .update(|s| s.spokes.clear())
+            .expect_err("a writer needs the lock")
+            .to_string();
+        assert!(err.contains("open lock file"), "{err}");
+        assert_eq!(
+            Store::open(&path)
+                .expect("reopen")
+                .load()
+                .expect("load")
+                .spokes
+                .len(),
+            1
         );
     }
 

@@ -21,6 +21,19 @@ fn llmbox(args: &[&str]) -> Output {
         .expect("run llmbox")
 }
 
+/// `llmbox spoke --hub URL --token T --credentials FILE`, run to its end.
+fn spoke_with_token(hub: &str, token: &str, creds: &Path) -> Output {
+    llmbox(&[
+        "spoke",
+        "--hub",
+        hub,
+        "--token",
+        token,
+        "--credentials",
+        creds.to_str().expect("utf8"),
+    ])
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -102,7 +115,8 @@ fn token_create_prints_the_token_once_and_stores_only_its_hash() {
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(!stdout(&llmbox(&["spoke", "token", "list", "--state", s])).contains("edge-1"));
     let again = llmbox(&["spoke", "token", "revoke", "--id", id, "--state", s]);
-    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    // Not there any more: a runtime answer (1), as for `--name` and `spoke revoke`.
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -129,7 +143,27 @@ fn bad_flags_and_durations_exit_2_with_the_usage_line() {
             ],
             "invalid spoke name",
         ),
+        (
+            vec![
+                "spoke", "token", "create", "--name", "e", "--ttl", "0", "--state", s,
+            ],
+            "--ttl: token lifetime 0s is out of range",
+        ),
+        (
+            vec![
+                "spoke", "token", "create", "--name", "e", "--ttl", "9000h", "--state", s,
+            ],
+            "--ttl: token lifetime 9000h is out of range",
+        ),
+        (
+            vec!["spoke", "token", "create", "--name", "édge", "--state", s],
+            "invalid spoke name",
+        ),
         (vec!["spoke", "token", "revoke", "--state", s], "--id"),
+        (
+            vec!["spoke", "token", "revoke", "--id", "ab", "--state", s],
+            "too short",
+        ),
         (
             vec!["spoke", "--hub", "ws://127.0.0.1:1", "--heartbeat", "soon"],
             "--heartbeat",
@@ -150,6 +184,37 @@ fn bad_flags_and_durations_exit_2_with_the_usage_line() {
         );
     }
     assert!(!Path::new(s).exists(), "nothing was written");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "bad input created {left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn revoking_what_is_not_there_exits_1_naming_it() {
+    let dir = temp_dir("cli-notfound");
+    let s = dir.join("state.json");
+    let s = s.to_str().expect("utf8");
+    for (args, says) in [
+        (
+            vec!["spoke", "token", "revoke", "--id", "abcdef", "--state", s],
+            "no join token has an id starting with \"abcdef\"",
+        ),
+        (
+            vec!["spoke", "token", "revoke", "--name", "edge", "--state", s],
+            "no join token for spoke \"edge\"",
+        ),
+        (
+            vec!["spoke", "revoke", "--name", "edge", "--state", s],
+            "no spoke or join token named \"edge\"",
+        ),
+    ] {
+        let o = llmbox(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -178,15 +243,7 @@ fn a_rejected_enrollment_exits_3_telling_to_enroll_again() {
     let hub = Hub::start("cli-reject", Duration::from_secs(5));
     let creds = hub.dir.join("creds.json");
     let unknown = "ab".repeat(32);
-    let o = llmbox(&[
-        "spoke",
-        "--hub",
-        &hub.url,
-        "--token",
-        &unknown,
-        "--credentials",
-        creds.to_str().expect("utf8"),
-    ]);
+    let o = spoke_with_token(&hub.url, &unknown, &creds);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("enroll again"), "{}", stderr(&o));
     assert!(!creds.exists());
@@ -197,15 +254,7 @@ fn an_unwritable_credentials_path_does_not_spend_the_token() {
     let hub = Hub::start("cli-unwritable", Duration::from_secs(5));
     let token = hub.token("edge");
     let creds = hub.dir.join("missing-dir").join("creds.json");
-    let o = llmbox(&[
-        "spoke",
-        "--hub",
-        &hub.url,
-        "--token",
-        &token,
-        "--credentials",
-        creds.to_str().expect("utf8"),
-    ]);
+    let o = spoke_with_token(&hub.url, &token, &creds);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("not writable"), "{}", stderr(&o));
     assert_eq!(
@@ -213,6 +262,38 @@ fn an_unwritable_credentials_path_does_not_spend_the_token() {
         1,
         "token unspent"
     );
+}
+
+#[test]
+fn an_unusable_credentials_file_exits_1_saying_to_move_it_away_and_spends_no_token() {
+    let hub = Hub::start("cli-badcreds", Duration::from_secs(5));
+    let token = hub.token("edge");
+    let creds = hub.dir.join("creds.json");
+    let long = format!(r#"{{"name":"edge","credential":"{}"}}"#, "ab".repeat(32));
+    for content in [
+        "{not json".to_string(),
+        r#"{"name":"","credential":""}"#.to_string(),
+        long.replace("edge", "Not A Label"),
+        r#"{"name":"edge","credential":"short"}"#.to_string(),
+    ] {
+        std::fs::write(&creds, &content).expect("write");
+        let o = spoke_with_token(&hub.url, &token, &creds);
+        assert_eq!(o.status.code(), Some(1), "{content}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("credentials file {}", creds.display()))
+                && err.contains("move it away"),
+            "{content}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(&creds).expect("kept"), content);
+    }
+    // A directory where the file should be: a clear read error, nothing spent.
+    std::fs::remove_file(&creds).expect("rm");
+    std::fs::create_dir(&creds).expect("dir");
+    let o = spoke_with_token(&hub.url, &token, &creds);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("read credentials"), "{}", stderr(&o));
+    assert_eq!(hub.store.load().expect("state").join_tokens.len(), 1);
 }
 
 #[test]
@@ -405,6 +486,23 @@ fn secrets_never_reach_the_hub_log_even_at_trace() {
         )))
         .expect("send");
     let _ = again.read();
+    // Secrets sent the wrong way (a double-encoded payload, a misplaced field, a binary frame)
+    // are rejected without being quoted in the reason.
+    for bad in [
+        tungstenite::Message::text(format!(
+            r#"{{"type":"enroll","payload":"{{\"join_token\":\"{token}\"}}"}}"#
+        )),
+        tungstenite::Message::text(format!(r#"{{"type":"{credential}"}}"#)),
+        tungstenite::Message::text(format!(r#"{{"type":"enroll","id":"{token}"}}"#)),
+        tungstenite::Message::Binary(token.clone().into_bytes().into()),
+    ] {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", plane)).expect("connect");
+        let (mut c, _) =
+            tungstenite::client::client(format!("ws://127.0.0.1:{plane}/spoke/connect"), tcp)
+                .expect("upgrade");
+        c.send(bad).expect("send");
+        let _ = c.read();
+    }
     drop((ws, again, hub));
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(

@@ -53,13 +53,7 @@ fn the_plane_survives_emfile_and_accepts_again_afterwards() {
         }
     }
     held.pop();
-    let addr = hub
-        .url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .expect("addr")
-        .to_string();
+    let addr = hub.addr();
     // The hub cannot take this socket on (no descriptor to accept or set it up with), but
     // connected spokes are still served meanwhile.
     let starved = std::net::TcpStream::connect(&addr).expect("client socket");

@@ -105,12 +105,7 @@ fn the_name_local_cannot_enroll_even_with_a_forged_token_record() {
 }
 
 fn http_status(hub: &Hub, request: &str) -> String {
-    let addr = hub
-        .url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .expect("addr");
+    let addr = hub.addr();
     let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
@@ -175,12 +170,7 @@ fn a_trickled_upgrade_request_is_cut_off_at_the_enrollment_deadline() {
             ..PlaneConfig::default()
         },
     );
-    let addr = hub
-        .url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .expect("addr");
+    let addr = hub.addr();
     let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_millis(50)))
         .expect("timeout");

@@ -134,9 +134,11 @@ fn a_spoke_enrolls_and_serves_over_wss_with_a_private_ca() {
             "cd".repeat(32)
         )
     );
-    ws.send(Message::text(
-        r#"{"type":"welcome","payload":{"name":"edge","credential":"secret-c"}}"#,
-    ))
+    // A credential the way the hub mints them: 64 hex characters.
+    let credential = "5e".repeat(32);
+    ws.send(Message::text(format!(
+        r#"{{"type":"welcome","payload":{{"name":"edge","credential":"{credential}"}}}}"#
+    )))
     .expect("welcome");
     ws.send(Message::text(r#"{"type":"req","id":1,"method":"create","payload":{"opts":{"Image":"i","BoxID":"web","Description":"","SpokeName":"edge","Files":null}}}"#))
         .expect("req");
@@ -158,7 +160,7 @@ fn a_spoke_enrolls_and_serves_over_wss_with_a_private_ca() {
         r#"{"type":"resp","id":3,"error":"unknown method \"nope\""}"#
     );
     let saved = std::fs::read_to_string(dir.join("creds.json")).expect("creds saved");
-    assert!(saved.contains("secret-c"));
+    assert!(saved.contains(&credential), "{saved}");
     drop(spoke);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -163,7 +163,9 @@ fn cluster_err(e: ClusterError) -> CliError {
 }
 
 fn create(a: CreateArgs, out: &mut String) -> Result<(), CliError> {
+    // Every check before the state file is touched: bad input creates nothing, not even a lock.
     let ttl = parse_duration_flag("--ttl", &a.ttl)?;
+    tokens::validate_ttl(ttl).map_err(|e| CliError::usage(format!("--ttl: {e}")))?;
     tokens::validate_spoke_name(&a.name).map_err(cluster_err)?;
     let store = open(&a.state)?;
     let (token, record) = tokens::create_token(&store, &a.name, ttl).map_err(cluster_err)?;
@@ -208,6 +210,10 @@ fn token_revoke(a: TokenRevokeArgs, out: &mut String) -> Result<(), CliError> {
             return Err(CliError::usage(
                 "give exactly one of --id PREFIX or --name NAME\nusage: llmbox spoke token revoke (--id PREFIX | --name N) [--state FILE]",
             ));
+        }
+        (Some(id), None) => {
+            tokens::validate_token_id_prefix(id).map_err(cluster_err)?;
+            open(&a.state)?
         }
         _ => open(&a.state)?,
     };

@@ -46,6 +46,8 @@ pub enum ClusterError {
     Store(crate::store::StoreError),
     /// Bad input from the operator (a name, a URL, a CA file).
     Invalid(String),
+    /// What the operator named (a join token, a spoke) is not there.
+    NotFound(String),
     /// The hub rejected this spoke's enrollment (terminal).
     Rejected(String),
     /// The WebSocket handshake or protocol failed.
@@ -72,6 +74,7 @@ impl fmt::Display for ClusterError {
             ClusterError::Io { op, source } => write!(f, "{op}: {source}"),
             ClusterError::Store(e) => write!(f, "{e}"),
             ClusterError::Invalid(msg) => f.write_str(msg),
+            ClusterError::NotFound(msg) => f.write_str(msg),
             ClusterError::Rejected(msg) => f.write_str(msg),
             ClusterError::Protocol(msg) => write!(f, "protocol: {msg}"),
             ClusterError::Tls(msg) => write!(f, "tls: {msg}"),

@@ -6,6 +6,11 @@
 //! plane stops), and per socket `spoke-conn` (upgrade, enrollment, then reading until the
 //! socket ends) and `spoke-write` (owns the write half). An accept error (EMFILE included) is
 //! logged and the loop keeps serving.
+//!
+//! Limits on strangers: at most `max_connections` sockets at once (past it a new socket is
+//! closed at once), the whole upgrade and the enroll within the enrollment deadline, and
+//! messages of at most [`MAX_ENROLL_MESSAGE_BYTES`] until enrolled (64 MiB after). Rejection
+//! reasons go to the log without quoting what the peer sent.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -22,7 +27,10 @@ use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
 
 use super::ClusterError;
-use super::proto::{CONNECT_PATH, EnrollPayload, Frame, Kind, WelcomePayload, to_value};
+use super::proto::{
+    CONNECT_PATH, EnrollPayload, Frame, Kind, MAX_MESSAGE_BYTES, WelcomePayload,
+    describe_json_error, to_value,
+};
 use super::registry::Registry;
 use super::remote::{CallDeadlines, RemoteSpoke};
 use super::tokens::{self, Enrolled};
@@ -30,6 +38,10 @@ use super::transport::{self, CONN_THREAD_STACK, SplitStream, WRITE_TIMEOUT, pump
 
 /// Time from accepting a socket to a finished enrollment.
 pub const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest message a socket may send before it has enrolled: an `enroll` is well under 1 KiB,
+/// and a stranger must not make the hub buffer 64 MiB per socket.
+pub const MAX_ENROLL_MESSAGE_BYTES: usize = 64 << 10;
 
 /// Default heartbeat (`--heartbeat`).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
@@ -277,6 +289,10 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
             return;
         }
     };
+    ws.set_config(|c| {
+        c.max_message_size = Some(MAX_ENROLL_MESSAGE_BYTES);
+        c.max_frame_size = Some(MAX_ENROLL_MESSAGE_BYTES);
+    });
     let (tx, rx) = mpsc::channel();
     ws.get_mut().attach(tx.clone());
     let writer = match transport::spawn_writer("spoke-write".into(), &raw, Role::Server, rx) {
@@ -298,6 +314,10 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
             }
             Ok(enrolled) => {
                 ws.get_mut().set_deadline(None);
+                ws.set_config(|c| {
+                    c.max_message_size = Some(MAX_MESSAGE_BYTES);
+                    c.max_frame_size = Some(MAX_MESSAGE_BYTES);
+                });
                 run_spoke(&mut ws, &raw, tx.clone(), enrolled, peer, registry, config);
             }
         },
@@ -320,17 +340,24 @@ fn read_enroll(
         }
         match ws.read() {
             Ok(Message::Text(text)) => {
-                let frame =
-                    Frame::decode(text.as_str()).map_err(|e| format!("bad first message: {e}"))?;
+                let frame = Frame::decode(text.as_str())
+                    .map_err(|e| format!("bad first message: {}", describe_json_error(&e)))?;
                 if frame.kind != Kind::Enroll {
                     return Err(format!("first message is {:?}, not enroll", frame.kind));
                 }
                 return frame
                     .payload_as::<EnrollPayload>()
-                    .map_err(|e| format!("bad enroll payload: {e}"));
+                    .map_err(|e| format!("bad enroll payload: {}", describe_json_error(&e)));
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(other) => return Err(format!("first message is not text: {other:?}")),
+            // Named by kind only: its bytes may be a secret sent the wrong way.
+            Ok(Message::Binary(b)) => {
+                return Err(format!(
+                    "first message is binary ({} bytes), not text",
+                    b.len()
+                ));
+            }
+            Ok(_) => return Err("the peer closed before enrolling".into()),
             Err(e) => return Err(format!("reading enroll: {e}")),
         }
     }
@@ -391,7 +418,10 @@ fn run_spoke(
         match Frame::decode(text) {
             Ok(frame) if frame.kind == Kind::Resp => spoke.complete(frame),
             Ok(frame) => log::warn!("spoke {name}: unexpected {:?} frame ignored", frame.kind),
-            Err(e) => log::warn!("spoke {name}: undecodable message ignored: {e}"),
+            Err(e) => log::warn!(
+                "spoke {name}: undecodable message ignored: {}",
+                describe_json_error(&e)
+            ),
         }
         transport::Flow::Continue
     });

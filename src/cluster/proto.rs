@@ -149,6 +149,20 @@ impl Frame {
     }
 }
 
+/// A JSON error told without the input's text: serde_json quotes offending values, and a peer
+/// may have put a secret (a join token, a credential, an OAuth code) in the wrong place, so
+/// only the kind of error and its position reach a log or an answer.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Io => "unreadable JSON",
+        Category::Syntax => "not valid JSON",
+        Category::Data => "JSON of the wrong shape",
+        Category::Eof => "truncated JSON",
+    };
+    format!("{kind} (line {}, column {})", e.line(), e.column())
+}
+
 /// `enroll` payload: a join token (first time) or name + credential (reconnect).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollPayload {
@@ -371,6 +385,28 @@ pub fn empty_object() -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_errors_are_described_without_quoting_the_input() {
+        let secret = "ab".repeat(32);
+        for text in [
+            format!(r#"{{"type":"{secret}"}}"#),
+            format!(r#"{{"type":"enroll","id":"{secret}"}}"#),
+            format!(r#"{{"type":"enroll","payload":"{secret}"}}"#),
+        ] {
+            let described = match Frame::decode(&text) {
+                Err(e) => describe_json_error(&e),
+                Ok(f) => {
+                    describe_json_error(&f.payload_as::<EnrollPayload>().expect_err("wrong shape"))
+                }
+            };
+            assert!(!described.contains(&secret[..16]), "{described}");
+            assert!(
+                described.starts_with("JSON of the wrong shape (line 1"),
+                "{described}"
+            );
+        }
+    }
     use crate::boxes::Phase;
 
     /// Decodes `text` as a frame and checks it encodes back to the same bytes.

@@ -89,6 +89,11 @@ impl Registry {
     /// Closes connections whose spoke is no longer enrolled with the credential they used
     /// (revoked, or enrolled again elsewhere). Returns the names closed.
     pub fn drop_revoked(&self) -> Vec<String> {
+        // Connections first, state second: every connection in the snapshot wrote its
+        // credential before it was inserted, so the state read after it knows that credential
+        // unless it was really revoked. (The other order closes a spoke that enrolls between
+        // the read and the snapshot.)
+        let connections = self.connections();
         let state = match self.store.load() {
             Ok(s) => s,
             Err(e) => {
@@ -103,7 +108,7 @@ impl Registry {
             .map(|r| (r.name.as_str(), r.credential_hash.as_str()))
             .collect();
         let mut closed = Vec::new();
-        for spoke in self.connections() {
+        for spoke in connections {
             if !enrolled.contains(&(spoke.name(), spoke.credential_hash())) {
                 log::info!("spoke {}: revoked; closing its connection", spoke.name());
                 spoke.close("revoked");
@@ -220,6 +225,42 @@ mod tests {
         assert!(reg.get("local").is_some());
         assert!(reg.get("alpha").is_some());
         assert!(reg.get("zeta").is_none());
+    }
+
+    #[test]
+    fn a_spoke_enrolling_during_a_revocation_check_is_not_taken_for_revoked() {
+        let reg = Arc::new(registry("revoke-race"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checker = {
+            let (reg, stop) = (Arc::clone(&reg), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut wrongly = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    wrongly.extend(reg.drop_revoked());
+                }
+                wrongly
+            })
+        };
+        for i in 0..100 {
+            let name = format!("s{i}");
+            let (token, _) = crate::cluster::tokens::create_token(
+                reg.store(),
+                &name,
+                std::time::Duration::from_secs(60),
+            )
+            .expect("token");
+            let e = crate::cluster::tokens::enroll_with_token(reg.store(), &token).expect("enroll");
+            let (tx, _rx) = std::sync::mpsc::channel();
+            reg.insert(Arc::new(RemoteSpoke::new(
+                &name,
+                &e.credential_hash,
+                tx,
+                CallDeadlines::default(),
+            )));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let wrongly = checker.join().expect("checker");
+        assert!(wrongly.is_empty(), "closed as revoked: {wrongly:?}");
     }
 
     #[test]

@@ -60,7 +60,21 @@ impl CallDeadlines {
     }
 }
 
+/// Longest error text (in characters) taken from a spoke's answer: it reaches the hub's log
+/// and MCP output, and a buggy or hostile spoke could send megabytes of it.
+pub const MAX_REMOTE_ERROR_CHARS: usize = 2000;
+
 type Waiter = SyncSender<Result<Frame, BoxError>>;
+
+/// `error` cut to [`MAX_REMOTE_ERROR_CHARS`] characters, saying so when it was cut.
+fn bounded_error(mut error: String) -> String {
+    if let Some((cut, _)) = error.char_indices().nth(MAX_REMOTE_ERROR_CHARS) {
+        let total = error.len();
+        error.truncate(cut);
+        error.push_str(&format!("… ({total} bytes, cut)"));
+    }
+    error
+}
 
 /// The hub's handle on one connected spoke.
 pub struct RemoteSpoke {
@@ -163,7 +177,9 @@ impl RemoteSpoke {
         let deadline = self.deadlines.of(m);
         match wrx.recv_timeout(deadline) {
             Ok(Ok(frame)) if frame.kind != Kind::Resp => Err(self.bad(m, "answer is not a resp")),
-            Ok(Ok(frame)) if !frame.error.is_empty() => Err(BoxError::Remote(frame.error)),
+            Ok(Ok(frame)) if !frame.error.is_empty() => {
+                Err(BoxError::Remote(bounded_error(frame.error)))
+            }
             Ok(Ok(frame)) => Ok(frame.payload),
             Ok(Err(e)) => Err(e),
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -194,7 +210,8 @@ impl RemoteSpoke {
         v: Option<Box<RawValue>>,
     ) -> Result<T, BoxError> {
         let text = v.as_deref().map_or("null", RawValue::get);
-        serde_json::from_str(text).map_err(|e| self.bad(m, &e.to_string()))
+        // The answer may carry what must not reach a model (an authorize URL): no quoting.
+        serde_json::from_str(text).map_err(|e| self.bad(m, &proto::describe_json_error(&e)))
     }
 }
 
@@ -302,6 +319,24 @@ mod tests {
         let e2 = spoke.list().expect_err("error");
         assert_eq!(e1.to_string(), "id 1");
         assert_eq!(e2.to_string(), "id 2");
+    }
+
+    #[test]
+    fn a_huge_error_from_a_spoke_is_cut_to_the_bound() {
+        let spoke = spoke_with_answerer(|req| Some(Frame::resp_err(req.id, "é".repeat(1 << 20))));
+        let err = spoke.list().expect_err("error").to_string();
+        assert!(
+            err.starts_with(&"é".repeat(MAX_REMOTE_ERROR_CHARS)),
+            "kept the start"
+        );
+        assert!(
+            err.ends_with("… (2097152 bytes, cut)"),
+            "ends badly ({} bytes)",
+            err.len()
+        );
+        assert!(err.chars().count() < MAX_REMOTE_ERROR_CHARS + 40);
+        let short = spoke_with_answerer(|req| Some(Frame::resp_err(req.id, "no such box")));
+        assert_eq!(short.list().expect_err("error").to_string(), "no such box");
     }
 
     #[test]

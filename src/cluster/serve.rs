@@ -40,11 +40,23 @@ fn payload<T: for<'de> Deserialize<'de>>(frame: &Frame) -> Result<T, String> {
         .map_err(|e| format!("bad {} payload: {e}", frame.method))
 }
 
-/// Runs one `req` frame and builds its `resp`.
+/// Runs one `req` frame and builds its `resp`. A verb that panics (a bug in the manager) is
+/// answered with an error for that id instead of leaving the hub waiting for its deadline.
 pub fn handle(manager: &dyn BoxManager, policy: &Policy, frame: &Frame) -> Frame {
-    match dispatch(manager, policy, frame) {
-        Ok(payload) => Frame::resp_ok(frame.id, payload),
-        Err(e) => Frame::resp_err(frame.id, e),
+    let run = std::panic::AssertUnwindSafe(|| dispatch(manager, policy, frame));
+    match std::panic::catch_unwind(run) {
+        Ok(Ok(payload)) => Frame::resp_ok(frame.id, payload),
+        Ok(Err(e)) => Frame::resp_err(frame.id, e),
+        Err(_) => {
+            log::error!("spoke: {} (id {}) panicked", frame.method, frame.id);
+            Frame::resp_err(
+                frame.id,
+                format!(
+                    "{} failed unexpectedly on the spoke; see its log",
+                    frame.method
+                ),
+            )
+        }
     }
 }
 
@@ -140,6 +152,49 @@ mod tests {
         );
         assert_eq!(r.id, 5);
         assert!(r.error.starts_with("bad logs payload"), "{}", r.error);
+    }
+
+    /// A manager whose every verb panics (a bug in a backend).
+    struct Panicking;
+
+    impl BoxManager for Panicking {
+        fn create(
+            &self,
+            _: crate::boxes::CreateOptions,
+        ) -> Result<crate::boxes::Created, BoxError> {
+            panic!("create bug")
+        }
+        fn submit_code(&self, _: &str, _: &str) -> Result<String, BoxError> {
+            panic!("submit bug")
+        }
+        fn list(&self) -> Result<Vec<crate::boxes::BoxInfo>, BoxError> {
+            panic!("list bug")
+        }
+        fn destroy(&self, _: &str) -> Result<(), BoxError> {
+            panic!("destroy bug")
+        }
+        fn logs(&self, _: &str, _: usize) -> Result<String, BoxError> {
+            panic!("logs bug")
+        }
+        fn exec(&self, _: &str, _: &[String]) -> Result<crate::boxes::ExecResult, BoxError> {
+            panic!("exec bug")
+        }
+        fn reap(&self, _: Duration) -> Result<Vec<String>, BoxError> {
+            panic!("reap bug")
+        }
+    }
+
+    #[test]
+    fn a_panicking_verb_is_answered_with_an_error_for_its_id() {
+        let req =
+            Frame::decode(r#"{"type":"req","id":9,"method":"list","payload":{}}"#).expect("frame");
+        let r = handle(&Panicking, &Policy::default(), &req);
+        assert_eq!(r.kind, proto::Kind::Resp);
+        assert_eq!(r.id, 9);
+        assert_eq!(
+            r.error,
+            "list failed unexpectedly on the spoke; see its log"
+        );
     }
 
     #[test]

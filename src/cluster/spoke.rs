@@ -7,30 +7,38 @@
 //! most `max_workers` at once, past that a request is answered with an error at once). Reconnects
 //! back off 1 s → 30 s with ±20 % jitter, reset after a welcome. A rejected enrollment is
 //! terminal ([`ClusterError::Rejected`]).
+//!
+//! The spoke takes nothing on trust from the hub: a welcome must name a valid spoke name (the
+//! one it enrolled as, on a reconnect) and carry a 64-hex credential, else nothing is saved and
+//! the run ends; the ws:// upgrade answer must arrive within the connect timeout.
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tungstenite::http::Uri;
 use tungstenite::protocol::Role;
-use tungstenite::{Connector, WebSocket};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Connector, Message, WebSocket};
 
 use crate::boxes::BoxManager;
 use crate::util::fsutil::{check_dir_writable, write_atomic_0600};
+use crate::util::secret::is_hex_64;
 
 use super::ClusterError;
 use super::dial::dial;
 pub use super::dial::{BACKOFF_MAX, BACKOFF_MIN, Backoff, parse_hub_url, tls_config};
-use super::proto::{EnrollPayload, Frame, Kind, WelcomePayload, to_value};
+use super::proto::{EnrollPayload, Frame, Kind, WelcomePayload, describe_json_error, to_value};
 use super::serve::{self, Policy};
-use super::transport::{self, End, Flow, Outgoing, SplitStream, pump, ws_config};
+use super::tokens::validate_spoke_name;
+use super::transport::{self, End, Flow, Outgoing, SplitStream, Ticket, pump, ws_config};
 use super::workers::{Pool, Refused};
 
 /// Default credentials file (`--credentials`).
@@ -39,6 +47,9 @@ pub const DEFAULT_CREDENTIALS: &str = "llmbox-spoke.json";
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on verbs running at once.
 pub const DEFAULT_MAX_WORKERS: usize = 32;
+/// Most answers queued for the hub and not yet written. A hub that sends requests and never
+/// reads the answers reaches it, and the connection ends instead of the queue growing.
+pub const MAX_QUEUED_ANSWERS: usize = 4096;
 
 /// What a spoke needs to run. Its `Debug` hides the join token.
 #[derive(Clone)]
@@ -108,21 +119,48 @@ pub struct Credentials {
 /// Reads the credentials file; `None` when it does not exist.
 ///
 /// # Errors
-/// Unreadable or not a credentials document (named by path).
+/// Unreadable, or not a credentials document (named by path, saying to move it away: a join
+/// token never overwrites a file the spoke cannot read as its own).
 pub fn load_credentials(path: &Path) -> Result<Option<Credentials>, ClusterError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            ClusterError::Invalid(format!(
-                "credentials file {} is not valid ({e}); enroll again with a new join token",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ClusterError::io(
-            format!("read credentials {}", path.display()),
-            e,
-        )),
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ClusterError::io(
+                format!("read credentials {}", path.display()),
+                e,
+            ));
+        }
+    };
+    let invalid = |why: String| {
+        ClusterError::io(
+            format!("credentials file {}", path.display()),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{why}; move it away and start the spoke with a new join token (--token)"),
+            ),
+        )
+    };
+    let creds: Credentials = serde_json::from_slice(&bytes).map_err(|e| {
+        invalid(format!(
+            "not a spoke credentials document ({})",
+            describe_json_error(&e)
+        ))
+    })?;
+    validate_spoke_name(&creds.name).map_err(|e| invalid(e.to_string()))?;
+    if !is_hex_64(&creds.credential) {
+        return Err(invalid("its credential is not 64 hex characters".into()));
     }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        log::warn!(
+            "credentials file {} is open to other users (mode {:o}); run chmod 600 on it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    Ok(Some(creds))
 }
 
 /// Writes the credentials file atomically with mode 0600.
@@ -338,6 +376,7 @@ fn connect_once(
     }
     let set_timeout = |d: Duration| control.set_read_timeout(Some(d));
     let (tx, rx) = mpsc::channel();
+    let expected_name = enroll.name.clone();
     let enroll_frame = Frame {
         payload: Some(to_value(&enroll)),
         ..Frame::new(Kind::Enroll)
@@ -346,6 +385,7 @@ fn connect_once(
     let mut session = Session {
         config,
         tx: tx.clone(),
+        expected_name,
         welcomed,
         manager,
         factory,
@@ -353,18 +393,22 @@ fn connect_once(
         served: false,
         policy: Arc::new(config.policy.clone()),
         workers: Pool::new(config.max_workers),
+        answers: Arc::new(AtomicUsize::new(0)),
     };
     let end = match tls {
         None => {
             let request = uri.to_string();
-            let mut ws = match tungstenite::client::client_with_config(
-                request,
-                SplitStream::new(tcp),
-                Some(ws_config()),
-            ) {
-                Ok((ws, _)) => ws,
-                Err(e) => return Outcome::Failed(format!("upgrade: {e}")),
-            };
+            let mut stream = SplitStream::new(tcp);
+            // The whole upgrade answer must come within the connect timeout, however slowly
+            // the hub trickles it (each read alone would wait that long).
+            // (`checked_add`: --connect-timeout may be any duration; too far off means none.)
+            stream.set_deadline(Instant::now().checked_add(config.connect_timeout));
+            let mut ws =
+                match tungstenite::client::client_with_config(request, stream, Some(ws_config())) {
+                    Ok((ws, _)) => ws,
+                    Err(e) => return Outcome::Failed(format!("upgrade: {e}")),
+                };
+            ws.get_mut().set_deadline(None);
             ws.get_mut().attach(tx.clone());
             let writer =
                 match transport::spawn_writer("spoke-write".into(), &control, Role::Client, rx) {
@@ -389,15 +433,25 @@ fn connect_once(
         }
         Some(tls) => {
             let request = uri.to_string();
+            // As over ws://: the TLS handshake and the upgrade answer together get the connect
+            // timeout. The stream is never attached, so it writes straight to the socket.
+            let mut stream = SplitStream::new(tcp);
+            stream.set_deadline(Instant::now().checked_add(config.connect_timeout));
             let mut ws: WebSocket<_> = match tungstenite::client_tls_with_config(
                 request,
-                tcp,
+                stream,
                 Some(ws_config()),
                 Some(Connector::Rustls(Arc::clone(tls))),
             ) {
                 Ok((ws, _)) => ws,
                 Err(e) => return Outcome::Failed(format!("tls upgrade: {e}")),
             };
+            match ws.get_mut() {
+                MaybeTlsStream::Rustls(tls) => tls.sock.set_deadline(None),
+                MaybeTlsStream::Plain(plain) => plain.set_deadline(None),
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
             let end = pump(
                 &mut ws,
                 &tx,
@@ -425,6 +479,8 @@ fn finish(session: &mut Session<'_>, end: End) -> Outcome {
 struct Session<'a> {
     config: &'a SpokeConfig,
     tx: Sender<Outgoing>,
+    /// The name this connection enrolled under (empty for a join token: the hub names it).
+    expected_name: String,
     welcomed: &'a mut dyn FnMut(Credentials),
     manager: &'a mut Option<Arc<dyn BoxManager>>,
     factory: ManagerFactory<'a>,
@@ -434,6 +490,8 @@ struct Session<'a> {
     served: bool,
     policy: Arc<Policy>,
     workers: Pool,
+    /// Answers queued and not yet written (see [`MAX_QUEUED_ANSWERS`]).
+    answers: Arc<AtomicUsize>,
 }
 
 impl Session<'_> {
@@ -441,7 +499,10 @@ impl Session<'_> {
         let frame = match Frame::decode(text) {
             Ok(f) => f,
             Err(e) => {
-                log::warn!("undecodable message from the hub ignored: {e}");
+                log::warn!(
+                    "undecodable message from the hub ignored: {}",
+                    describe_json_error(&e)
+                );
                 return Flow::Continue;
             }
         };
@@ -452,10 +513,7 @@ impl Session<'_> {
                 self.outcome = Some(Outcome::Rejected);
                 Flow::Stop("enrollment rejected".into())
             }
-            Kind::Req => {
-                self.on_req(frame);
-                Flow::Continue
-            }
+            Kind::Req => self.on_req(frame),
             other => {
                 log::warn!("unexpected {other:?} frame from the hub ignored");
                 Flow::Continue
@@ -464,10 +522,20 @@ impl Session<'_> {
     }
 
     fn on_welcome(&mut self, frame: &Frame) -> Flow {
+        if self.served {
+            log::warn!("a second welcome from the hub ignored");
+            return Flow::Continue;
+        }
         let w: WelcomePayload = match frame.payload_as() {
             Ok(w) => w,
-            Err(e) => return Flow::Stop(format!("bad welcome: {e}")),
+            Err(e) => return Flow::Stop(format!("bad welcome: {}", describe_json_error(&e))),
         };
+        // The name becomes this host's box namespace (Docker labels) and the credential goes
+        // to disk: take neither from a hub that makes them up.
+        if let Err(why) = self.check_welcome(&w) {
+            self.outcome = Some(Outcome::Fatal(ClusterError::Protocol(why)));
+            return Flow::Stop("bad welcome".into());
+        }
         if !w.credential.is_empty() {
             let creds = Credentials {
                 name: w.name.clone(),
@@ -498,27 +566,62 @@ impl Session<'_> {
         Flow::Continue
     }
 
-    fn on_req(&mut self, frame: Frame) {
-        let Some(manager) = self.manager.clone() else {
-            transport::send_text(
-                &self.tx,
-                Frame::resp_err(frame.id, "spoke not enrolled yet").encode(),
+    fn check_welcome(&self, w: &WelcomePayload) -> Result<(), String> {
+        if let Err(e) = validate_spoke_name(&w.name) {
+            return Err(format!(
+                "the hub welcomed this spoke under an invalid spoke name: {e}"
+            ));
+        }
+        if !self.expected_name.is_empty() && w.name != self.expected_name {
+            return Err(format!(
+                "the hub welcomed this spoke as {:?}, but it enrolled as {:?}",
+                w.name, self.expected_name
+            ));
+        }
+        if !w.credential.is_empty() && !is_hex_64(&w.credential) {
+            return Err(
+                "the hub's welcome carries a malformed credential (not 64 hex characters)".into(),
             );
-            return;
+        }
+        Ok(())
+    }
+
+    /// Queues `resp` for the hub, counted until written.
+    fn answer(&self, resp: &Frame) {
+        let msg = Message::text(resp.encode());
+        let _ = self
+            .tx
+            .send(Outgoing::Counted(msg, Ticket::new(&self.answers)));
+    }
+
+    fn on_req(&mut self, frame: Frame) -> Flow {
+        let queued = self.answers.load(Ordering::SeqCst);
+        if queued >= MAX_QUEUED_ANSWERS {
+            return Flow::Stop(format!(
+                "the hub does not read its answers ({queued} queued)"
+            ));
+        }
+        let Some(manager) = self.manager.clone() else {
+            self.answer(&Frame::resp_err(frame.id, "spoke not enrolled yet"));
+            return Flow::Continue;
         };
         let (tx, policy) = (self.tx.clone(), Arc::clone(&self.policy));
         let id = frame.id;
+        // Counted from acceptance: a running verb's answer is as good as queued.
+        let ticket = Ticket::new(&self.answers);
         let job = move || {
             let resp = serve::handle(manager.as_ref(), &policy, &frame);
-            transport::send_text(&tx, resp.encode());
+            let msg = Message::text(resp.encode());
+            let _ = tx.send(Outgoing::Counted(msg, ticket));
         };
         let refused = match self.workers.submit(job) {
-            Ok(()) => return,
+            Ok(()) => return Flow::Continue,
             Err(Refused::Busy(max)) => {
                 format!("spoke busy: {max} verbs already running; try again shortly")
             }
             Err(Refused::Spawn(e)) => format!("spoke cannot start a worker: {e}"),
         };
-        transport::send_text(&self.tx, Frame::resp_err(id, refused).encode());
+        self.answer(&Frame::resp_err(id, refused));
+        Flow::Continue
     }
 }

@@ -16,6 +16,37 @@ use super::{ClusterError, LOCAL_SPOKE};
 /// Longest join-token lifetime accepted by `token create`.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Fewest characters of a token id `token revoke --id` accepts.
+pub const MIN_TOKEN_ID_PREFIX: usize = 4;
+
+/// Checks a join token's lifetime: above zero, at most [`MAX_TOKEN_TTL`].
+///
+/// # Errors
+/// [`ClusterError::Invalid`] naming the range and the value.
+pub fn validate_ttl(ttl: Duration) -> Result<(), ClusterError> {
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(ClusterError::Invalid(format!(
+            "token lifetime {} is out of range: give between 1s and {}",
+            crate::util::duration::format_duration(ttl),
+            crate::util::duration::format_duration(MAX_TOKEN_TTL)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a token id prefix for `token revoke --id`: long enough to be meant.
+///
+/// # Errors
+/// [`ClusterError::Invalid`] saying how long it must be.
+pub fn validate_token_id_prefix(prefix: &str) -> Result<(), ClusterError> {
+    if prefix.chars().count() < MIN_TOKEN_ID_PREFIX {
+        return Err(ClusterError::Invalid(format!(
+            "token id {prefix:?} is too short: give at least {MIN_TOKEN_ID_PREFIX} characters of the id `token list` shows"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a spoke name: one DNS label (it becomes a Docker label value and box namespace),
 /// never the hub's own `local`.
 ///
@@ -50,12 +81,7 @@ pub fn create_token(
     ttl: Duration,
 ) -> Result<(String, JoinTokenRecord), ClusterError> {
     validate_spoke_name(name)?;
-    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-        return Err(ClusterError::Invalid(format!(
-            "token lifetime must be between 1s and {}",
-            crate::util::duration::format_duration(MAX_TOKEN_TTL)
-        )));
-    }
+    validate_ttl(ttl)?;
     let token = random()?;
     let now = unix_now();
     let record = JoinTokenRecord {
@@ -72,13 +98,10 @@ pub fn create_token(
 /// Removes join tokens whose id (hash prefix) starts with `prefix`; returns the removed ones.
 ///
 /// # Errors
-/// A prefix shorter than 4 or matching several tokens, or the state file.
+/// A prefix too short or matching several tokens ([`ClusterError::Invalid`]), none matching
+/// ([`ClusterError::NotFound`]), or the state file.
 pub fn revoke_token_by_id(store: &Store, prefix: &str) -> Result<JoinTokenRecord, ClusterError> {
-    if prefix.len() < 4 {
-        return Err(ClusterError::Invalid(format!(
-            "token id {prefix:?} is too short: give at least 4 characters of the id `token list` shows"
-        )));
-    }
+    validate_token_id_prefix(prefix)?;
     store.update(|s| {
         let hits: Vec<usize> = s
             .join_tokens
@@ -89,7 +112,7 @@ pub fn revoke_token_by_id(store: &Store, prefix: &str) -> Result<JoinTokenRecord
             .collect();
         match hits.as_slice() {
             [i] => Ok(s.join_tokens.remove(*i)),
-            [] => Err(ClusterError::Invalid(format!(
+            [] => Err(ClusterError::NotFound(format!(
                 "no join token has an id starting with {prefix:?}"
             ))),
             _ => Err(ClusterError::Invalid(format!(

@@ -12,10 +12,13 @@
 //!
 //! Liveness: [`pump`] sends a Ping every heartbeat and declares the peer dead after
 //! [`MISSED_HEARTBEATS`] heartbeats without any inbound frame. An oversized message is answered
-//! with Close 1009.
+//! with Close 1009. Replies the read path queues for the writer (pongs, close replies) are
+//! bounded by [`MAX_REPLY_BACKLOG`]: a peer that floods pings and never reads is cut off.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -41,6 +44,11 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read timeout of the single-owner (TLS) loop: the latency bound of its outgoing drain.
 pub const TLS_POLL: Duration = Duration::from_millis(5);
 
+/// Most bytes of replies the read path may have queued for the writer (pongs, close replies).
+/// A peer that floods pings and never reads its pongs reaches it, and its connection ends
+/// instead of the queue growing without bound.
+pub const MAX_REPLY_BACKLOG: usize = 1 << 20;
+
 /// The WebSocket settings both ends use: 64 MiB caps on messages and frames, small buffers.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -56,17 +64,61 @@ pub enum Outgoing {
     /// A message to frame and send.
     Msg(Message),
     /// Bytes tungstenite already framed on the read path (pong, close reply).
-    Raw(Vec<u8>),
+    Raw(QueuedReply),
     /// Send this close frame, then shut the socket down.
     Close(CloseFrame),
+    /// A message counted by its [`Ticket`] until it is written (or dropped).
+    Counted(Message, Ticket),
+}
+
+/// Counts one queued message against a shared counter until dropped.
+#[derive(Debug)]
+pub struct Ticket(Arc<AtomicUsize>);
+
+impl Ticket {
+    /// Counts one more message on `counter`.
+    pub fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ticket(Arc::clone(counter))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Reply bytes on their way to the writer; they count against [`MAX_REPLY_BACKLOG`] until
+/// written (or dropped).
+#[derive(Debug)]
+pub struct QueuedReply {
+    bytes: Vec<u8>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl QueuedReply {
+    /// The framed bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for QueuedReply {
+    fn drop(&mut self) {
+        self.backlog.fetch_sub(self.bytes.len(), Ordering::SeqCst);
+    }
 }
 
 /// The reader's stream: reads from the socket, writes into the writer's channel. Before
 /// [`SplitStream::attach`] (during the HTTP upgrade) writes go straight to the socket.
+#[derive(Debug)]
 pub struct SplitStream {
     tcp: TcpStream,
     out: Option<Sender<Outgoing>>,
     deadline: Option<Instant>,
+    /// Reply bytes queued and not yet written.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl SplitStream {
@@ -76,6 +128,7 @@ impl SplitStream {
             tcp,
             out: None,
             deadline: None,
+            backlog: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -114,11 +167,38 @@ impl Write for SplitStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &self.out {
             // The whole buffer is taken at once, so every chunk holds whole frames.
-            Some(out) => out
-                .send(Outgoing::Raw(buf.to_vec()))
-                .map(|()| buf.len())
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer gone")),
+            Some(out) => {
+                let queued = self.backlog.load(Ordering::SeqCst);
+                if queued.saturating_add(buf.len()) > MAX_REPLY_BACKLOG {
+                    return Err(io::Error::other(format!(
+                        "the peer does not read: {queued} bytes of replies are still queued"
+                    )));
+                }
+                self.backlog.fetch_add(buf.len(), Ordering::SeqCst);
+                let reply = QueuedReply {
+                    bytes: buf.to_vec(),
+                    backlog: Arc::clone(&self.backlog),
+                };
+                out.send(Outgoing::Raw(reply))
+                    .map(|()| buf.len())
+                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer gone"))
+            }
             None => self.tcp.write(buf),
+        }
+    }
+
+    // rustls writes its records (and its last-gasp alert, once) with `write_vectored`; the
+    // default would send only the first buffer, losing e.g. a certificate alert.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match &self.out {
+            Some(_) => {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &**b);
+                self.write(first)
+            }
+            None => self.tcp.write_vectored(bufs),
         }
     }
 
@@ -168,10 +248,10 @@ fn thread_name() -> String {
 /// Writes one outgoing item; `Err` ends the connection (a Close counts as the end).
 fn write_one<S: Read + Write>(ws: &mut WebSocket<S>, out: Outgoing) -> Result<(), String> {
     match out {
-        Outgoing::Msg(msg) => ws.send(msg).map_err(|e| e.to_string()),
-        Outgoing::Raw(bytes) => {
+        Outgoing::Msg(msg) | Outgoing::Counted(msg, _) => ws.send(msg).map_err(|e| e.to_string()),
+        Outgoing::Raw(reply) => {
             let s = ws.get_mut();
-            s.write_all(&bytes)
+            s.write_all(reply.bytes())
                 .and_then(|()| s.flush())
                 .map_err(|e| e.to_string())
         }
@@ -255,7 +335,8 @@ pub fn pump<S: Read + Write>(
     if let Err(e) = set_timeout(tick) {
         return End::Closed(format!("set read timeout: {e}"));
     }
-    let dead_after = heartbeat * MISSED_HEARTBEATS;
+    // `--heartbeat` is any duration the operator typed: saturate instead of overflowing.
+    let dead_after = heartbeat.saturating_mul(MISSED_HEARTBEATS);
     let mut last_in = Instant::now();
     let mut last_ping = Instant::now();
     loop {
@@ -329,4 +410,58 @@ pub fn pump<S: Read + Write>(
 /// Sends one frame's JSON as a text message through `tx`; false when the connection is gone.
 pub fn send_text(tx: &Sender<Outgoing>, text: String) -> bool {
     tx.send(Outgoing::Msg(Message::text(text))).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    #[test]
+    fn replies_a_peer_never_reads_are_bounded_and_the_bound_frees_as_they_are_written() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let tcp = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let mut stream = SplitStream::new(tcp);
+        let (tx, rx) = mpsc::channel();
+        stream.attach(tx);
+        let pong = [0u8; 127];
+        let fits = MAX_REPLY_BACKLOG / pong.len();
+        for _ in 0..fits {
+            stream.write_all(&pong).expect("within the bound");
+        }
+        let err = stream.write(&pong).expect_err("past the bound");
+        assert!(err.to_string().contains("does not read"), "{err}");
+        // The writer taking (writing) replies makes room again.
+        let written: Vec<Outgoing> = rx.try_iter().take(10).collect();
+        drop(written);
+        stream.write_all(&pong).expect("room again");
+    }
+
+    #[test]
+    fn a_huge_heartbeat_neither_panics_nor_hides_the_peers_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        let mut peer = WebSocket::from_raw_socket(theirs, Role::Client, None);
+        peer.send(Message::text("hi")).expect("text");
+        peer.send(Message::Close(None)).expect("close");
+        let control = ours.try_clone().expect("clone");
+        let mut ws = WebSocket::from_raw_socket(ours, Role::Server, Some(ws_config()));
+        let (tx, _rx) = mpsc::channel();
+        let mut seen = Vec::new();
+        let end = pump(
+            &mut ws,
+            &tx,
+            None,
+            Duration::MAX,
+            &|d| control.set_read_timeout(Some(d)),
+            &mut |t| {
+                seen.push(t.to_string());
+                Flow::Continue
+            },
+        );
+        assert!(matches!(end, End::Closed(_)), "{end:?}");
+        assert_eq!(seen, ["hi"]);
+    }
 }

@@ -87,7 +87,11 @@ impl Pool {
                     };
                     let Ok(job) = job else { break };
                     let _done = Finished(Arc::clone(&busy));
-                    job();
+                    // A panicking job must not take its thread along: the pool counts on
+                    // its threads to run every accepted job.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                        log::error!("spoke-verb: a verb panicked; the worker keeps serving");
+                    }
                 }
             })?;
         self.threads.fetch_add(1, Ordering::SeqCst);
@@ -144,6 +148,24 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, (0..10).collect::<Vec<_>>());
         assert_eq!(pool.threads(), 2);
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_its_thread_serving_the_next_one() {
+        let pool = Pool::new(1);
+        pool.submit(|| panic!("a verb bug")).expect("accepted");
+        let (tx, rx) = mpsc::channel();
+        loop {
+            let tx = tx.clone();
+            if pool.submit(move || tx.send(()).expect("send")).is_ok() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        // A liveness bound, not a timing assertion: without a thread the job never runs.
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the job after a panic ran");
+        assert_eq!(pool.threads(), 1);
     }
 
     #[test]

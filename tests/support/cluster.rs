@@ -63,6 +63,15 @@ impl Hub {
         }
     }
 
+    /// The plane's `host:port`.
+    pub fn addr(&self) -> String {
+        self.plane
+            .as_ref()
+            .expect("plane running")
+            .addr()
+            .to_string()
+    }
+
     pub fn token(&self, name: &str) -> String {
         tokens::create_token(&self.store, name, Duration::from_secs(600))
             .expect("token")
@@ -183,18 +192,24 @@ pub struct RawSpoke {
 impl RawSpoke {
     /// Connects and upgrades (no enrollment yet).
     pub fn connect(hub: &Hub) -> RawSpoke {
-        let addr = hub
-            .url
-            .trim_start_matches("ws://")
-            .split('/')
-            .next()
-            .expect("addr")
-            .to_string();
-        let tcp = std::net::TcpStream::connect(&addr).expect("connect");
+        RawSpoke::try_connect(hub).expect("upgrade")
+    }
+
+    /// Connects and upgrades; `None` when the hub refuses the socket or the upgrade.
+    pub fn try_connect(hub: &Hub) -> Option<RawSpoke> {
+        let tcp = std::net::TcpStream::connect(hub.addr()).expect("connect");
         tcp.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
-        let (ws, _) = tungstenite::client::client(hub.url.as_str(), tcp).expect("upgrade");
-        RawSpoke { ws }
+        let (ws, _) = tungstenite::client::client(hub.url.as_str(), tcp).ok()?;
+        Some(RawSpoke { ws })
+    }
+
+    /// Reads the hub's next `req` and returns its id.
+    pub fn next_request_id(&mut self) -> u64 {
+        let req = self.next_text().expect("a request from the hub");
+        let v: serde_json::Value = serde_json::from_str(&req).expect("json");
+        assert_eq!(v["type"], "req", "{req}");
+        v["id"].as_u64().expect("id")
     }
 
     pub fn send(&mut self, text: &str) {
