@@ -8,48 +8,14 @@ use llmbox::boxes::memory::MemoryBoxManager;
 use llmbox::cluster::proto::Frame;
 use llmbox::cluster::serve::{self, Policy};
 use llmbox::cluster::spoke::parse_hub_url;
+use llmbox::util::seeded::SeededRng;
 use llmbox::util::{base64, duration};
-
-/// xorshift64*: a tiny deterministic generator (no dependency needed).
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> Rng {
-        let seed = std::env::var("LLMBOX_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_1234_abcd_ef01_u64);
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// A string of up to `max` pieces drawn from `pieces`.
-    fn text(&mut self, pieces: &[&str], max: usize) -> String {
-        let n = self.below(max + 1);
-        (0..n).map(|_| pieces[self.below(pieces.len())]).collect()
-    }
-
-    fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let n = self.below(max + 1);
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 const ROUNDS: usize = 5_000;
 
 #[test]
 fn durations_never_panic_and_what_parses_formats_back_to_the_same_length() {
-    let mut rng = Rng::from_env();
+    let mut rng = SeededRng::from_env(0x5eed_1234_abcd_ef01);
     let pieces = [
         "0",
         "1",
@@ -92,7 +58,7 @@ fn durations_never_panic_and_what_parses_formats_back_to_the_same_length() {
 
 #[test]
 fn base64_round_trips_and_garbage_is_an_error_not_a_panic() {
-    let mut rng = Rng::from_env();
+    let mut rng = SeededRng::from_env(0x5eed_1234_abcd_ef01);
     for _ in 0..ROUNDS {
         let data = rng.bytes(64);
         assert_eq!(
@@ -108,7 +74,7 @@ fn base64_round_trips_and_garbage_is_an_error_not_a_panic() {
 
 #[test]
 fn hub_urls_never_panic_and_accepted_ones_name_a_ws_scheme_and_the_connect_path() {
-    let mut rng = Rng::from_env();
+    let mut rng = SeededRng::from_env(0x5eed_1234_abcd_ef01);
     let pieces = [
         "ws://",
         "wss://",
@@ -147,7 +113,7 @@ fn hub_urls_never_panic_and_accepted_ones_name_a_ws_scheme_and_the_connect_path(
 
 #[test]
 fn random_frames_to_the_spoke_get_an_answer_for_their_id_or_are_undecodable() {
-    let mut rng = Rng::from_env();
+    let mut rng = SeededRng::from_env(0x5eed_1234_abcd_ef01);
     let manager = MemoryBoxManager::new("edge", 5);
     let policy = Policy::default();
     let methods = [
@@ -214,7 +180,7 @@ fn random_frames_to_the_spoke_get_an_answer_for_their_id_or_are_undecodable() {
 
 #[test]
 fn random_state_files_are_an_error_naming_the_path_or_readable_never_a_panic() {
-    let mut rng = Rng::from_env();
+    let mut rng = SeededRng::from_env(0x5eed_1234_abcd_ef01);
     let dir = std::env::temp_dir().join(format!("llmbox-fuzz-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");

@@ -467,6 +467,7 @@ pub fn read_body_to_end<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::seeded::SeededRng;
     use std::io::BufReader;
 
     /// A reader that hands out the given pieces one read at a time, like a socket would.
@@ -678,22 +679,6 @@ mod tests {
         ));
     }
 
-    /// A small seeded generator (xorshift64*), so a failure names the seed that found it.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            usize::try_from(self.next() % n as u64).expect("below n")
-        }
-    }
-
     #[test]
     fn mutated_responses_never_panic_and_respect_the_limits() {
         let seeds: [&[u8]; 3] = [
@@ -703,7 +688,7 @@ mod tests {
         ];
         let alphabet = b"\r\n:; 0123456789abcdefxHTTP/1.\xff\x00";
         for seed in 1..=3000u64 {
-            let mut rng = Rng(seed);
+            let mut rng = SeededRng::new(seed);
             let mut data = seeds[rng.below(seeds.len())].to_vec();
             for _ in 0..=rng.below(6) {
                 let at = rng.below(data.len() + 1);

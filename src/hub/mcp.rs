@@ -506,6 +506,7 @@ fn modern_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::seeded::SeededRng;
 
     struct Echo;
 
@@ -891,27 +892,7 @@ mod tests {
         assert_eq!((r.status, error_code(&r)), (404, code::METHOD_NOT_FOUND));
     }
 
-    /// A small seeded generator (xorshift64*), so a failure names its seed and replays.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn one_in(&mut self, n: u64) -> bool {
-            self.next().is_multiple_of(n)
-        }
-
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[(self.next() % items.len() as u64) as usize]
-        }
-    }
-
-    fn any_value(rng: &mut Rng, depth: u32) -> Value {
+    fn any_value(rng: &mut SeededRng, depth: u32) -> Value {
         let scalars = [
             json!(null),
             json!(true),
@@ -928,9 +909,9 @@ mod tests {
             json!("2025-03-26"),
             json!("é\u{0}\u{fffd}"),
         ];
-        match rng.next() % 8 {
+        match rng.next_u64() % 8 {
             0 if depth < 4 => Value::Array(
-                (0..rng.next() % 4)
+                (0..rng.next_u64() % 4)
                     .map(|_| any_value(rng, depth + 1))
                     .collect(),
             ),
@@ -950,7 +931,7 @@ mod tests {
                     "fail",
                 ];
                 let mut map = Map::new();
-                for _ in 0..rng.next() % 6 {
+                for _ in 0..rng.next_u64() % 6 {
                     map.insert(rng.pick(&keys).to_string(), any_value(rng, depth + 1));
                 }
                 Value::Object(map)
@@ -960,7 +941,7 @@ mod tests {
     }
 
     /// A message that is usually close to valid, so the deeper branches are reached too.
-    fn near_valid(rng: &mut Rng) -> Value {
+    fn near_valid(rng: &mut SeededRng) -> Value {
         let methods = [
             "initialize",
             "ping",
@@ -1006,20 +987,24 @@ mod tests {
             Some("server/discover"),
         ];
         for seed in 1..=3000u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let value = match rng.next() % 4 {
+            let mut rng = SeededRng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let value = match rng.next_u64() % 4 {
                 0 => any_value(&mut rng, 0),
-                1 => Value::Array((0..rng.next() % 4).map(|_| near_valid(&mut rng)).collect()),
+                1 => Value::Array(
+                    (0..rng.next_u64() % 4)
+                        .map(|_| near_valid(&mut rng))
+                        .collect(),
+                ),
                 _ => near_valid(&mut rng),
             };
             let mut body = value.to_string().into_bytes();
             if rng.one_in(5) && !body.is_empty() {
                 // Byte damage: a cut, or a flipped byte.
-                let at = (rng.next() % body.len() as u64) as usize;
+                let at = (rng.next_u64() % body.len() as u64) as usize;
                 if rng.one_in(2) {
                     body.truncate(at);
                 } else {
-                    body[at] ^= (rng.next() % 255 + 1) as u8;
+                    body[at] ^= (rng.next_u64() % 255 + 1) as u8;
                 }
             }
             let headers = McpHeaders {

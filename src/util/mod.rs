@@ -7,4 +7,5 @@ pub mod duration;
 pub mod fsutil;
 pub mod rlimit;
 pub mod secret;
+pub mod seeded;
 pub mod signal;
