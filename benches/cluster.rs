@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use llmbox::boxes::BoxManager;
 use llmbox::cluster::plane::{self, PlaneConfig};
 use llmbox::cluster::registry::Registry;
-use llmbox::store::{JoinTokenRecord, Store, unix_now};
+use llmbox::store::{JoinTokenRecord, Store};
 use llmbox::util::secret::{random_hex_32, sha256_hex};
+use llmbox::util::unix_now;
 use tungstenite::Message;
 
 mod common;

@@ -380,14 +380,6 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
     serde_json::from_slice(bytes).map_err(corrupt)
 }
 
-/// Seconds since the unix epoch (0 if the clock is before 1970).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,8 +22,9 @@ use llmbox::boxes::BoxManager;
 use llmbox::boxes::memory::MemoryBoxManager;
 use llmbox::cluster::spoke::{self, Credentials, SpokeConfig, SpokeStop};
 use llmbox::cluster::transport::CONN_THREAD_STACK;
-use llmbox::store::{SpokeRecord, Store, unix_now};
+use llmbox::store::{SpokeRecord, Store};
 use llmbox::util::secret::{random_hex_32, sha256_hex};
+use llmbox::util::unix_now;
 
 /// Most spoke loops in one child process (4 descriptors each, see the module docs).
 pub const SPOKES_PER_CHILD: usize = 2000;

@@ -100,10 +100,7 @@ impl BoxManager for MemoryBoxManager {
             "https://claude.com/cai/oauth/authorize?code=true&code_challenge=c{n}&state=s{n}",
             n = *next
         );
-        let created_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let created_unix = crate::util::unix_now();
         boxes.push(MemBox {
             id: id.clone(),
             box_id: opts.box_id,

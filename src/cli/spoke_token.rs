@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use argh::FromArgs;
 
 use crate::cluster::{ClusterError, tokens};
-use crate::store::{Store, unix_now};
+use crate::store::Store;
 use crate::util::duration::format_duration;
+use crate::util::unix_now;
 
 use super::{CliError, parse_duration_flag};
 

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::boxes::BoxManager;
-use crate::store::{Store, unix_now};
+use crate::store::Store;
+use crate::util::unix_now;
 
 use super::remote::RemoteSpoke;
 use super::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};

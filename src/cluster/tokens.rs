@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use crate::boxes::is_valid_box_id;
-use crate::store::{JoinTokenRecord, SpokeRecord, Store, unix_now};
+use crate::store::{JoinTokenRecord, SpokeRecord, Store};
 use crate::util::secret::{ct_eq, is_hex_64, random_hex_32, sha256_hex};
+use crate::util::unix_now;
 
 use super::{ClusterError, LOCAL_SPOKE};
 

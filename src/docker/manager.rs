@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use serde_json::Value;
@@ -239,10 +239,7 @@ pub(super) fn reap_among(
     boxes: &[ContainerSummary],
     ttl: Duration,
 ) -> Result<Vec<ContainerSummary>, DockerError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::util::unix_now();
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     let mut reaped = Vec::new();
     for b in boxes {

@@ -14,8 +14,9 @@ use super::redact::scrub;
 use super::{Hub, HubError};
 use crate::boxes::{BoxError, BoxInfo, BoxManager, CreateOptions, ExecResult, Phase};
 use crate::cluster::SpokeStatus;
-use crate::store::{Session, SessionStatus, unix_now};
+use crate::store::{Session, SessionStatus};
 use crate::util::secret::{random_hex_32, sha256_hex};
+use crate::util::unix_now;
 
 /// Most log lines `get_llmbox_logs` returns.
 pub const MAX_LOG_TAIL: usize = 10_000;

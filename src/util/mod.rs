@@ -1,4 +1,5 @@
-//! Leaf helpers shared by every layer: durations, secrets, base64, atomic files, process limits.
+//! Leaf helpers shared by every layer: durations, the clock, secrets, base64, atomic files,
+//! process limits.
 //! Nothing here knows about boxes, spokes or MCP.
 
 pub mod backlog;
@@ -9,3 +10,12 @@ pub mod rlimit;
 pub mod secret;
 pub mod seeded;
 pub mod signal;
+
+/// Seconds since the unix epoch (0 if the clock is before 1970): the timestamps of state
+/// records, box listings and reaping.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
