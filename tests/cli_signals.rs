@@ -31,14 +31,13 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
-#[test]
-fn a_spoke_dialing_an_absent_hub_exits_on_sigterm() {
-    let dir = temp_dir("spoke");
+/// Runs `llmbox <args> <file flag> <dir>/<file>` quietly, SIGTERMs it, and expects 128 + 15.
+fn assert_exits_on_sigterm(tag: &str, args: &[&str], file_flag: &str, file: &str) {
+    let dir = temp_dir(tag);
     let child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
-        .args(["spoke", "--hub", "ws://127.0.0.1:9/", "--token"])
-        .arg("ab".repeat(32))
-        .arg("--credentials")
-        .arg(dir.join("creds.json"))
+        .args(args)
+        .arg(file_flag)
+        .arg(dir.join(file))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -48,23 +47,21 @@ fn a_spoke_dialing_an_absent_hub_exits_on_sigterm() {
 }
 
 #[test]
+fn a_spoke_dialing_an_absent_hub_exits_on_sigterm() {
+    let token = "ab".repeat(32);
+    let args = ["spoke", "--hub", "ws://127.0.0.1:9/", "--token", &token];
+    assert_exits_on_sigterm("spoke", &args, "--credentials", "creds.json");
+}
+
+#[test]
 fn a_serving_hub_exits_on_sigterm() {
-    let dir = temp_dir("hub");
-    let child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
-        .args([
-            "hub",
-            "--no-local",
-            "--listen",
-            "127.0.0.1:0",
-            "--spoke-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--state")
-        .arg(dir.join("state.json"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    assert_eq!(terminate_and_wait(child), Some(128 + 15));
-    std::fs::remove_dir_all(&dir).expect("cleanup");
+    let args = [
+        "hub",
+        "--no-local",
+        "--listen",
+        "127.0.0.1:0",
+        "--spoke-listen",
+        "127.0.0.1:0",
+    ];
+    assert_exits_on_sigterm("hub", &args, "--state", "state.json");
 }
