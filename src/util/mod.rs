@@ -1,5 +1,5 @@
 //! Leaf helpers shared by every layer: durations, the clock, secrets, base64, atomic files,
-//! process limits.
+//! process limits, stopping loops and counting slots.
 //! Nothing here knows about boxes, spokes or MCP.
 
 pub mod backlog;
@@ -10,6 +10,8 @@ pub mod rlimit;
 pub mod secret;
 pub mod seeded;
 pub mod signal;
+pub mod slot;
+pub mod stop;
 
 /// Seconds since the unix epoch (0 if the clock is before 1970): the timestamps of state
 /// records, box listings and reaping.
