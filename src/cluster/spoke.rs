@@ -16,10 +16,8 @@ use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +29,8 @@ use tungstenite::{Connector, Message, WebSocket};
 use crate::boxes::BoxManager;
 use crate::util::fsutil::{check_dir_writable, write_atomic_0600};
 use crate::util::secret::is_hex_64;
+use crate::util::slot::Slots;
+use crate::util::stop::Stop;
 
 use super::ClusterError;
 use super::dial::dial;
@@ -38,7 +38,7 @@ pub use super::dial::{BACKOFF_MAX, BACKOFF_MIN, Backoff, parse_hub_url, tls_conf
 use super::proto::{EnrollPayload, Frame, Kind, WelcomePayload, describe_json_error, to_value};
 use super::serve::{self, Policy};
 use super::tokens::validate_spoke_name;
-use super::transport::{self, End, Flow, Outgoing, SplitStream, Ticket, pump, ws_config};
+use super::transport::{self, End, Flow, Outgoing, SplitStream, pump, ws_config};
 use super::workers::{Pool, Refused};
 
 /// Default credentials file (`--credentials`).
@@ -177,14 +177,14 @@ pub fn save_credentials(path: &Path, creds: &Credentials) -> Result<(), ClusterE
 /// Stops a running [`run`] from another thread.
 #[derive(Clone, Default)]
 pub struct SpokeStop {
-    stopped: Arc<AtomicBool>,
+    stop: Stop,
     socket: Arc<Mutex<Option<TcpStream>>>,
 }
 
 impl SpokeStop {
     /// Asks [`run`] to return: closes the current socket and ends the reconnect loop.
     pub fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.stop();
         if let Some(s) = self.lock().as_ref() {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -198,7 +198,7 @@ impl SpokeStop {
     }
 
     fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+        self.stop.is_stopped()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<TcpStream>> {
@@ -210,13 +210,7 @@ impl SpokeStop {
     }
 
     fn sleep(&self, d: Duration) {
-        let step = Duration::from_millis(50);
-        let mut left = d;
-        while !left.is_zero() && !self.is_stopped() {
-            let now = left.min(step);
-            thread::sleep(now);
-            left -= now;
-        }
+        self.stop.wait_timeout(d);
     }
 }
 
@@ -393,7 +387,7 @@ fn connect_once(
         served: false,
         policy: Arc::new(config.policy.clone()),
         workers: Pool::new(config.max_workers),
-        answers: Arc::new(AtomicUsize::new(0)),
+        answers: Slots::new(),
     };
     let end = match tls {
         None => {
@@ -491,7 +485,7 @@ struct Session<'a> {
     policy: Arc<Policy>,
     workers: Pool,
     /// Answers queued and not yet written (see [`MAX_QUEUED_ANSWERS`]).
-    answers: Arc<AtomicUsize>,
+    answers: Slots,
 }
 
 impl Session<'_> {
@@ -589,13 +583,11 @@ impl Session<'_> {
     /// Queues `resp` for the hub, counted until written.
     fn answer(&self, resp: &Frame) {
         let msg = Message::text(resp.encode());
-        let _ = self
-            .tx
-            .send(Outgoing::Counted(msg, Ticket::new(&self.answers)));
+        let _ = self.tx.send(Outgoing::Counted(msg, self.answers.take()));
     }
 
     fn on_req(&mut self, frame: Frame) -> Flow {
-        let queued = self.answers.load(Ordering::SeqCst);
+        let queued = self.answers.taken();
         if queued >= MAX_QUEUED_ANSWERS {
             return Flow::Stop(format!(
                 "the hub does not read its answers ({queued} queued)"
@@ -608,7 +600,7 @@ impl Session<'_> {
         let (tx, policy) = (self.tx.clone(), Arc::clone(&self.policy));
         let id = frame.id;
         // Counted from acceptance: a running verb's answer is as good as queued.
-        let ticket = Ticket::new(&self.answers);
+        let ticket = self.answers.take();
         let job = move || {
             let resp = serve::handle(manager.as_ref(), &policy, &frame);
             let msg = Message::text(resp.encode());

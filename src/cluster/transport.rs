@@ -27,6 +27,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::util::slot::Slot;
+
 use super::proto::MAX_MESSAGE_BYTES;
 
 /// Inbound silence (in heartbeats) after which a peer is dead.
@@ -67,26 +69,8 @@ pub enum Outgoing {
     Raw(QueuedReply),
     /// Send this close frame, then shut the socket down.
     Close(CloseFrame),
-    /// A message counted by its [`Ticket`] until it is written (or dropped).
-    Counted(Message, Ticket),
-}
-
-/// Counts one queued message against a shared counter until dropped.
-#[derive(Debug)]
-pub struct Ticket(Arc<AtomicUsize>);
-
-impl Ticket {
-    /// Counts one more message on `counter`.
-    pub fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ticket(Arc::clone(counter))
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    /// A message counted by its [`Slot`] until it is written (or dropped).
+    Counted(Message, Slot),
 }
 
 /// Reply bytes on their way to the writer; they count against [`MAX_REPLY_BACKLOG`] until

@@ -12,10 +12,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use crate::util::slot::{Slot, Slots};
+
 /// Stack of a verb worker (it runs Docker calls).
 pub const WORKER_STACK: usize = 1 << 20;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// A job and the busy slot it gives back when it ends (by return or by panic).
+type Job = (Box<dyn FnOnce() + Send + 'static>, Slot);
 
 /// Why a job was not accepted.
 #[derive(Debug)]
@@ -32,7 +35,7 @@ pub struct Pool {
     tx: Sender<Job>,
     rx: Arc<Mutex<Receiver<Job>>>,
     /// Jobs accepted and not yet finished.
-    busy: Arc<AtomicUsize>,
+    busy: Slots,
     threads: AtomicUsize,
 }
 
@@ -44,7 +47,7 @@ impl Pool {
             max: max.max(1),
             tx,
             rx: Arc::new(Mutex::new(rx)),
-            busy: Arc::new(AtomicUsize::new(0)),
+            busy: Slots::new(),
             threads: AtomicUsize::new(0),
         }
     }
@@ -55,25 +58,21 @@ impl Pool {
     /// # Errors
     /// [`Refused::Busy`] at the bound; [`Refused::Spawn`] when no thread could be started.
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Refused> {
-        let busy = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
-        if busy > self.max {
-            self.busy.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = self.busy.try_take(self.max) else {
             return Err(Refused::Busy(self.max));
-        }
-        if self.threads.load(Ordering::SeqCst) < busy
-            && let Err(e) = self.spawn()
-        {
-            self.busy.fetch_sub(1, Ordering::SeqCst);
-            return Err(Refused::Spawn(e));
+        };
+        // (A refused job's slot goes back as it drops on the way out.)
+        if self.threads.load(Ordering::SeqCst) < self.busy.taken() {
+            self.spawn().map_err(Refused::Spawn)?;
         }
         self.tx
-            .send(Box::new(job))
+            .send((Box::new(job), slot))
             .expect("the pool owns the receiver, so the channel is open");
         Ok(())
     }
 
     fn spawn(&self) -> io::Result<()> {
-        let (rx, busy) = (Arc::clone(&self.rx), Arc::clone(&self.busy));
+        let rx = Arc::clone(&self.rx);
         // Takes jobs until the pool (the only sender) is dropped.
         thread::Builder::new()
             .name("spoke-verb".into())
@@ -85,8 +84,7 @@ impl Pool {
                         Ok(guard) => guard.recv(),
                         Err(poisoned) => poisoned.into_inner().recv(),
                     };
-                    let Ok(job) = job else { break };
-                    let _done = Finished(Arc::clone(&busy));
+                    let Ok((job, _busy)) = job else { break };
                     // A panicking job must not take its thread along: the pool counts on
                     // its threads to run every accepted job.
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
@@ -101,15 +99,6 @@ impl Pool {
     /// Worker threads started so far.
     pub fn threads(&self) -> usize {
         self.threads.load(Ordering::SeqCst)
-    }
-}
-
-/// Marks a job finished even when it panics.
-struct Finished(Arc<AtomicUsize>);
-
-impl Drop for Finished {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
