@@ -3,9 +3,11 @@
 //!
 //! Threads: `spoke-plane-accept` (owns the listener; ends when the plane stops),
 //! `spoke-plane-watch` (every heartbeat, closes revoked spokes' connections; ends when the
-//! plane stops), and per socket `spoke-conn` (upgrade, enrollment, then reading until the
-//! socket ends) and `spoke-write` (owns the write half). An accept error (EMFILE included) is
-//! logged and the loop keeps serving.
+//! plane stops), and per socket `spoke-conn-<peer>` (upgrade, enrollment, then reading until
+//! the socket ends) and `spoke-write-<peer>` (owns the write half). An accept error (EMFILE
+//! included) is logged and the loop keeps serving. Stopping the [`PlaneHandle`] (or dropping
+//! it) stops both loops through one [`Stop`] signal, closes every enrolled spoke's connection
+//! and joins the two loops; a stranger still enrolling is cut off by its enrollment deadline.
 //!
 //! Limits on strangers: at most `max_connections` sockets at once (past it a new socket is
 //! closed at once), the whole upgrade and the enroll within the enrollment deadline, and
@@ -14,9 +16,8 @@
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::http::StatusCode;
 use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
+
+use crate::util::slot::Slots;
+use crate::util::stop::{Stop, StopHandle};
 
 use super::ClusterError;
 use super::proto::{
@@ -76,13 +80,11 @@ impl Default for PlaneConfig {
     }
 }
 
-/// A running plane. Dropping it does not stop it; call [`PlaneHandle::stop`].
+/// A running plane; [`PlaneHandle::stop`] or dropping it stops it.
 pub struct PlaneHandle {
     addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    wake: Arc<(Mutex<()>, Condvar)>,
-    threads: Vec<thread::JoinHandle<()>>,
-    registry: Arc<Registry>,
+    /// The accept and watch loops; stopping it wakes the accept loop and closes the spokes.
+    threads: StopHandle,
 }
 
 impl PlaneHandle {
@@ -96,21 +98,10 @@ impl PlaneHandle {
         format!("ws://{}{CONNECT_PATH}", self.addr)
     }
 
-    /// Stops accepting, closes every spoke connection and joins the plane's threads.
-    pub fn stop(mut self) {
-        {
-            let _guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
-            self.stopping.store(true, Ordering::SeqCst);
-        }
-        self.wake.1.notify_all();
-        // Wake the accept loop with a connection of our own.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        for spoke in self.registry.connections() {
-            spoke.close("hub stopping");
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+    /// Stops accepting, closes every spoke connection and joins the plane's threads (as
+    /// dropping the handle does).
+    pub fn stop(self) {
+        self.threads.stop();
     }
 }
 
@@ -126,119 +117,88 @@ pub fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| ClusterError::io("spoke plane: listener address", e))?;
-    let stopping = Arc::new(AtomicBool::new(false));
-    let wake = Arc::new((Mutex::new(()), Condvar::new()));
     let config = Arc::new(config);
-
-    // Owns the listener; ends when `stopping` is set (stop() connects once to wake it).
-    let accept = {
-        let (registry, config, stopping) = (
-            Arc::clone(&registry),
-            Arc::clone(&config),
-            Arc::clone(&stopping),
-        );
-        thread::Builder::new()
-            .name("spoke-plane-accept".into())
-            .spawn(move || accept_loop(listener, registry, config, stopping))
-            .map_err(|e| ClusterError::io("spoke plane: spawn accept thread", e))?
-    };
-    // Checks revocations every heartbeat; ends when `stopping` is set.
-    let watch = {
-        let (registry, stopping, wake) = (
-            Arc::clone(&registry),
-            Arc::clone(&stopping),
-            Arc::clone(&wake),
-        );
-        let every = config.heartbeat;
-        thread::Builder::new()
-            .name("spoke-plane-watch".into())
-            .spawn(move || {
-                let (m, cv) = &*wake;
-                loop {
-                    // The flag is checked and the wait begun under the lock `stop` sets it
-                    // under, so a stop is never missed; the lock is released before the
-                    // state-file read and the closes.
-                    let guard = m.lock().unwrap_or_else(|e| e.into_inner());
-                    if stopping.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let guard = cv
-                        .wait_timeout(guard, every)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|e| e.into_inner().0);
-                    drop(guard);
-                    if stopping.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    registry.drop_revoked();
-                }
+    let mut threads = StopHandle::new();
+    // A blocking accept hears no condvar: the stop wakes it with a connection of our own.
+    threads.on_stop(move || {
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    });
+    {
+        let registry = Arc::clone(&registry);
+        threads.on_stop(move || {
+            for spoke in registry.connections() {
+                spoke.close("hub stopping");
+            }
+        });
+    }
+    // Owns the listener; ends when the plane stops.
+    {
+        let (registry, config) = (Arc::clone(&registry), Arc::clone(&config));
+        threads
+            .spawn("spoke-plane-accept", move |stop| {
+                accept_loop(listener, registry, config, stop);
             })
-            .map_err(|e| ClusterError::io("spoke plane: spawn watch thread", e))?
-    };
+            .map_err(|e| ClusterError::io("spoke plane: spawn accept thread", e))?;
+    }
+    // Checks revocations every heartbeat; ends when the plane stops.
+    let every = config.heartbeat;
+    threads
+        .spawn("spoke-plane-watch", move |stop| {
+            while !stop.wait_timeout(every) {
+                registry.drop_revoked();
+            }
+        })
+        .map_err(|e| ClusterError::io("spoke plane: spawn watch thread", e))?;
     log::info!("spoke plane listening on ws://{addr}{CONNECT_PATH}");
-    Ok(PlaneHandle {
-        addr,
-        stopping,
-        wake,
-        threads: vec![accept, watch],
-        registry,
-    })
+    Ok(PlaneHandle { addr, threads })
 }
 
 fn accept_loop(
     listener: TcpListener,
     registry: Arc<Registry>,
     config: Arc<PlaneConfig>,
-    stopping: Arc<AtomicBool>,
+    stop: Stop,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Slots::new();
     for conn in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
+        if stop.is_stopped() {
             break;
         }
         let tcp = match conn {
             Ok(tcp) => tcp,
             Err(e) => {
                 log::error!("spoke plane: accept: {e}; still serving");
-                thread::sleep(ACCEPT_BACKOFF);
+                if stop.wait_timeout(ACCEPT_BACKOFF) {
+                    break;
+                }
                 continue;
             }
         };
-        if open.load(Ordering::SeqCst) >= config.max_connections {
+        // Given back when the connection thread ends (or is never started).
+        let Some(slot) = open.try_take(config.max_connections) else {
             log::warn!(
                 "spoke plane: {} sockets open, the limit; refusing another",
                 config.max_connections
             );
             let _ = tcp.shutdown(Shutdown::Both);
             continue;
-        }
+        };
         let peer = tcp
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
-        open.fetch_add(1, Ordering::SeqCst);
-        let guard = OpenGuard(Arc::clone(&open));
         let (registry, config) = (Arc::clone(&registry), Arc::clone(&config));
         // Owns the socket from upgrade to close; ends when the socket ends.
         let spawned = thread::Builder::new()
-            .name("spoke-conn".into())
+            .name(format!("spoke-conn-{peer}"))
             .stack_size(CONN_THREAD_STACK)
             .spawn(move || {
-                let _guard = guard;
+                let _slot = slot;
                 serve_socket(tcp, &peer, &registry, &config);
             });
         if let Err(e) = spawned {
             log::error!("spoke plane: cannot start a connection thread: {e}");
         }
-    }
-}
-
-/// Decrements the open-socket count when a connection thread ends (or is never started).
-struct OpenGuard(Arc<AtomicUsize>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -295,13 +255,14 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
     });
     let (tx, rx) = mpsc::channel();
     ws.get_mut().attach(tx.clone());
-    let writer = match transport::spawn_writer("spoke-write".into(), &raw, Role::Server, rx) {
-        Ok(w) => w,
-        Err(e) => {
-            log::error!("spoke plane: {peer}: cannot start writer: {e}");
-            return;
-        }
-    };
+    let writer =
+        match transport::spawn_writer(format!("spoke-write-{peer}"), &raw, Role::Server, rx) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("spoke plane: {peer}: cannot start writer: {e}");
+                return;
+            }
+        };
     match read_enroll(&mut ws, deadline) {
         Err(why) => {
             log::warn!("spoke plane: {peer}: enrollment rejected: {why}");
@@ -428,4 +389,36 @@ fn run_spoke(
     registry.remove(&name, generation);
     spoke.fail_all();
     log::info!("spoke {name}: disconnected: {end}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn registry(tag: &str) -> (Arc<Registry>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("llmbox-plane-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let store = Arc::new(Store::open(dir.join("s.json")).expect("store"));
+        (Arc::new(Registry::new(store)), dir)
+    }
+
+    #[test]
+    fn dropping_the_handle_stops_accepting_even_with_a_stranger_still_enrolling() {
+        let (registry, dir) = registry("drop");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let plane = start(listener, registry, PlaneConfig::default()).expect("plane");
+        let addr = plane.addr();
+        // A socket that never upgrades: its thread waits out the enrollment deadline alone.
+        let _stranger = TcpStream::connect(addr).expect("connect while running");
+        drop(plane);
+        // The accept loop was joined, so the listener is closed by the time drop returns.
+        let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+        assert!(
+            refused.is_err(),
+            "the plane still accepts after its handle dropped"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
