@@ -4,18 +4,17 @@
 //! the hub started, are dropped once the spoke answers again).
 //!
 //! Thread: `hub-reaper`, owned by [`Reaper`]; it ends when the [`Reaper`] is stopped or
-//! dropped (its stop channel closes).
+//! dropped (its [`StopHandle`] gives the signal the thread sleeps on, and joins it).
 
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
+
+use crate::util::stop::StopHandle;
 
 use super::Hub;
 
 /// Handle on the running reaper; dropping it stops the thread.
 pub struct Reaper {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: StopHandle,
 }
 
 impl Reaper {
@@ -28,44 +27,21 @@ impl Reaper {
         if interval.is_zero() {
             return Ok(None);
         }
-        let (stop, stopped) = mpsc::channel::<()>();
-        // Owns an Arc of the hub; ends when `stop` is used or dropped.
-        let thread = std::thread::Builder::new()
-            .name("hub-reaper".into())
-            .spawn(move || {
-                loop {
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => {
-                            hub.reap_once();
-                            // Sessions kept at start because their spoke was away are checked
-                            // again once it is back.
-                            hub.reconcile();
-                        }
-                        _ => return,
-                    }
-                }
-            })?;
-        Ok(Some(Reaper {
-            stop: Some(stop),
-            thread: Some(thread),
-        }))
+        let mut thread = StopHandle::new();
+        // Owns an Arc of the hub; ends when the reaper stops (a pass in progress finishes).
+        thread.spawn("hub-reaper", move |stop| {
+            while !stop.wait_timeout(interval) {
+                hub.reap_once();
+                // Sessions kept at start because their spoke was away are checked again once
+                // it is back.
+                hub.reconcile();
+            }
+        })?;
+        Ok(Some(Reaper { thread }))
     }
 
-    /// Stops the thread and waits for it (at most one pass in progress).
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// Stops the thread and waits for it (at most one pass in progress), as dropping it does.
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
