@@ -8,16 +8,18 @@
 //! Threads: `hub-http-accept` receives requests and owns the server handle's accept side; each
 //! request runs on its own `hub-http` thread, at most [`MAX_HANDLERS`] at once — past that a
 //! short-lived `hub-http-busy` thread answers 503 (tiny_http drains unread bodies on reply, so
-//! not even a refusal may run on the accept thread). [`HttpFront::stop`] unblocks the accept thread and joins it;
-//! handler threads finish their one request and end.
+//! not even a refusal may run on the accept thread). A handler thread is named after its peer
+//! (`hub-http-<addr>`). [`HttpFront::stop`] (or dropping the front) gives the accept loop's stop
+//! signal, unblocks it and joins it; handler threads finish their one request and end.
 
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 
 use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::util::slot::Slots;
+use crate::util::stop::{Stop, StopHandle};
 
 use super::mcp::{self, McpHeaders, ServerInfo};
 use super::tools::HubTools;
@@ -34,10 +36,9 @@ const HANDLER_STACK: usize = 512 << 10;
 
 /// The running HTTP front.
 pub struct HttpFront {
-    server: Arc<Server>,
     addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    /// The accept loop; stopping it unblocks the server's `recv`.
+    accept: StopHandle,
 }
 
 impl HttpFront {
@@ -68,7 +69,6 @@ impl HttpFront {
             .to_ip()
             .ok_or_else(|| listen_err("not an IP address".into()))?;
         let server = Arc::new(server);
-        let stopping = Arc::new(AtomicBool::new(false));
         let origins = Origins::new(&listen_origin(addr)).with(&origin_of(&hub.config().public_url));
         let front = Front {
             hub,
@@ -79,18 +79,16 @@ impl HttpFront {
                 instructions: INSTRUCTIONS.into(),
             },
         };
-        let (srv, stop) = (Arc::clone(&server), Arc::clone(&stopping));
-        // Owns the receiving side of the server; ends when `stop` is set and the server unblocked.
-        let accept = std::thread::Builder::new()
-            .name("hub-http-accept".into())
-            .spawn(move || accept_loop(&srv, &stop, Arc::new(front), max_handlers))
+        let mut accept = StopHandle::new();
+        let srv = Arc::clone(&server);
+        accept.on_stop(move || srv.unblock());
+        // Owns the receiving side of the server; ends when stopped (the server unblocked).
+        accept
+            .spawn("hub-http-accept", move |stop| {
+                accept_loop(&server, &stop, Arc::new(front), max_handlers);
+            })
             .map_err(|e| listen_err(format!("cannot start the accept thread: {e}")))?;
-        Ok(HttpFront {
-            server,
-            addr,
-            stopping,
-            accept: Some(accept),
-        })
+        Ok(HttpFront { addr, accept })
     }
 
     /// The bound address (useful with port 0).
@@ -98,30 +96,14 @@ impl HttpFront {
         self.addr
     }
 
-    /// Stops accepting and waits for the accept thread.
-    pub fn stop(mut self) {
-        self.shutdown();
+    /// Stops accepting and waits for the accept thread, as dropping the front does.
+    pub fn stop(self) {
+        self.accept.stop();
     }
 
-    /// Blocks until the accept thread ends (it ends only after [`HttpFront::stop`]).
-    pub fn wait(mut self) {
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-
-    fn shutdown(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.server.unblock();
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for HttpFront {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// Blocks until the accept thread ends (it ends only when stopped).
+    pub fn wait(self) {
+        self.accept.wait();
     }
 }
 
@@ -145,33 +127,24 @@ struct Front {
     info: ServerInfo,
 }
 
-/// Decrements the in-flight count when a handler ends, even by panic.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn accept_loop(server: &Server, stopping: &AtomicBool, front: Arc<Front>, max_handlers: usize) {
-    let in_flight = Arc::new(AtomicUsize::new(0));
+fn accept_loop(server: &Server, stop: &Stop, front: Arc<Front>, max_handlers: usize) {
+    let in_flight = Slots::new();
     loop {
         let request = match server.recv() {
             Ok(r) => r,
             Err(e) => {
-                if stopping.load(Ordering::SeqCst) {
+                if stop.is_stopped() {
                     return;
                 }
                 log::warn!("http accept: {e}");
                 continue;
             }
         };
-        if stopping.load(Ordering::SeqCst) {
+        if stop.is_stopped() {
             return;
         }
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= max_handlers {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Given back when the handler ends, even by panic.
+        let Some(slot) = in_flight.try_take(max_handlers) else {
             // Not on this thread: tiny_http drains an unread request body when the request is
             // answered or dropped, so a slow client would stall the accept loop.
             let refuse = move || {
@@ -187,11 +160,13 @@ fn accept_loop(server: &Server, stopping: &AtomicBool, front: Arc<Front>, max_ha
                 log::warn!("http: cannot start a thread to refuse a request: {e}");
             }
             continue;
-        }
-        let slot = Slot(Arc::clone(&in_flight));
+        };
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "?".to_string(), ToString::to_string);
         let front = Arc::clone(&front);
         let spawned = std::thread::Builder::new()
-            .name("hub-http".into())
+            .name(format!("hub-http-{peer}"))
             .stack_size(HANDLER_STACK)
             .spawn(move || {
                 let _slot = slot;
