@@ -404,14 +404,34 @@ mod tests {
         (Arc::new(Registry::new(store)), dir)
     }
 
+    /// The names of this process's threads, as the kernel shows them.
+    fn thread_names() -> Vec<String> {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim_end().to_string())
+            .collect()
+    }
+
     #[test]
-    fn dropping_the_handle_stops_accepting_even_with_a_stranger_still_enrolling() {
+    fn connection_threads_carry_the_peer_and_dropping_the_handle_stops_accepting() {
         let (registry, dir) = registry("drop");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let plane = start(listener, registry, PlaneConfig::default()).expect("plane");
         let addr = plane.addr();
         // A socket that never upgrades: its thread waits out the enrollment deadline alone.
-        let _stranger = TcpStream::connect(addr).expect("connect while running");
+        let stranger = TcpStream::connect(addr).expect("connect while running");
+        // Its thread is named after it (the kernel keeps the first 15 bytes of a name).
+        let local = stranger.local_addr().expect("addr").to_string();
+        let name: String = format!("spoke-conn-{local}").chars().take(15).collect();
+        let start = Instant::now();
+        while !thread_names().contains(&name) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no thread {name:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
         drop(plane);
         // The accept loop was joined, so the listener is closed by the time drop returns.
         let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
