@@ -1,7 +1,7 @@
 //! One connection's frames from the hub: text in, an [`Event`] out. The handler checks a
 //! welcome and says whom the hub welcomed; it dispatches requests to the verb workers and queues
 //! their answers itself; everything that outlives the connection (the saved identity, the box
-//! manager, the outcome) is the loop's to decide from the events ([`super::run`]).
+//! manager, the outcome) is the loop's to decide from the events ([`super::reconnect`]).
 //!
 //! Invariants: a welcome is believed only if it names a valid spoke name — the one enrolled
 //! under, on a reconnect — and a credential that is empty or 64 hex characters; only the first

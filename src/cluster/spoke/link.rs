@@ -139,7 +139,7 @@ pub struct Link {
 }
 
 impl Link {
-    /// Upgrades `tcp` (from [`dial`]) to a WebSocket, through TLS for `wss://`.
+    /// Upgrades `tcp` (from [`dial()`]) to a WebSocket, through TLS for `wss://`.
     ///
     /// # Errors
     /// [`LinkError::Socket`], [`LinkError::Upgrade`] (also when the handshake and the upgrade

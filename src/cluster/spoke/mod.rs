@@ -8,7 +8,7 @@
 //!   the connect timeout — one code path for both schemes, and moving messages over it;
 //! - [`handler`]: one connection's frames in, [`handler::Event`]s out (welcomed as whom,
 //!   rejected, end) — requests are dispatched to the verb workers there;
-//! - [`run`](mod@run): the reconnect loop that owns the identity, the box manager and the
+//! - [`reconnect`]: the reconnect loop [`run()`] that owns the identity, the box manager and the
 //!   backoff, and [`SpokeStop`], its stop handle.
 //!
 //! Threads: the caller's thread runs [`run()`] (dial, enroll, read; over `wss://` it also
@@ -31,11 +31,11 @@ use super::serve::Policy;
 pub mod credentials;
 pub mod handler;
 pub mod link;
-pub mod run;
+pub mod reconnect;
 
 pub use super::dial::{BACKOFF_MAX, BACKOFF_MIN, Backoff, parse_hub_url, tls_config};
 pub use credentials::{Credentials, DEFAULT_CREDENTIALS, load_credentials, save_credentials};
-pub use run::{ManagerFactory, SpokeStop, run};
+pub use reconnect::{ManagerFactory, SpokeStop, run};
 
 #[cfg(doc)]
 use super::ClusterError;
