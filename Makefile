@@ -2,6 +2,9 @@
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL_TARGET)/release/llmbox
+# The library's test doubles (in-memory box manager, static spoke directory, seeded generator):
+# the integration tests, benches and lints need them; `build`/`static` leave them out.
+TEST_FEATURES := --features test-doubles
 
 .PHONY: build test lint unit run static image-test bench-cluster bench-docker bench-scale test-multihost box-image test-image test-clients browser
 
@@ -10,13 +13,14 @@ build:
 
 ## Everything: formatting, lints, unit and integration tests (real Docker), the slow suites.
 test: lint test-image test-clients
-	$(CARGO) test --all-targets -- --test-threads=4
+	$(CARGO) test --all-targets $(TEST_FEATURES) -- --test-threads=4
 	$(MAKE) test-multihost
 	@echo "make test: all suites passed"
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
+	$(CARGO) clippy --lib --bins -- -D warnings
 
 ## The test box image (busybox rootfs, docker import); needs Debian's busybox-static.
 test-image:
@@ -33,13 +37,13 @@ run: build
 
 ## Cluster benchmark: verb round trip, throughput and idle-spoke RSS vs a bare tungstenite echo.
 bench-cluster:
-	$(CARGO) bench --bench cluster
+	$(CARGO) bench --bench cluster $(TEST_FEATURES)
 
 ## Scale benchmark: one `llmbox hub` process and 100/1000/5000 spokes (RSS, threads, idle CPU,
 ## MCP round trips, reconnect after a hub kill) beside a bare tungstenite echo. Prints, asserts nothing.
 ## LTO off for this bench build only (build time on 2 cores); opt-level stays 3.
 bench-scale:
-	CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 $(CARGO) bench --bench scale
+	CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 $(CARGO) bench --bench scale $(TEST_FEATURES)
 
 ## Stripped static musl binary.
 static:

@@ -5,6 +5,8 @@
 //! manager in [`memory`] for tests of the layers above. This module also owns the box-id rule,
 //! because every implementation and the hub must apply the same one.
 
+// A test double: compiled for unit tests and with `--features test-doubles` only.
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod memory;
 
 use std::fmt;

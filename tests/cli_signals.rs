@@ -1,8 +1,12 @@
 //! `llmbox hub` and `llmbox spoke` end at once on SIGTERM (as PID 1 in a container nothing else
 //! would stop them before `docker stop` gives up and kills).
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::temp_dir;
 
 fn terminate_and_wait(mut child: Child) -> Option<i32> {
     std::thread::sleep(Duration::from_millis(300)); // let it install its handlers and start
@@ -22,13 +26,6 @@ fn terminate_and_wait(mut child: Child) -> Option<i32> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("llmbox-sig-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 /// Runs `llmbox <args> <file flag> <dir>/<file>` quietly, SIGTERMs it, and expects 128 + 15.

@@ -2,8 +2,7 @@
 //! only hashes on disk, exit codes (2 usage, 3 rejected), `--version`, and `llmbox hub`
 //! serving `/healthz` and the spoke plane.
 
-#[path = "support/cluster.rs"]
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -11,8 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Hub, temp_dir, wait_for};
 use llmbox::util::secret::sha256_hex;
+use support::cluster::Hub;
+use support::{temp_dir, wait_for};
 
 fn llmbox(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_llmbox"))

@@ -2,14 +2,14 @@
 //! keeps serving connected spokes, and accepts again once descriptors are free.
 //! Its own test binary, because it lowers this process's open-file limit (with `prlimit`).
 
-#[path = "support/cluster.rs"]
-mod common;
+mod support;
 
 use std::fs::File;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Hub, RawSpoke, Spoke, wait_for, welcome_credential};
+use support::cluster::{Hub, RawSpoke, Spoke, welcome_credential};
+use support::wait_for;
 
 fn ulimit(flag: &str) -> String {
     let out = Command::new("sh")

@@ -2,16 +2,16 @@
 //! frames and wrong credentials are rejected with exactly "enrollment rejected", the plane
 //! answers non-upgrades and wrong paths with 4xx, and the 10 s deadline (shortened here) holds.
 
-#[path = "support/cluster.rs"]
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{Hub, REJECTED, RawSpoke, Spoke, wait_for, welcome_credential};
 use llmbox::cluster::SpokeDirectory;
 use llmbox::cluster::plane::PlaneConfig;
+use support::cluster::{Hub, REJECTED, RawSpoke, Spoke, welcome_credential};
+use support::wait_for;
 
 const HB: Duration = Duration::from_secs(5);
 

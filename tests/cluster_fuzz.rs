@@ -2,6 +2,8 @@
 //! frames and the spoke's verb dispatch, and the state file. Nothing may panic; what parses must
 //! round-trip. The seed is fixed so a failure reproduces; `LLMBOX_FUZZ_SEED` picks another.
 
+mod support;
+
 use std::time::Duration;
 
 use llmbox::boxes::memory::MemoryBoxManager;
@@ -181,9 +183,7 @@ fn random_frames_to_the_spoke_get_an_answer_for_their_id_or_are_undecodable() {
 #[test]
 fn random_state_files_are_an_error_naming_the_path_or_readable_never_a_panic() {
     let mut rng = SeededRng::from_env(0x5eed_1234_abcd_ef01);
-    let dir = std::env::temp_dir().join(format!("llmbox-fuzz-state-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = support::temp_dir("fuzz-state");
     let path = dir.join("state.json");
     let pieces = [
         "{",

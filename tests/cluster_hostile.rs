@@ -3,17 +3,17 @@
 //! name it never asked for. The hub keeps the connection and keeps answering correct calls; the
 //! spoke keeps nothing a hub made up.
 
-#[path = "support/cluster.rs"]
-mod common;
+mod support;
 
 use std::net::TcpListener;
 use std::thread;
 use std::time::Duration;
 
-use common::{Hub, RawSpoke, Spoke, temp_dir, welcome_credential};
 use llmbox::cluster::ClusterError;
 use llmbox::cluster::plane::PlaneConfig;
 use llmbox::cluster::spoke::SpokeConfig;
+use support::cluster::{Hub, RawSpoke, Spoke, welcome_credential};
+use support::temp_dir;
 
 const HB: Duration = Duration::from_secs(5);
 
@@ -31,7 +31,7 @@ fn deeply_nested_json_before_enrollment_is_rejected_and_the_hub_keeps_serving() 
         r#"{{"type":"enroll","payload":{{"join_token":{}}}}}"#,
         nested(200_000)
     ));
-    assert_eq!(c.next_text().as_deref(), Ok(common::REJECTED));
+    assert_eq!(c.next_text().as_deref(), Ok(support::cluster::REJECTED));
     // The plane (and the process) are still up.
     let mut ok = RawSpoke::connect(&hub);
     welcome_credential(&ok.enroll_token(&hub.token("edge")).expect("welcome"));
@@ -52,7 +52,7 @@ fn an_enroll_message_past_the_enrollment_cap_is_rejected_and_spends_nothing() {
     let _ = c.ws.send(tungstenite::Message::text(big));
     let answer = c.next_text();
     assert!(
-        answer.as_deref() == Ok(common::REJECTED) || answer.is_err(),
+        answer.as_deref() == Ok(support::cluster::REJECTED) || answer.is_err(),
         "{answer:?}"
     );
     assert_eq!(hub.store.load().expect("state").join_tokens.len(), 1);
@@ -198,12 +198,12 @@ fn past_the_connection_cap_sockets_are_refused_and_a_freed_slot_serves_again() {
         .map(|_| std::net::TcpStream::connect(hub.addr()).expect("connect"))
         .collect();
     // The hub counts a socket when it accepts it: wait until the fourth is turned away.
-    common::wait_for("a refused socket", || {
+    support::wait_for("a refused socket", || {
         RawSpoke::try_connect(&hub).is_none().then_some(())
     });
     // Freeing one slot lets a spoke in again.
     drop(idle.pop());
-    let mut ok = common::wait_for("a free slot", || RawSpoke::try_connect(&hub));
+    let mut ok = support::wait_for("a free slot", || RawSpoke::try_connect(&hub));
     welcome_credential(&ok.enroll_token(&hub.token("edge")).expect("welcome"));
     drop(idle);
 }
@@ -282,7 +282,7 @@ fn a_hub_trickling_its_tls_handshake_is_given_up_on_and_redialed() {
 #[test]
 fn absurdly_long_spoke_timeouts_neither_panic_nor_stop_it_serving() {
     let hub = Hub::start("absurd", HB);
-    let mut config = common::Spoke::config(
+    let mut config = support::cluster::Spoke::config(
         &hub,
         Some(hub.token("edge")),
         hub.dir.join("creds.json"),

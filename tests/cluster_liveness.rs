@@ -4,18 +4,18 @@
 //! connection within a heartbeat, an oversized message gets Close 1009, and a hub restart loses
 //! no spoke and no token.
 
-#[path = "support/cluster.rs"]
-mod common;
+mod support;
 
 use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Hub, REJECTED, RawSpoke, Spoke, wait_for, welcome_credential};
 use llmbox::boxes::CreateOptions;
 use llmbox::cluster::plane::{self, PlaneConfig};
 use llmbox::cluster::{ClusterError, SpokeDirectory};
+use support::cluster::{Hub, REJECTED, RawSpoke, Spoke, welcome_credential};
+use support::wait_for;
 
 const HB: Duration = Duration::from_secs(5);
 const SHORT_HB: Duration = Duration::from_millis(100);
@@ -72,7 +72,7 @@ fn the_hub_declares_a_silent_spoke_dead_after_three_heartbeats() {
 fn a_spoke_declares_a_silent_hub_dead_and_redials() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let dir = common::temp_dir("deadhub");
+    let dir = support::temp_dir("deadhub");
     let creds = dir.join("creds.json");
     llmbox::cluster::spoke::save_credentials(
         &creds,

@@ -3,8 +3,7 @@
 //! written in the test (the real hub sits behind a TLS proxy), with a CA and certificate made
 //! by the `openssl` command line.
 
-#[path = "support/cluster.rs"]
-mod common;
+mod support;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -12,10 +11,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Spoke, temp_dir};
 use llmbox::cluster::spoke::SpokeConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use support::cluster::Spoke;
+use support::temp_dir;
 use tungstenite::Message;
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -1,14 +1,13 @@
 //! Every verb round-trips hub → spoke → hub over a loopback WebSocket, errors travel, and the
 //! spoke's admission policy applies.
 
-#[path = "support/cluster.rs"]
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Hub, Spoke};
 use llmbox::boxes::memory::BAD_CODE;
 use llmbox::boxes::{BoxError, CreateOptions, InjectFile, Phase};
+use support::cluster::{Hub, Spoke};
 
 const HB: Duration = Duration::from_secs(5);
 
@@ -102,7 +101,7 @@ fn busy_spoke_answers_past_its_worker_bound_at_once() {
     remote.create(opts("web")).expect("create");
     // While a sleep holds the only worker, a list is refused with a busy error. (If the list
     // wins the race for the worker, the sleep is the one refused: try again.)
-    let busy = common::wait_for("a busy answer", || {
+    let busy = support::wait_for("a busy answer", || {
         let slow = std::sync::Arc::clone(&remote);
         let sleeper = std::thread::spawn(move || slow.exec("web", &["sleep".into(), "1".into()]));
         let mut seen = None;

@@ -1,12 +1,11 @@
 //! Activating boxes on the real Docker daemon: a good code, a bad code then a good one, and a
 //! ready box that survives `docker restart` without a new sign-in.
 
-mod common;
+mod support;
 
-use std::time::Duration;
-
-use common::{TestNs, create, docker, inspect, wait_for};
 use llmbox::boxes::{BoxError, BoxManager, Phase};
+use support::docker::{TestNs, create, docker, inspect};
+use support::wait_for;
 
 #[test]
 fn a_good_code_makes_the_box_ready_renamed_with_its_session_url() {
@@ -68,11 +67,10 @@ fn a_restarted_ready_box_goes_straight_to_remote_control() {
     m.submit_code(&c.id, "good").expect("submit");
     let (ok, _, err) = docker(&["restart", "-t", "10", &c.id]);
     assert!(ok, "docker restart: {err}");
-    let logs = wait_for(Duration::from_secs(20), || {
+    let logs = wait_for("a second session URL after the restart", || {
         let logs = m.logs("web", 200).expect("logs");
         (logs.matches("session_web").count() >= 2).then_some(logs)
-    })
-    .expect("a second session URL after the restart");
+    });
     assert_eq!(
         logs.matches("oauth/authorize").count(),
         1,
@@ -104,11 +102,11 @@ fn a_box_that_dies_after_the_code_is_typed_is_a_clear_error_and_stays_pending() 
         format!("/llmbox-pending-{}", &c.id[..12]),
         "not renamed ready"
     );
-    let state = wait_for(Duration::from_secs(20), || {
+    let state = wait_for("the box to exit", || {
         let s = inspect(&c.id, "{{.State.Status}}");
         (s == "exited").then_some(s)
     });
-    assert_eq!(state.as_deref(), Some("exited"));
+    assert_eq!(state, "exited");
     // A second code is refused with what to do, without touching the dead box.
     let again = m.submit_code("web", "good").expect_err("box is down");
     assert!(

@@ -2,7 +2,7 @@
 //! a daemon that is down) and against a canned fake daemon on a temporary Unix socket for
 //! answers the real one will not give on demand (a truncated chunk, a 500 mid-stream).
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -37,11 +37,11 @@ fn negotiates_the_api_version_and_types_daemon_errors() {
 
 #[test]
 fn a_name_in_use_is_a_conflict() {
-    let t = common::TestNs::new("conflict");
+    let t = support::docker::TestNs::new("conflict");
     let name = t.helper("named", &[]);
     let client = Client::new(DEFAULT_DOCKER_HOST).expect("client");
-    let body = serde_json::json!({"Image": common::TEST_IMAGE, "Cmd": ["true"],
-        "Labels": {common::TEST_LABEL: t.ns.clone()}});
+    let body = serde_json::json!({"Image": support::docker::TEST_IMAGE, "Cmd": ["true"],
+        "Labels": {support::docker::TEST_LABEL: t.ns.clone()}});
     let err = api::create_container(&client, &name, &body).expect_err("name taken");
     assert!(matches!(err, DockerError::Conflict(_)), "{err}");
     assert!(err.to_string().contains("is already in use"), "{err}");
@@ -49,7 +49,8 @@ fn a_name_in_use_is_a_conflict() {
 
 #[test]
 fn a_stopped_daemon_gives_the_clear_error_on_every_verb() {
-    let path = std::env::temp_dir().join(format!("llmbox-stopped-{}.sock", std::process::id()));
+    // Nothing listens here.
+    let path = support::temp_dir("stopped").join("docker.sock");
     let host = format!("unix://{}", path.display());
     let mut config = ManagerConfig::new("local");
     config.docker_host = host.clone();
@@ -58,7 +59,9 @@ fn a_stopped_daemon_gives_the_clear_error_on_every_verb() {
     let want = format!("cannot reach Docker at {host}: ");
     assert!(err.to_string().starts_with(&want), "{err}");
     let errors = [
-        m.create(common::opts("web")).map(drop).expect_err("create"),
+        m.create(support::docker::opts("web"))
+            .map(drop)
+            .expect_err("create"),
         m.list().map(drop).expect_err("list"),
         m.destroy("web").expect_err("destroy"),
         m.logs("web", 5).map(drop).expect_err("logs"),
@@ -74,8 +77,7 @@ fn a_stopped_daemon_gives_the_clear_error_on_every_verb() {
 
 /// Serves one canned answer per connection on a temporary socket.
 fn fake_daemon(name: &str, answers: Vec<&'static [u8]>) -> (String, std::thread::JoinHandle<()>) {
-    let path = std::env::temp_dir().join(format!("llmbox-fake-{name}-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = support::temp_dir(name).join("docker.sock");
     let listener = UnixListener::bind(&path).expect("bind");
     let host = format!("unix://{}", path.display());
     let handle = std::thread::Builder::new()
@@ -207,8 +209,7 @@ fn a_box_removed_behind_our_back_is_not_found_for_every_verb() {
 /// A fake daemon that answers `/_ping`, then sends `answer` to the next request one byte
 /// every 10 ms (each byte well within any read timeout).
 fn trickle_daemon(name: &str, answer: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
-    let path = std::env::temp_dir().join(format!("llmbox-fake-{name}-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = support::temp_dir(name).join("docker.sock");
     let listener = UnixListener::bind(&path).expect("bind");
     let host = format!("unix://{}", path.display());
     let server = std::thread::Builder::new()
@@ -281,8 +282,7 @@ fn a_daemon_that_trickles_a_stream_head_cannot_stretch_attach_past_its_timeout()
 fn a_daemon_that_hangs_up_mid_request_is_reported_as_such() {
     // The daemon reads a little of a large upload and hangs up: the error is the failed
     // send, not "connection closed inside status line" (which reads as a bad answer).
-    let path = std::env::temp_dir().join(format!("llmbox-fake-hangup-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = support::temp_dir("hangup").join("docker.sock");
     let listener = UnixListener::bind(&path).expect("bind");
     let host = format!("unix://{}", path.display());
     let server = std::thread::Builder::new()

@@ -1,10 +1,10 @@
 //! Creating boxes on the real Docker daemon: URL capture, admission rules, limits,
 //! injected files, images that are missing.
 
-mod common;
+mod support;
 
-use common::{TestNs, create, docker, exists, inspect, opts};
 use llmbox::boxes::{BoxError, BoxManager, InjectFile, Phase};
+use support::docker::{TestNs, create, docker, exists, inspect, opts};
 
 #[test]
 fn create_captures_the_authorize_url_and_lists_the_box_pending() {
@@ -23,7 +23,7 @@ fn create_captures_the_authorize_url_and_lists_the_box_pending() {
     assert_eq!(web.spoke, t.ns);
     assert_eq!(web.container_id, &a.id[..12]);
     assert_eq!(web.state, "running");
-    assert_eq!(web.image, common::TEST_IMAGE);
+    assert_eq!(web.image, support::docker::TEST_IMAGE);
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn duplicate_check_ignores_case_of_existing_labels() {
         &label_ns,
         "--label",
         "com.llmbox.box-id=Web",
-        common::TEST_IMAGE,
+        support::docker::TEST_IMAGE,
         "sleep",
         "3600",
     ]);

@@ -1,14 +1,14 @@
 //! The verbs after create on the real Docker daemon: logs, exec, destroy, reap, and the
 //! namespace boundary.
 
-mod common;
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{TestNs, create, docker, exists};
 use llmbox::boxes::{BoxError, BoxManager, Phase};
 use llmbox::docker::text::{EXEC_OUTPUT_CAP, TRUNCATION_MARKER};
+use support::docker::{TestNs, create, docker, exists};
 
 fn sh(cmd: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), cmd.into()]
@@ -278,7 +278,7 @@ fn unmanaged_containers_and_other_namespaces_are_untouchable() {
     let m = t.manager();
     let theirs = create(&other.manager(), "web");
     let bystander = t.helper("bystander", &["com.llmbox.managed=false"]);
-    let bystander_id = common::inspect(&bystander, "{{.Id}}");
+    let bystander_id = support::docker::inspect(&bystander, "{{.Id}}");
     let keys = [
         theirs.id.clone(),
         theirs.id[..12].to_string(),
@@ -305,7 +305,7 @@ fn unmanaged_containers_and_other_namespaces_are_untouchable() {
     assert!(exists("container", &theirs.id));
     assert!(exists("container", &bystander));
     assert_eq!(
-        common::inspect(&theirs.id, "{{.Name}}"),
+        support::docker::inspect(&theirs.id, "{{.Name}}"),
         format!("/llmbox-pending-{}", &theirs.id[..12]),
         "still pending: the code was never typed into it"
     );
@@ -321,7 +321,7 @@ fn boxes_cannot_reach_each_other_but_both_reach_a_box_peer() {
     let a = create(&m, "a");
     let b = create(&m, "b");
     let ip_on = |container: &str, net: &str| {
-        common::inspect(
+        support::docker::inspect(
             container,
             &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
         )
@@ -372,7 +372,7 @@ fn boxes_cannot_reach_each_other_but_both_reach_a_box_peer() {
     // Each box only on its own network, not the default bridge: with the rules above, that
     // is the whole isolation.
     for (container, net) in [(&a.id, &net_a), (&b.id, &net_b)] {
-        let nets = common::inspect(
+        let nets = support::docker::inspect(
             container,
             "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
         );
@@ -386,7 +386,7 @@ fn boxes_cannot_reach_each_other_but_both_reach_a_box_peer() {
 
 /// The Linux bridge of a Docker bridge network: `br-` and the first 12 characters of its id.
 fn bridge_of(network: &str) -> String {
-    let id = common::inspect(network, "{{.Id}}");
+    let id = support::docker::inspect(network, "{{.Id}}");
     format!("br-{}", &id[..12])
 }
 

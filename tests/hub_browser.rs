@@ -6,8 +6,7 @@
 //! Needs `make test-clients` (chromium, chromedriver, `.venv-mcp1` with selenium); fails loudly
 //! without them.
 
-mod hub_common;
-use hub_common as common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,13 +30,13 @@ fn a_person_activates_boxes_in_a_real_browser_on_desktop_and_phone() {
     let python = root.join(".venv-mcp1/bin/python");
     require(&python.display().to_string());
 
-    let path = common::state_path("browser");
-    let board = Arc::new(common::Switchboard::default().with("local"));
+    let path = support::hub::state_path("browser");
+    let board = Arc::new(support::hub::Switchboard::default().with("local"));
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = probe.local_addr().expect("addr");
     drop(probe);
     let public = format!("http://{addr}");
-    let hub = common::hub_on(&path, &board, HubConfig::new(&public));
+    let hub = support::hub::hub_on(&path, &board, HubConfig::new(&public));
     let front = HttpFront::start(Arc::clone(&hub), &addr.to_string()).expect("listen");
 
     for (box_id, name, width, height, dark, bad_first) in [

@@ -6,8 +6,7 @@
 //! removes every box and network labelled with it, even when the test fails.
 //! Needs Docker and `make test-clients`; fails loudly without them.
 
-mod common;
-mod hub_common;
+mod support;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -16,15 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hub_common::request;
 use serde_json::{Value, json};
+use support::http::request;
+use support::{root, temp_dir};
 
 /// One hub-process test at a time: each starts boxes on the shared daemon (2 cores).
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -59,9 +55,9 @@ impl HubProcess {
             .args(["--spoke-listen", &plane.to_string()])
             .arg("--state")
             .arg(state)
-            .args(["--box-image", common::TEST_IMAGE])
+            .args(["--box-image", support::docker::TEST_IMAGE])
             .arg("--claude-bin")
-            .arg(root().join("tests/fixtures/fake-claude"))
+            .arg(support::fixtures().join("fake-claude"))
             .args([
                 "--log-level",
                 "debug",
@@ -109,13 +105,6 @@ impl Drop for HubProcess {
     }
 }
 
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("llmbox-e2e-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
-}
-
 fn python(venv: &str) -> PathBuf {
     let p = root().join(venv).join("bin/python");
     assert!(
@@ -158,7 +147,7 @@ fn call(addr: SocketAddr, tool: &str, args: Value) -> Value {
 #[test]
 fn python_sdks_and_a_browser_drive_a_real_hub_on_docker() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = common::TestNs::new("e2e-sdk");
+    let ns = support::docker::TestNs::new("e2e-sdk");
     let ids = ["e2e-v1", "e2e-v2", "e2e-web", "e2e-phone"].map(String::from);
     let dir = temp_dir("sdk");
     let hub = HubProcess::start(&ns.ns, &dir, &dir.join("state.json"), free_addr(), &[]);
@@ -204,7 +193,7 @@ fn python_sdks_and_a_browser_drive_a_real_hub_on_docker() {
             .as_str()
             .expect("link")
             .to_string();
-        page_tokens.push(hub_common::token_of(&page));
+        page_tokens.push(support::hub::token_of(&page));
         let out = run_script(
             &python(".venv-mcp1"),
             "browser_flow.py",
@@ -262,7 +251,7 @@ fn python_sdks_and_a_browser_drive_a_real_hub_on_docker() {
 #[test]
 fn a_restarted_hub_keeps_pending_links_and_ready_boxes() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = common::TestNs::new("e2e-restart");
+    let ns = support::docker::TestNs::new("e2e-restart");
     let (pending_id, ready_id) = ("e2e-pend".to_string(), "e2e-ready".to_string());
     let dir = temp_dir("restart");
     let state = dir.join("state.json");
@@ -310,7 +299,7 @@ fn a_restarted_hub_keeps_pending_links_and_ready_boxes() {
         .as_str()
         .expect("id")
         .to_string();
-    let (_, raw_logs, _) = common::docker(&["logs", &cid]);
+    let (_, raw_logs, _) = support::docker::docker(&["logs", &cid]);
     assert!(
         raw_logs.contains("restart-code-1"),
         "the box did not echo the code: {raw_logs}"
@@ -384,7 +373,7 @@ fn a_hub_whose_docker_is_down_still_serves_and_says_so() {
 #[test]
 fn llmbox_reap_with_state_drops_the_sessions_of_what_it_reaped() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = common::TestNs::new("e2e-reap");
+    let ns = support::docker::TestNs::new("e2e-reap");
     let id = "e2e-reap".to_string();
     let dir = temp_dir("reap");
     let state = dir.join("state.json");
@@ -424,7 +413,7 @@ fn llmbox_reap_with_state_drops_the_sessions_of_what_it_reaped() {
 #[test]
 fn hook_files_land_in_a_real_box_and_destroy_gets_the_hook_state() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let ns = common::TestNs::new("e2e-hook");
+    let ns = support::docker::TestNs::new("e2e-hook");
     let dir = temp_dir("hook");
     let replay = dir.join("destroy.json");
     let hook = dir.join("hook.sh");
@@ -485,7 +474,7 @@ impl Drop for SpokeProcess {
 #[test]
 fn a_separate_spoke_process_serves_boxes_in_its_own_namespace() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let local = common::TestNs::new("e2e-hubns");
+    let local = support::docker::TestNs::new("e2e-hubns");
     let edge = local.sibling("edge");
     let dir = temp_dir("spoke");
     let state = dir.join("state.json");
@@ -526,7 +515,7 @@ fn a_separate_spoke_process_serves_boxes_in_its_own_namespace() {
             .arg("--credentials")
             .arg(dir.join("spoke.json"))
             .arg("--claude-bin")
-            .arg(root().join("tests/fixtures/fake-claude"))
+            .arg(support::fixtures().join("fake-claude"))
             .args(["--memory-mb", "256"])
             .stdin(Stdio::null())
             .stdout(spoke_log.try_clone().expect("dup"))

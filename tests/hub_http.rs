@@ -2,9 +2,8 @@
 //! code of the MCP endpoint, the Origin rule, JSON-RPC errors, tool errors, the activation page
 //! and its headers, `/healthz`, `/metrics`, the favicon and the handler bound (503).
 
-mod hub_common;
-use hub_common as common;
-use hub_common::{Resp, raw, request};
+mod support;
+use support::http::{Resp, raw, request};
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -44,7 +43,7 @@ fn start(
     std::sync::Arc<llmbox::hub::Hub>,
     std::path::PathBuf,
 ) {
-    let (hub, _board, path) = common::hub(test);
+    let (hub, _board, path) = support::hub::hub(test);
     let front = HttpFront::start(std::sync::Arc::clone(&hub), "127.0.0.1:0").expect("listen");
     (front, hub, path)
 }
@@ -387,7 +386,7 @@ fn activation_page_refusals() {
         .expect("create");
     let path = format!(
         "/auth/{}",
-        common::token_of(&view.activation_url.expect("link"))
+        support::hub::token_of(&view.activation_url.expect("link"))
     );
     for bad in [
         "/auth/",
@@ -446,7 +445,7 @@ fn activation_page_refusals() {
 
 #[test]
 fn past_the_handler_bound_the_front_answers_503_and_recovers() {
-    let (hub, _board, _) = common::hub("http-bound");
+    let (hub, _board, _) = support::hub::hub("http-bound");
     let front = HttpFront::start_with(hub, "127.0.0.1:0", 1).expect("listen");
     let addr = front.local_addr();
     // Occupy the only handler: a large body that never finishes arriving (tiny_http reads

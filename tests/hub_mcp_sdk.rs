@@ -5,8 +5,7 @@
 //!
 //! Needs the virtualenvs `make test-clients` builds; fails loudly without them.
 
-mod hub_common;
-use hub_common as common;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,14 +27,18 @@ fn venv_python(venv: &str) -> PathBuf {
 }
 
 fn run_flow(venv: &str, test: &str, bad_code_first: bool, legacy: bool) {
-    let path = common::state_path(test);
-    let board = Arc::new(common::Switchboard::default().with("local").with("edge"));
+    let path = support::hub::state_path(test);
+    let board = Arc::new(
+        support::hub::Switchboard::default()
+            .with("local")
+            .with("edge"),
+    );
     // The public URL must be this listener's own address: bind first, then build the hub.
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = probe.local_addr().expect("addr");
     drop(probe);
     let public = format!("http://{addr}");
-    let hub = common::hub_on(&path, &board, HubConfig::new(&public));
+    let hub = support::hub::hub_on(&path, &board, HubConfig::new(&public));
     let front = HttpFront::start(Arc::clone(&hub), &addr.to_string()).expect("listen");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_flow.py");
     let mut cmd = Command::new(venv_python(venv));

@@ -1,18 +1,17 @@
 //! The hub's sessions and routing, in process: create, activate, route, reap, reconcile,
 //! restart, hooks — against memory box managers behind a directory whose spokes can go away.
 
-mod hub_common;
-use hub_common as common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{hub, hub_on, state_path, token_of};
 use llmbox::boxes::BoxManager;
 use llmbox::boxes::memory::BAD_CODE;
 use llmbox::hub::{CreateRequest, HubConfig, HubError, PageState};
 use llmbox::util::secret::sha256_hex;
+use support::hub::{hub, hub_on, state_path, token_of};
 
 fn create(id: &str, spoke: Option<&str>) -> CreateRequest {
     CreateRequest {
@@ -204,7 +203,7 @@ fn destroy_drops_the_session_and_get_then_fails() {
 #[test]
 fn reaper_pass_removes_old_pending_boxes_and_their_sessions_only() {
     let path = state_path("reap");
-    let board = std::sync::Arc::new(common::Switchboard::default().with("local"));
+    let board = std::sync::Arc::new(support::hub::Switchboard::default().with("local"));
     let mut config = HubConfig::new("http://hub.test");
     config.auth_ttl = Duration::ZERO;
     let hub = hub_on(&path, &board, config);
@@ -222,7 +221,7 @@ fn reaper_pass_removes_old_pending_boxes_and_their_sessions_only() {
 #[test]
 fn reconcile_drops_sessions_of_vanished_boxes_and_a_restart_keeps_links_working() {
     let path = state_path("restart");
-    let board = std::sync::Arc::new(common::Switchboard::default().with("local"));
+    let board = std::sync::Arc::new(support::hub::Switchboard::default().with("local"));
     let first = hub_on(&path, &board, HubConfig::new("http://hub.test"));
     let kept = first.create_box(create("kept", None)).expect("create");
     let gone = first.create_box(create("gone", None)).expect("create");
@@ -281,7 +280,7 @@ fn create_hook_files_travel_in_the_create_verb_and_destroy_gets_the_state() {
             log.display()
         ),
     );
-    let board = std::sync::Arc::new(common::Switchboard::default().with("local"));
+    let board = std::sync::Arc::new(support::hub::Switchboard::default().with("local"));
     let mut config = HubConfig::new("http://hub.test");
     config.hooks = vec![hook];
     let hub = hub_on(&path, &board, config);
@@ -302,7 +301,7 @@ fn a_failing_create_hook_aborts_the_create() {
     let path = state_path("hookfail");
     let dir = path.parent().expect("dir").to_path_buf();
     let hook = hook_script(&dir, "fail.sh", "echo 'quota exceeded' >&2; exit 1");
-    let board = std::sync::Arc::new(common::Switchboard::default().with("local"));
+    let board = std::sync::Arc::new(support::hub::Switchboard::default().with("local"));
     let mut config = HubConfig::new("http://hub.test");
     config.hooks = vec![hook];
     let hub = hub_on(&path, &board, config);
@@ -458,7 +457,11 @@ fn listing_asks_the_spokes_at_the_same_time_and_keeps_their_order() {
 /// vanished meanwhile; the spoke is back now.
 fn stale_session_after_restart(test: &str, config: HubConfig) -> std::sync::Arc<llmbox::hub::Hub> {
     let path = state_path(test);
-    let board = std::sync::Arc::new(common::Switchboard::default().with("local").with("edge"));
+    let board = std::sync::Arc::new(
+        support::hub::Switchboard::default()
+            .with("local")
+            .with("edge"),
+    );
     let first = hub_on(&path, &board, HubConfig::new("http://hub.test"));
     let far = first
         .create_box(create("far", Some("edge")))
@@ -510,7 +513,7 @@ fn the_reaper_drops_sessions_whose_boxes_vanished_while_their_spoke_was_away() {
 #[test]
 fn the_reaper_leaves_a_spoke_alone_while_a_box_on_it_is_being_activated() {
     let path = state_path("reap-during-activation");
-    let board = std::sync::Arc::new(common::Switchboard::default().with("local"));
+    let board = std::sync::Arc::new(support::hub::Switchboard::default().with("local"));
     let mut config = HubConfig::new("http://hub.test");
     config.auth_ttl = Duration::ZERO;
     let hub = hub_on(&path, &board, config);

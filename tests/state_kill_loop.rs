@@ -2,6 +2,8 @@
 //! token create` processes are SIGKILLed at staggered points of their locked read-modify-write,
 //! in a loop, and the file must parse (and hold every token whose command finished) after each.
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,9 +13,7 @@ const ROUNDS: usize = 60;
 
 #[test]
 fn killing_writers_at_any_moment_never_corrupts_the_state_file() {
-    let dir = std::env::temp_dir().join(format!("llmbox-kill-loop-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = support::temp_dir("kill-loop");
     let state = dir.join("state.json");
     let writer = |round: usize| {
         Command::new(env!("CARGO_BIN_EXE_llmbox"))

@@ -5,6 +5,12 @@
 //! Each bench uses a subset of these, hence the `dead_code` allowance below.
 #![allow(dead_code)]
 
+// The in-memory spokes are a library test double, left out of the shipped binary.
+#[cfg(not(feature = "test-doubles"))]
+compile_error!(
+    "the benches need the library's test doubles: `cargo bench --features test-doubles` (the make bench-* targets pass it)"
+);
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;

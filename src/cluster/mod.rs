@@ -21,7 +21,6 @@ pub mod tokens;
 pub mod transport;
 pub mod workers;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -122,11 +121,14 @@ pub trait SpokeDirectory: Send + Sync {
 }
 
 /// A fixed set of always-connected spokes: the directory of a hub test that needs no sockets.
+/// A test double, like `boxes::memory`: only with `cfg(test)` or `--features test-doubles`.
+#[cfg(any(test, feature = "test-doubles"))]
 #[derive(Default)]
 pub struct StaticDirectory {
-    spokes: BTreeMap<String, Arc<dyn BoxManager>>,
+    spokes: std::collections::BTreeMap<String, Arc<dyn BoxManager>>,
 }
 
+#[cfg(any(test, feature = "test-doubles"))]
 impl StaticDirectory {
     /// Adds (or replaces) a spoke.
     pub fn with(mut self, name: &str, manager: Arc<dyn BoxManager>) -> Self {
@@ -135,6 +137,7 @@ impl StaticDirectory {
     }
 }
 
+#[cfg(any(test, feature = "test-doubles"))]
 impl SpokeDirectory for StaticDirectory {
     fn get(&self, name: &str) -> Option<Arc<dyn BoxManager>> {
         self.spokes.get(name).cloned()

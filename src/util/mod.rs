@@ -8,6 +8,8 @@ pub mod duration;
 pub mod fsutil;
 pub mod rlimit;
 pub mod secret;
+// A test double: compiled for unit tests and with `--features test-doubles` only.
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod seeded;
 pub mod signal;
 pub mod slot;

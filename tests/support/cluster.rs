@@ -1,11 +1,11 @@
-// Shared helpers for the cluster integration tests (included with `#[path]`, not a test crate).
-#![allow(dead_code)]
+//! For the cluster tests: a hub plane on loopback with its own state file, spoke loops in
+//! threads over in-memory managers, and a hand-driven spoke speaking frame by frame.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use llmbox::boxes::BoxManager;
 use llmbox::boxes::memory::MemoryBoxManager;
@@ -16,16 +16,7 @@ use llmbox::cluster::spoke::{self, SpokeConfig, SpokeStop};
 use llmbox::cluster::{ClusterError, tokens};
 use llmbox::store::Store;
 
-/// A fresh directory for one test.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "llmbox-it-{}-{tag}-{}",
-        std::process::id(),
-        &llmbox::util::secret::random_hex_32().expect("random")[..8]
-    ));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
-}
+use super::{temp_dir, wait_for};
 
 /// A hub plane on loopback with its own state file.
 pub struct Hub {
@@ -98,21 +89,6 @@ impl Drop for Hub {
             p.stop();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Polls `f` for up to 20 s.
-pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -1,16 +1,15 @@
-//! Shared helpers for the tests that run against the real Docker daemon: the test image, a
-//! per-test namespace whose guard removes everything it labelled (even when the test fails),
-//! a limit on simultaneous Docker-heavy tests, and a `docker` CLI wrapper for checks made
-//! independently of the code under test.
-#![allow(dead_code)]
+//! For the tests that run against the real Docker daemon: the test image, a per-test namespace
+//! whose guard removes everything it labelled (even when the test fails), a limit on
+//! simultaneous Docker-heavy tests, and a `docker` CLI wrapper for checks made independently of
+//! the code under test.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Condvar, Mutex, Once};
-use std::time::{Duration, Instant};
 
 use llmbox::boxes::{BoxManager, CreateOptions, Created};
 use llmbox::docker::{DEFAULT_DOCKER_HOST, DockerBoxManager, ManagerConfig};
+
+use super::fixtures;
 
 /// The image the fixture script builds.
 pub const TEST_IMAGE: &str = "llmbox-test-box:latest";
@@ -39,11 +38,6 @@ pub fn ensure_image() {
             String::from_utf8_lossy(&out.stderr)
         );
     });
-}
-
-/// `tests/fixtures`.
-pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// Runs the `docker` CLI; returns (success, stdout, stderr).
@@ -221,18 +215,4 @@ pub fn create(m: &DockerBoxManager, box_id: &str) -> Created {
     assert!(created.authorize_url.contains("code_challenge="));
     assert!(created.authorize_url.contains("state="));
     created
-}
-
-/// Polls `check` every 100 ms until it returns `Some` or `limit` passes.
-pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
