@@ -15,14 +15,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Longest DNS label, and so the longest box id.
-pub const MAX_BOX_ID_LEN: usize = 63;
+pub(crate) const MAX_BOX_ID_LEN: usize = 63;
 
 /// Longest OAuth code `submit_code` accepts (real ones are about a hundred characters; the
 /// hub's activation page allows the same).
-pub const MAX_CODE_BYTES: usize = 4096;
+pub(crate) const MAX_CODE_BYTES: usize = 4096;
 
 /// Default number of log lines returned by `logs` when the caller names none.
-pub const DEFAULT_LOG_TAIL: usize = 200;
+pub(crate) const DEFAULT_LOG_TAIL: usize = 200;
 
 /// The seven verbs. Every implementation re-validates its arguments and acts only on the
 /// boxes it manages itself (its own namespace).
@@ -95,7 +95,7 @@ impl CreateOptions {
     /// # Errors
     /// [`BoxError::InvalidBoxId`], [`BoxError::NoImage`], [`BoxError::InvalidArgument`] for a
     /// file path that is not absolute or climbs with `..`.
-    pub fn validate(&self) -> Result<(), BoxError> {
+    pub(crate) fn validate(&self) -> Result<(), BoxError> {
         validate_box_id(&self.box_id)?;
         if self.image.trim().is_empty() {
             return Err(BoxError::NoImage);
@@ -128,7 +128,7 @@ impl InjectFile {
     ///
     /// # Errors
     /// [`BoxError::InvalidArgument`] naming the path.
-    pub fn validate(&self) -> Result<(), BoxError> {
+    pub(crate) fn validate(&self) -> Result<(), BoxError> {
         let bad = |why: &str| {
             Err(BoxError::InvalidArgument(format!(
                 "file path {:?}: {why}",
@@ -207,11 +207,11 @@ pub struct BoxInfo {
     /// Docker state (`running`, `exited`, …).
     pub state: String,
     /// Docker's human status (`Up 3 minutes`).
-    pub status: String,
+    pub(crate) status: String,
     /// Pending or ready.
     pub phase: Phase,
     /// Creation time, unix seconds.
-    pub created: i64,
+    pub(crate) created: i64,
 }
 
 /// The result of `exec`.
@@ -256,7 +256,7 @@ pub enum BoxError {
 impl BoxError {
     /// The error for a key (id prefix, name or box id) that names `count` boxes, two or more:
     /// a verb never picks one of them.
-    pub fn ambiguous(key: &str, count: usize) -> BoxError {
+    pub(crate) fn ambiguous(key: &str, count: usize) -> BoxError {
         BoxError::InvalidArgument(format!(
             "{key:?} matches {count} managed boxes; give the box id or more of the container id"
         ))
@@ -302,7 +302,7 @@ impl std::error::Error for BoxError {
 }
 
 /// True when `id` is one DNS label: `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`.
-pub fn is_valid_box_id(id: &str) -> bool {
+pub(crate) fn is_valid_box_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     match (bytes.first(), bytes.last()) {
@@ -323,7 +323,7 @@ pub fn is_valid_box_id(id: &str) -> bool {
 ///
 /// # Errors
 /// [`BoxError::InvalidArgument`].
-pub fn validate_code(code: &str) -> Result<&str, BoxError> {
+pub(crate) fn validate_code(code: &str) -> Result<&str, BoxError> {
     let code = code.trim();
     if code.is_empty() || code.chars().any(char::is_control) {
         return Err(BoxError::InvalidArgument(
@@ -342,7 +342,7 @@ pub fn validate_code(code: &str) -> Result<&str, BoxError> {
 ///
 /// # Errors
 /// [`BoxError::InvalidBoxId`].
-pub fn validate_box_id(id: &str) -> Result<(), BoxError> {
+pub(crate) fn validate_box_id(id: &str) -> Result<(), BoxError> {
     if is_valid_box_id(id) {
         Ok(())
     } else {

@@ -21,14 +21,14 @@ use serde::{Deserialize, Serialize};
 use crate::util::fsutil::write_atomic_0600;
 
 /// The state-file format this build reads and writes.
-pub const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 
 /// The whole state file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// Format version; see [`STATE_VERSION`].
-    pub version: u32,
+    pub(crate) version: u32,
     /// Outstanding one-time join tokens.
     #[serde(default)]
     pub join_tokens: Vec<JoinTokenRecord>,
@@ -97,18 +97,18 @@ pub enum SessionStatus {
 #[serde(deny_unknown_fields)]
 pub struct Session {
     /// SHA-256 hex of the page token in `/auth/<token>`.
-    pub token_hash: String,
+    pub(crate) token_hash: String,
     /// Full container id on the spoke.
     pub container_id: String,
     /// The spoke holding the box.
-    pub spoke: String,
+    pub(crate) spoke: String,
     /// The caller's box id (unique hub-wide).
     pub box_id: String,
     /// Free text from create.
     #[serde(default)]
-    pub description: String,
+    pub(crate) description: String,
     /// The newest OAuth authorize URL the box printed. Never shown to a model.
-    pub authorize_url: String,
+    pub(crate) authorize_url: String,
     /// Pending, ready or error.
     pub status: SessionStatus,
     /// The remote-control session URL, once ready.
@@ -119,22 +119,22 @@ pub struct Session {
     pub error: String,
     /// Opaque state returned by the `box.create` hook, replayed to `box.destroy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hook_state: Option<serde_json::Value>,
+    pub(crate) hook_state: Option<serde_json::Value>,
     /// Created at, unix seconds.
-    pub created: i64,
+    pub(crate) created: i64,
     /// SHA-256 hex of further page tokens for the same page, minted when a restarted hub is
     /// asked for the link again (it knows tokens only by hash); every one of them stays valid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub more_token_hashes: Vec<String>,
+    pub(crate) more_token_hashes: Vec<String>,
     /// SHA-256 hex of the codes typed on the activation page (the newest few), so a restarted
     /// hub can still hide their TTY echo in the box's logs; the codes themselves never reach disk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub code_hashes: Vec<String>,
+    pub(crate) code_hashes: Vec<String>,
 }
 
 impl Session {
     /// True when `token_hash` opens this session's activation page.
-    pub fn has_token_hash(&self, token_hash: &str) -> bool {
+    pub(crate) fn has_token_hash(&self, token_hash: &str) -> bool {
         self.token_hash == token_hash || self.more_token_hashes.iter().any(|h| h == token_hash)
     }
 }

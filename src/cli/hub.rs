@@ -24,12 +24,12 @@ use crate::hub::{Hub, HubConfig};
 use crate::store::Store;
 
 /// Default `--listen`.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default `--spoke-listen`.
-pub const DEFAULT_SPOKE_LISTEN: &str = "127.0.0.1:8081";
+pub(crate) const DEFAULT_SPOKE_LISTEN: &str = "127.0.0.1:8081";
 
 /// The usage line printed with a usage error.
-pub const USAGE: &str = "usage: llmbox hub [--listen ADDR] [--spoke-listen ADDR] [--public-url URL] [--state FILE] [--no-local] [--box-image IMAGE] [--claude-bin FILE] [--hook FILE]... (llmbox hub --help lists every flag)";
+pub(crate) const USAGE: &str = "usage: llmbox hub [--listen ADDR] [--spoke-listen ADDR] [--public-url URL] [--state FILE] [--no-local] [--box-image IMAGE] [--claude-bin FILE] [--hook FILE]... (llmbox hub --help lists every flag)";
 
 /// Run the hub: MCP and activation page (HTTP), spoke plane (WebSocket), local spoke, reaper.
 #[derive(FromArgs, Debug, Default)]
@@ -37,82 +37,82 @@ pub const USAGE: &str = "usage: llmbox hub [--listen ADDR] [--spoke-listen ADDR]
 pub struct Args {
     /// HTTP address for MCP and the activation page (default 127.0.0.1:8080)
     #[argh(option, default = "String::from(DEFAULT_LISTEN)")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// spoke-plane address spokes dial (default 127.0.0.1:8081)
     #[argh(option, default = "String::from(DEFAULT_SPOKE_LISTEN)")]
-    pub spoke_listen: String,
+    pub(crate) spoke_listen: String,
     /// base of the links handed out, as people reach this hub (default http://<listen>)
     #[argh(option)]
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     /// state file (default llmbox-state.json)
     #[argh(option, default = "PathBuf::from(DEFAULT_STATE)")]
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
     /// serve no boxes on this host (no in-process `local` spoke)
     #[argh(switch)]
-    pub no_local: bool,
+    pub(crate) no_local: bool,
     /// the Docker namespace label of the local spoke's boxes (default local); give each hub its
     /// own when several share one Docker daemon
     #[argh(option)]
-    pub local_namespace: Option<String>,
+    pub(crate) local_namespace: Option<String>,
     /// image for boxes whose create names none (default llmbox-box:latest)
     #[argh(option, default = "String::from(crate::hub::DEFAULT_BOX_IMAGE)")]
-    pub box_image: String,
+    pub(crate) box_image: String,
     /// pending boxes older than this are reaped (default 5m)
     #[argh(option, default = "String::from(\"5m\")")]
-    pub auth_ttl: String,
+    pub(crate) auth_ttl: String,
     /// how often the reaper runs; 0 turns it off (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
-    pub reap_interval: String,
+    pub(crate) reap_interval: String,
     /// a box.create / box.destroy hook executable (repeatable, run in order)
     #[argh(option)]
-    pub hook: Vec<PathBuf>,
+    pub(crate) hook: Vec<PathBuf>,
     /// heartbeat to spokes (default 15s); 3 missed ones drop a spoke
     #[argh(option, default = "String::from(\"15s\")")]
-    pub heartbeat: String,
+    pub(crate) heartbeat: String,
     /// the Docker daemon of the local spoke (default $DOCKER_HOST or unix:///var/run/docker.sock)
     #[argh(option)]
-    pub docker_host: Option<String>,
+    pub(crate) docker_host: Option<String>,
     /// a Claude binary injected into every local box at /usr/local/bin/claude
     #[argh(option)]
-    pub claude_bin: Option<PathBuf>,
+    pub(crate) claude_bin: Option<PathBuf>,
     /// extra arguments for `claude remote-control` (default "--spawn same-dir")
     #[argh(option)]
-    pub remote_args: Option<String>,
+    pub(crate) remote_args: Option<String>,
     /// most boxes on the local spoke (default 50)
     #[argh(option)]
-    pub max_boxes: Option<usize>,
+    pub(crate) max_boxes: Option<usize>,
     /// memory limit per box in MiB (default 4096)
     #[argh(option)]
-    pub memory_mb: Option<u64>,
+    pub(crate) memory_mb: Option<u64>,
     /// CPU limit per box (default 2)
     #[argh(option)]
-    pub cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
     /// process limit per box (default 4096)
     #[argh(option)]
-    pub pids_limit: Option<i64>,
+    pub(crate) pids_limit: Option<i64>,
     /// a container joined to every local box's network (repeatable)
     #[argh(option)]
-    pub box_peer: Vec<String>,
+    pub(crate) box_peer: Vec<String>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, default = "String::from(DEFAULT_LOG_LEVEL)")]
-    pub log_level: String,
+    pub(crate) log_level: String,
 }
 
 /// The validated form of [`Args`].
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// HTTP front address.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Spoke plane address.
-    pub spoke_listen: SocketAddr,
+    pub(crate) spoke_listen: SocketAddr,
     /// The hub layer's settings.
-    pub hub: HubConfig,
+    pub(crate) hub: HubConfig,
     /// State file.
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
     /// The local spoke's manager settings; `None` with `--no-local`.
-    pub local: Option<ManagerConfig>,
+    pub(crate) local: Option<ManagerConfig>,
     /// Spoke heartbeat.
-    pub heartbeat: Duration,
+    pub(crate) heartbeat: Duration,
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, CliError> {
@@ -128,7 +128,7 @@ impl Config {
     ///
     /// # Errors
     /// A usage error naming the flag.
-    pub fn from_args(args: &Args) -> Result<Config, CliError> {
+    pub(crate) fn from_args(args: &Args) -> Result<Config, CliError> {
         let usage = |e: CliError| CliError::usage(format!("{}\n{USAGE}", e.message));
         let listen = parse_addr("--listen", &args.listen)?;
         let spoke_listen = parse_addr("--spoke-listen", &args.spoke_listen)?;

@@ -4,20 +4,18 @@
 pub mod hub;
 pub mod reap;
 pub mod spoke;
-pub mod spoke_token;
+pub(crate) mod spoke_token;
 
 use std::fmt;
 
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
 
-/// Exit code for success.
-pub const EXIT_OK: u8 = 0;
 /// Exit code for a runtime failure.
-pub const EXIT_RUNTIME: u8 = 1;
+pub(crate) const EXIT_RUNTIME: u8 = 1;
 /// Exit code for bad flags or arguments.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code for a spoke whose enrollment the hub rejected.
-pub const EXIT_REJECTED: u8 = 3;
+pub(crate) const EXIT_REJECTED: u8 = 3;
 
 /// A command's failure: what to print and which exit code `main` uses.
 #[derive(Debug)]
@@ -46,7 +44,7 @@ impl CliError {
     }
 
     /// The hub rejected this spoke's enrollment (exit 3).
-    pub fn rejected(message: impl fmt::Display) -> Self {
+    pub(crate) fn rejected(message: impl fmt::Display) -> Self {
         CliError {
             code: EXIT_REJECTED,
             message: message.to_string(),
@@ -61,13 +59,13 @@ impl fmt::Display for CliError {
 }
 
 /// Default for every command's `--log-level`.
-pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Parses a `--log-level` value (`off`, `error`, `warn`, `info`, `debug`, `trace`).
 ///
 /// # Errors
 /// A usage error naming the accepted levels.
-pub fn parse_log_level(level: &str) -> Result<LevelFilter, CliError> {
+pub(crate) fn parse_log_level(level: &str) -> Result<LevelFilter, CliError> {
     level.parse().map_err(|_| {
         CliError::usage(format!(
             "invalid --log-level {level:?}: use off, error, warn, info, debug or trace"
@@ -79,7 +77,7 @@ pub fn parse_log_level(level: &str) -> Result<LevelFilter, CliError> {
 ///
 /// # Errors
 /// A usage error for a bad level.
-pub fn init_logging(level: &str) -> Result<(), CliError> {
+pub(crate) fn init_logging(level: &str) -> Result<(), CliError> {
     let filter = parse_log_level(level)?;
     let config = ConfigBuilder::new()
         .set_target_level(LevelFilter::Error)
@@ -101,7 +99,10 @@ pub fn init_logging(level: &str) -> Result<(), CliError> {
 ///
 /// # Errors
 /// A usage error.
-pub fn parse_duration_flag(flag: &str, value: &str) -> Result<std::time::Duration, CliError> {
+pub(crate) fn parse_duration_flag(
+    flag: &str,
+    value: &str,
+) -> Result<std::time::Duration, CliError> {
     crate::util::duration::parse_duration(value)
         .map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }
@@ -109,23 +110,23 @@ pub fn parse_duration_flag(flag: &str, value: &str) -> Result<std::time::Duratio
 /// The box-manager flags `llmbox hub` (for its `local` spoke) and `llmbox spoke` share; one
 /// place turns them into a [`crate::docker::ManagerConfig`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BoxFlags<'a> {
+pub(crate) struct BoxFlags<'a> {
     /// `--docker-host`.
-    pub docker_host: Option<&'a str>,
+    pub(crate) docker_host: Option<&'a str>,
     /// `--claude-bin`.
-    pub claude_bin: Option<&'a std::path::Path>,
+    pub(crate) claude_bin: Option<&'a std::path::Path>,
     /// `--remote-args`.
-    pub remote_args: Option<&'a str>,
+    pub(crate) remote_args: Option<&'a str>,
     /// `--max-boxes`.
-    pub max_boxes: Option<usize>,
+    pub(crate) max_boxes: Option<usize>,
     /// `--memory-mb`.
-    pub memory_mb: Option<u64>,
+    pub(crate) memory_mb: Option<u64>,
     /// `--cpus`.
-    pub cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
     /// `--pids-limit`.
-    pub pids_limit: Option<i64>,
+    pub(crate) pids_limit: Option<i64>,
     /// `--box-peer` (repeatable).
-    pub box_peers: &'a [String],
+    pub(crate) box_peers: &'a [String],
 }
 
 impl BoxFlags<'_> {
@@ -134,7 +135,7 @@ impl BoxFlags<'_> {
     ///
     /// # Errors
     /// A usage error naming the flag.
-    pub fn validate(&self) -> Result<(), CliError> {
+    pub(crate) fn validate(&self) -> Result<(), CliError> {
         if let Some(cpus) = self.cpus
             && !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0)
         {
@@ -168,7 +169,7 @@ impl BoxFlags<'_> {
     }
 
     /// The manager settings for `namespace`: the defaults, overridden by every flag given.
-    pub fn manager_config(&self, namespace: &str) -> crate::docker::ManagerConfig {
+    pub(crate) fn manager_config(&self, namespace: &str) -> crate::docker::ManagerConfig {
         let mut c = crate::docker::ManagerConfig::new(namespace);
         if let Some(h) = self.docker_host {
             c.docker_host = h.to_string();

@@ -12,7 +12,7 @@ use crate::boxes::is_valid_box_id;
 use crate::docker::{self, ReapedBox};
 
 /// Default `--ttl`: as long as the hub's `--auth-ttl`.
-pub const DEFAULT_TTL: &str = "5m";
+pub(crate) const DEFAULT_TTL: &str = "5m";
 
 /// Remove pending boxes older than the TTL from this host's Docker (for cron).
 #[derive(FromArgs, Debug)]
@@ -20,31 +20,31 @@ pub const DEFAULT_TTL: &str = "5m";
 pub struct Args {
     /// age after which a box still waiting for its sign-in is removed (default 5m)
     #[argh(option, default = "DEFAULT_TTL.to_string()")]
-    pub ttl: String,
+    pub(crate) ttl: String,
     /// docker daemon: unix:///var/run/docker.sock or tcp://host:port (default $DOCKER_HOST,
     /// else the local socket)
     #[argh(option)]
-    pub docker_host: Option<String>,
+    pub(crate) docker_host: Option<String>,
     /// only reap boxes of this namespace (spoke name; `local` for the hub's own)
     #[argh(option)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// the hub's state file: also drop the activation sessions of the reaped boxes
     #[argh(option)]
-    pub state: Option<std::path::PathBuf>,
+    pub(crate) state: Option<std::path::PathBuf>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, default = "DEFAULT_LOG_LEVEL.to_string()")]
-    pub log_level: String,
+    pub(crate) log_level: String,
 }
 
 /// The validated form of [`Args`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub(crate) struct Config {
     /// Pending boxes at least this old are removed.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Daemon URL.
-    pub docker_host: String,
+    pub(crate) docker_host: String,
     /// Restrict to one namespace.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
 }
 
 impl Config {
@@ -52,7 +52,7 @@ impl Config {
     ///
     /// # Errors
     /// A usage error for a bad duration or namespace.
-    pub fn from_args(args: &Args) -> Result<Config, CliError> {
+    pub(crate) fn from_args(args: &Args) -> Result<Config, CliError> {
         let ttl = parse_duration_flag("--ttl", &args.ttl)?;
         if let Some(ns) = &args.namespace
             && !is_valid_box_id(ns)
@@ -74,7 +74,7 @@ impl Config {
 }
 
 /// One output line per reaped box.
-pub fn format_reaped(b: &ReapedBox) -> String {
+pub(crate) fn format_reaped(b: &ReapedBox) -> String {
     format!(
         "reaped {} namespace={} box_id={}",
         b.short_id, b.namespace, b.box_id

@@ -15,7 +15,7 @@ use crate::docker::ManagerConfig;
 use super::{CliError, DEFAULT_LOG_LEVEL, init_logging, parse_duration_flag, spoke_token};
 
 /// The usage line printed with a usage error.
-pub const USAGE: &str = "usage: llmbox spoke --hub URL [--token T] [--credentials FILE] [--allowed-image IMG]... [--ca-file PEM] [--heartbeat DUR]";
+pub(crate) const USAGE: &str = "usage: llmbox spoke --hub URL [--token T] [--credentials FILE] [--allowed-image IMG]... [--ca-file PEM] [--heartbeat DUR]";
 
 /// Dial the hub and serve box verbs against this host's Docker; or manage tokens and spokes.
 #[derive(FromArgs, Debug)]
@@ -23,57 +23,57 @@ pub const USAGE: &str = "usage: llmbox spoke --hub URL [--token T] [--credential
 pub struct Args {
     /// hub URL: ws://host:port or wss://host (path /spoke/connect is added)
     #[argh(option)]
-    pub hub: Option<String>,
+    pub(crate) hub: Option<String>,
     /// one-time join token from `llmbox spoke token create` (first enrollment)
     #[argh(option)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// credentials file (default llmbox-spoke.json), written 0600 at enrollment
     #[argh(option, default = "PathBuf::from(spoke_loop::DEFAULT_CREDENTIALS)")]
-    pub credentials: PathBuf,
+    pub(crate) credentials: PathBuf,
     /// an image boxes may run (repeatable; none given: any image)
     #[argh(option)]
-    pub allowed_image: Vec<String>,
+    pub(crate) allowed_image: Vec<String>,
     /// PEM file with extra CA certificates for wss:// (a private CA)
     #[argh(option)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// heartbeat interval (default 15s); 3 missed ones mean the hub is gone
     #[argh(option, default = "String::from(\"15s\")")]
-    pub heartbeat: String,
+    pub(crate) heartbeat: String,
     /// TCP connect and upgrade timeout (default 10s)
     #[argh(option, default = "String::from(\"10s\")")]
-    pub connect_timeout: String,
+    pub(crate) connect_timeout: String,
     /// verbs running at once (default 32); past it a request is refused at once
     #[argh(option, default = "spoke_loop::DEFAULT_MAX_WORKERS")]
-    pub max_workers: usize,
+    pub(crate) max_workers: usize,
     /// the Docker daemon (default $DOCKER_HOST or unix:///var/run/docker.sock)
     #[argh(option)]
-    pub docker_host: Option<String>,
+    pub(crate) docker_host: Option<String>,
     /// a Claude binary injected into every box at /usr/local/bin/claude
     #[argh(option)]
-    pub claude_bin: Option<PathBuf>,
+    pub(crate) claude_bin: Option<PathBuf>,
     /// extra arguments for `claude remote-control` (default "--spawn same-dir")
     #[argh(option)]
-    pub remote_args: Option<String>,
+    pub(crate) remote_args: Option<String>,
     /// most boxes on this spoke (default 50)
     #[argh(option)]
-    pub max_boxes: Option<usize>,
+    pub(crate) max_boxes: Option<usize>,
     /// memory limit per box in MiB (default 4096)
     #[argh(option)]
-    pub memory_mb: Option<u64>,
+    pub(crate) memory_mb: Option<u64>,
     /// CPU limit per box (default 2)
     #[argh(option)]
-    pub cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
     /// process limit per box (default 4096)
     #[argh(option)]
-    pub pids_limit: Option<i64>,
+    pub(crate) pids_limit: Option<i64>,
     /// a container joined to every box's network (repeatable)
     #[argh(option)]
-    pub box_peer: Vec<String>,
+    pub(crate) box_peer: Vec<String>,
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, default = "String::from(DEFAULT_LOG_LEVEL)")]
-    pub log_level: String,
+    pub(crate) log_level: String,
     #[argh(subcommand)]
-    pub command: Option<spoke_token::Command>,
+    pub(crate) command: Option<spoke_token::Command>,
 }
 
 /// Runs the command.
@@ -127,7 +127,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 }
 
 /// The Docker manager settings from the flags, for namespace `name` (the enrolled name).
-pub fn manager_config(args: &Args, name: &str) -> ManagerConfig {
+pub(crate) fn manager_config(args: &Args, name: &str) -> ManagerConfig {
     box_flags(args).manager_config(name)
 }
 
@@ -150,7 +150,7 @@ fn box_flags(args: &Args) -> super::BoxFlags<'_> {
 ///
 /// # Errors
 /// A `--docker-host` that is not a `unix://` or `tcp://` URL.
-pub fn box_manager(config: ManagerConfig) -> Result<Arc<dyn BoxManager>, CliError> {
+pub(crate) fn box_manager(config: ManagerConfig) -> Result<Arc<dyn BoxManager>, CliError> {
     let manager = crate::docker::DockerBoxManager::new(config).map_err(CliError::usage)?;
     Ok(Arc::new(manager))
 }

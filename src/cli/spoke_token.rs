@@ -15,7 +15,7 @@ use crate::util::unix_now;
 use super::{CliError, parse_duration_flag};
 
 /// The hub's default state file.
-pub const DEFAULT_STATE: &str = "llmbox-state.json";
+pub(crate) const DEFAULT_STATE: &str = "llmbox-state.json";
 
 fn default_state() -> PathBuf {
     PathBuf::from(DEFAULT_STATE)
@@ -24,7 +24,7 @@ fn default_state() -> PathBuf {
 /// Subcommands of `llmbox spoke`.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Join tokens.
     Token(TokenArgs),
     /// Enrolled spokes.
@@ -36,7 +36,7 @@ pub enum Command {
 /// Manage one-time join tokens.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "token")]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     #[argh(subcommand)]
     command: TokenCommand,
 }
@@ -94,7 +94,7 @@ struct TokenRevokeArgs {
 /// List enrolled spokes.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// hub state file (default llmbox-state.json)
     #[argh(option, default = "default_state()")]
     state: PathBuf,
@@ -103,7 +103,7 @@ pub struct ListArgs {
 /// Remove an enrolled spoke and its tokens; a running hub drops its connection.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "revoke")]
-pub struct RevokeArgs {
+pub(crate) struct RevokeArgs {
     /// the spoke's name
     #[argh(option)]
     name: String,

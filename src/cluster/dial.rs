@@ -18,7 +18,7 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Jitter on each delay, as a fraction either way.
-pub const BACKOFF_JITTER: f64 = 0.2;
+pub(crate) const BACKOFF_JITTER: f64 = 0.2;
 
 /// Exponential backoff with jitter.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// Starts at `min`, doubling up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Backoff {
             min,
             max,
@@ -39,7 +39,7 @@ impl Backoff {
     }
 
     /// The next delay (with ±20 % jitter) and advance.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         let mut b = [0u8; 4];
@@ -51,7 +51,7 @@ impl Backoff {
     }
 
     /// Back to `min` (after a welcomed connection).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.min;
     }
 }
@@ -120,7 +120,7 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, C
 ///
 /// # Errors
 /// Name resolution or the last address's connect error.
-pub fn dial(uri: &Uri, tls: bool, timeout: Duration) -> io::Result<TcpStream> {
+pub(crate) fn dial(uri: &Uri, tls: bool, timeout: Duration) -> io::Result<TcpStream> {
     let host = uri
         .host()
         .unwrap_or_default()

@@ -10,7 +10,7 @@
 //! connected spoke as a `BoxManager`), [`registry`], [`plane`], [`serve`] (spoke-side verb
 //! dispatch and admission), [`workers`] (the spoke's bounded verb threads) and [`spoke`].
 
-pub mod dial;
+pub(crate) mod dial;
 pub mod plane;
 pub mod proto;
 pub mod registry;
@@ -19,7 +19,7 @@ pub mod serve;
 pub mod spoke;
 pub mod tokens;
 pub mod transport;
-pub mod workers;
+pub(crate) mod workers;
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,7 +59,7 @@ pub enum ClusterError {
 
 impl ClusterError {
     /// An I/O failure while doing `op`.
-    pub fn io(op: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Self {
         ClusterError::Io {
             op: op.into(),
             source,

@@ -41,17 +41,17 @@ use super::tokens::{self, Enrolled};
 use super::transport::{self, CONN_THREAD_STACK, SplitStream, WRITE_TIMEOUT, pump, ws_config};
 
 /// Time from accepting a socket to a finished enrollment.
-pub const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest message a socket may send before it has enrolled: an `enroll` is well under 1 KiB,
 /// and a stranger must not make the hub buffer 64 MiB per socket.
-pub const MAX_ENROLL_MESSAGE_BYTES: usize = 64 << 10;
+pub(crate) const MAX_ENROLL_MESSAGE_BYTES: usize = 64 << 10;
 
 /// Default heartbeat (`--heartbeat`).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Default ceiling on simultaneous spoke sockets (enrolled or still enrolling).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Pause after a failed accept (EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

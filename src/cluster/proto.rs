@@ -9,40 +9,40 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::boxes::{BoxInfo, CreateOptions, ExecResult, InjectFile};
+use crate::boxes::{BoxInfo, CreateOptions, InjectFile};
 use crate::util::base64;
 
 /// Largest WebSocket message and frame either end accepts (larger gets Close 1009).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The exact `error` text of a rejected enrollment; the real reason stays in the hub's log.
-pub const ENROLLMENT_REJECTED: &str = "enrollment rejected";
+pub(crate) const ENROLLMENT_REJECTED: &str = "enrollment rejected";
 
 /// The path the spoke plane serves.
-pub const CONNECT_PATH: &str = "/spoke/connect";
+pub(crate) const CONNECT_PATH: &str = "/spoke/connect";
 
 /// Method names of the seven verbs.
-pub mod method {
+pub(crate) mod method {
     /// `create`.
-    pub const CREATE: &str = "create";
+    pub(crate) const CREATE: &str = "create";
     /// `submit_code`.
-    pub const SUBMIT_CODE: &str = "submit_code";
+    pub(crate) const SUBMIT_CODE: &str = "submit_code";
     /// `list`.
-    pub const LIST: &str = "list";
+    pub(crate) const LIST: &str = "list";
     /// `destroy`.
-    pub const DESTROY: &str = "destroy";
+    pub(crate) const DESTROY: &str = "destroy";
     /// `logs`.
-    pub const LOGS: &str = "logs";
+    pub(crate) const LOGS: &str = "logs";
     /// `exec`.
-    pub const EXEC: &str = "exec";
+    pub(crate) const EXEC: &str = "exec";
     /// `reap`.
-    pub const REAP: &str = "reap";
+    pub(crate) const REAP: &str = "reap";
 }
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Spoke → hub, first message: join token or saved credentials.
     Enroll,
     /// Hub → spoke: enrollment accepted.
@@ -60,19 +60,19 @@ pub enum Kind {
 pub struct Frame {
     /// The message kind (`type` on the wire).
     #[serde(rename = "type")]
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Request id, counting up from 1 per connection; 0 (omitted) outside req/resp.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub id: u64,
     /// The verb of a `req`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub method: String,
+    pub(crate) method: String,
     /// The body; omitted when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Box<RawValue>>,
+    pub(crate) payload: Option<Box<RawValue>>,
     /// An error text (`err`, or a failed `resp`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub error: String,
+    pub(crate) error: String,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -81,7 +81,7 @@ fn is_zero(n: &u64) -> bool {
 
 impl Frame {
     /// A frame of `kind` with nothing else set.
-    pub fn new(kind: Kind) -> Self {
+    pub(crate) fn new(kind: Kind) -> Self {
         Frame {
             kind,
             id: 0,
@@ -92,7 +92,7 @@ impl Frame {
     }
 
     /// A `req` for `method` with `payload`.
-    pub fn req(id: u64, method: &str, payload: Box<RawValue>) -> Self {
+    pub(crate) fn req(id: u64, method: &str, payload: Box<RawValue>) -> Self {
         Frame {
             id,
             method: method.to_string(),
@@ -102,7 +102,7 @@ impl Frame {
     }
 
     /// A successful `resp`; `None` for verbs that answer nothing (`destroy`).
-    pub fn resp_ok(id: u64, payload: Option<Box<RawValue>>) -> Self {
+    pub(crate) fn resp_ok(id: u64, payload: Option<Box<RawValue>>) -> Self {
         Frame {
             id,
             payload,
@@ -111,7 +111,7 @@ impl Frame {
     }
 
     /// A failed `resp`.
-    pub fn resp_err(id: u64, error: impl Into<String>) -> Self {
+    pub(crate) fn resp_err(id: u64, error: impl Into<String>) -> Self {
         Frame {
             id,
             error: error.into(),
@@ -120,7 +120,7 @@ impl Frame {
     }
 
     /// The `err` frame of a rejected enrollment.
-    pub fn rejected() -> Self {
+    pub(crate) fn rejected() -> Self {
         Frame {
             error: ENROLLMENT_REJECTED.to_string(),
             ..Frame::new(Kind::Err)
@@ -144,7 +144,7 @@ impl Frame {
     ///
     /// # Errors
     /// The serde error.
-    pub fn payload_as<T: for<'de> Deserialize<'de>>(&self) -> Result<T, serde_json::Error> {
+    pub(crate) fn payload_as<T: for<'de> Deserialize<'de>>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.payload.as_deref().map_or("{}", RawValue::get))
     }
 }
@@ -152,7 +152,7 @@ impl Frame {
 /// A JSON error told without the input's text: serde_json quotes offending values, and a peer
 /// may have put a secret (a join token, a credential, an OAuth code) in the wrong place, so
 /// only the kind of error and its position reach a log or an answer.
-pub fn describe_json_error(e: &serde_json::Error) -> String {
+pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let kind = match e.classify() {
         Category::Io => "unreadable JSON",
@@ -165,76 +165,76 @@ pub fn describe_json_error(e: &serde_json::Error) -> String {
 
 /// `enroll` payload: a join token (first time) or name + credential (reconnect).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrollPayload {
+pub(crate) struct EnrollPayload {
     /// The one-time join token.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub join_token: String,
+    pub(crate) join_token: String,
     /// The enrolled name (reconnect).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
+    pub(crate) name: String,
     /// The credential from the first welcome (reconnect).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub credential: String,
+    pub(crate) credential: String,
 }
 
 /// `welcome` payload; `credential` only on first enrollment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WelcomePayload {
+pub(crate) struct WelcomePayload {
     /// The spoke's name.
-    pub name: String,
+    pub(crate) name: String,
     /// The freshly minted credential (first enrollment only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub credential: String,
+    pub(crate) credential: String,
 }
 
 /// `create` request payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreateReq {
+pub(crate) struct CreateReq {
     /// The options, in the Go peers' shape.
-    pub opts: WireCreateOptions,
+    pub(crate) opts: WireCreateOptions,
 }
 
 /// `CreateOptions` as the Go peers marshal it: capitalised names, every field present,
 /// `Files` null when there are none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct WireCreateOptions {
+pub(crate) struct WireCreateOptions {
     /// Image to run.
     #[serde(default)]
-    pub image: String,
+    pub(crate) image: String,
     /// Box id.
     #[serde(rename = "BoxID", default)]
-    pub box_id: String,
+    pub(crate) box_id: String,
     /// Free text.
     #[serde(default)]
-    pub description: String,
+    pub(crate) description: String,
     /// The spoke the hub routed to.
     #[serde(default)]
-    pub spoke_name: String,
+    pub(crate) spoke_name: String,
     /// Files to inject (null when none, as Go's nil slice).
     #[serde(default)]
-    pub files: Option<Vec<WireFile>>,
+    pub(crate) files: Option<Vec<WireFile>>,
 }
 
 /// One injected file on the wire.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct WireFile {
+pub(crate) struct WireFile {
     /// Absolute path in the box.
     #[serde(default)]
-    pub path: String,
+    pub(crate) path: String,
     /// Standard base64 of the bytes.
     #[serde(default)]
-    pub content: String,
+    pub(crate) content: String,
     /// Permission bits.
     #[serde(default)]
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// Owner uid.
     #[serde(rename = "UID", default)]
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Owner gid.
     #[serde(rename = "GID", default)]
-    pub gid: u32,
+    pub(crate) gid: u32,
 }
 
 impl From<&CreateOptions> for WireCreateOptions {
@@ -265,7 +265,7 @@ impl WireCreateOptions {
     ///
     /// # Errors
     /// A message naming the file whose content is not base64.
-    pub fn into_options(self) -> Result<CreateOptions, String> {
+    pub(crate) fn into_options(self) -> Result<CreateOptions, String> {
         let mut files = Vec::new();
         for f in self.files.unwrap_or_default() {
             let content = base64::decode(&f.content)
@@ -290,101 +290,101 @@ impl WireCreateOptions {
 
 /// `create` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreateResp {
+pub(crate) struct CreateResp {
     /// Full container id.
-    pub id: String,
+    pub(crate) id: String,
     /// The authorize URL the box printed.
-    pub authorize_url: String,
+    pub(crate) authorize_url: String,
 }
 
 /// `submit_code` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitReq {
+pub(crate) struct SubmitReq {
     /// Container id or name.
-    pub id: String,
+    pub(crate) id: String,
     /// The OAuth code (a secret: never logged).
-    pub code: String,
+    pub(crate) code: String,
 }
 
 /// `submit_code` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitResp {
+pub(crate) struct SubmitResp {
     /// The remote-control session URL.
-    pub session_url: String,
+    pub(crate) session_url: String,
 }
 
 /// `list` response (`boxes` null from a Go peer with no boxes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListResp {
+pub(crate) struct ListResp {
     /// The spoke's boxes.
     #[serde(default)]
-    pub boxes: Option<Vec<BoxInfo>>,
+    pub(crate) boxes: Option<Vec<BoxInfo>>,
 }
 
 /// `destroy` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetReq {
+pub(crate) struct TargetReq {
     /// Container id, name or box id.
-    pub id_or_name: String,
+    pub(crate) id_or_name: String,
 }
 
 /// `logs` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogsReq {
+pub(crate) struct LogsReq {
     /// Container id, name or box id.
-    pub id_or_name: String,
+    pub(crate) id_or_name: String,
     /// How many lines (0 means the default).
     #[serde(default)]
-    pub tail: usize,
+    pub(crate) tail: usize,
 }
 
 /// `logs` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogsResp {
+pub(crate) struct LogsResp {
     /// The lines.
-    pub logs: String,
+    pub(crate) logs: String,
 }
 
 /// `exec` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecReq {
+pub(crate) struct ExecReq {
     /// Container id, name or box id.
-    pub id_or_name: String,
+    pub(crate) id_or_name: String,
     /// argv.
-    pub cmd: Vec<String>,
+    pub(crate) cmd: Vec<String>,
 }
 
-/// `exec` response is [`ExecResult`] as is.
-pub type ExecResp = ExecResult;
+// The `exec` response is [`ExecResult`] as is.
 
 /// `reap` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReapReq {
+pub(crate) struct ReapReq {
     /// Pending boxes older than this many nanoseconds go.
-    pub ttl_nanos: i64,
+    pub(crate) ttl_nanos: i64,
 }
 
 /// `reap` response (`reaped` null from a Go peer that reaped nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReapResp {
+pub(crate) struct ReapResp {
     /// Short ids removed.
     #[serde(default)]
-    pub reaped: Option<Vec<String>>,
+    pub(crate) reaped: Option<Vec<String>>,
 }
 
 /// Serializes a payload struct to raw JSON (field order kept).
-pub fn to_value<T: Serialize>(payload: &T) -> Box<RawValue> {
+pub(crate) fn to_value<T: Serialize>(payload: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(payload).expect("payload types hold only plain JSON values")
 }
 
 /// The empty object `{}` (the payload of `list`).
-pub fn empty_object() -> Box<RawValue> {
+pub(crate) fn empty_object() -> Box<RawValue> {
     RawValue::from_string("{}".to_string()).expect("{} is JSON")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boxes::ExecResult;
 
     #[test]
     fn json_errors_are_described_without_quoting_the_input() {
@@ -502,7 +502,7 @@ mod tests {
         ] {
             round_trip(text);
         }
-        let exec: ExecResp = Frame::decode(
+        let exec: ExecResult = Frame::decode(
             r#"{"type":"resp","id":6,"payload":{"stdout":"x","stderr":"","exit_code":1}}"#,
         )
         .expect("frame")

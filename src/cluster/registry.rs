@@ -18,7 +18,7 @@ use super::remote::RemoteSpoke;
 use super::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};
 
 /// A probe telling whether the local spoke's backend (its Docker daemon) is up.
-pub type HealthProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+pub(crate) type HealthProbe = Arc<dyn Fn() -> bool + Send + Sync>;
 
 struct Live {
     spoke: Arc<RemoteSpoke>,
@@ -46,12 +46,12 @@ impl Registry {
     }
 
     /// The state file.
-    pub fn store(&self) -> &Arc<Store> {
+    pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
     /// Registers the hub's in-process spoke `local`; `healthy` decides its `connected`.
-    pub fn set_local(&self, manager: Arc<dyn BoxManager>, healthy: HealthProbe) {
+    pub(crate) fn set_local(&self, manager: Arc<dyn BoxManager>, healthy: HealthProbe) {
         *lock(&self.local) = Some((manager, healthy));
     }
 
@@ -72,7 +72,7 @@ impl Registry {
     }
 
     /// Removes `name` if its live entry is still `generation`.
-    pub fn remove(&self, name: &str, generation: u64) {
+    pub(crate) fn remove(&self, name: &str, generation: u64) {
         let mut live = lock(&self.live);
         if live.get(name).is_some_and(|l| l.generation == generation) {
             live.remove(name);
@@ -80,7 +80,7 @@ impl Registry {
     }
 
     /// Every live remote connection.
-    pub fn connections(&self) -> Vec<Arc<RemoteSpoke>> {
+    pub(crate) fn connections(&self) -> Vec<Arc<RemoteSpoke>> {
         lock(&self.live)
             .values()
             .map(|l| Arc::clone(&l.spoke))

@@ -49,7 +49,7 @@ impl Default for CallDeadlines {
 
 impl CallDeadlines {
     /// The deadline of `method`.
-    pub fn of(&self, m: &str) -> Duration {
+    pub(crate) fn of(&self, m: &str) -> Duration {
         match m {
             method::CREATE => self.create,
             method::SUBMIT_CODE => self.submit_code,
@@ -62,7 +62,7 @@ impl CallDeadlines {
 
 /// Longest error text (in characters) taken from a spoke's answer: it reaches the hub's log
 /// and MCP output, and a buggy or hostile spoke could send megabytes of it.
-pub const MAX_REMOTE_ERROR_CHARS: usize = 2000;
+pub(crate) const MAX_REMOTE_ERROR_CHARS: usize = 2000;
 
 type Waiter = SyncSender<Result<Frame, BoxError>>;
 
@@ -106,12 +106,12 @@ impl RemoteSpoke {
     }
 
     /// The spoke's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// Hash of the credential this connection enrolled with.
-    pub fn credential_hash(&self) -> &str {
+    pub(crate) fn credential_hash(&self) -> &str {
         &self.credential_hash
     }
 
@@ -124,13 +124,8 @@ impl RemoteSpoke {
         BoxError::Unavailable(format!("spoke {} disconnected", self.name))
     }
 
-    /// True while the connection is up.
-    pub fn is_connected(&self) -> bool {
-        self.lock().is_some()
-    }
-
     /// Hands a `resp` frame to the call waiting on its id (a late answer is dropped).
-    pub fn complete(&self, frame: Frame) {
+    pub(crate) fn complete(&self, frame: Frame) {
         let waiter = self.lock().as_mut().and_then(|p| p.remove(&frame.id));
         match waiter {
             Some(w) => {
@@ -145,7 +140,7 @@ impl RemoteSpoke {
     }
 
     /// Ends the connection for callers: every waiting call fails with "spoke X disconnected".
-    pub fn fail_all(&self) {
+    pub(crate) fn fail_all(&self) {
         let waiters = self.lock().take();
         for (_, w) in waiters.into_iter().flatten() {
             let _ = w.try_send(Err(self.disconnected()));
@@ -153,7 +148,7 @@ impl RemoteSpoke {
     }
 
     /// Asks the connection to close (superseded, revoked, hub stopping).
-    pub fn close(&self, reason: &str) {
+    pub(crate) fn close(&self, reason: &str) {
         let _ = self
             .tx
             .send(Outgoing::Close(transport::close_normal(reason)));

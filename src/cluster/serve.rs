@@ -25,7 +25,7 @@ impl Policy {
     ///
     /// # Errors
     /// The [`BoxError`] to send back.
-    pub fn admit(&self, opts: &crate::boxes::CreateOptions) -> Result<(), BoxError> {
+    pub(crate) fn admit(&self, opts: &crate::boxes::CreateOptions) -> Result<(), BoxError> {
         opts.validate()?;
         if !self.allowed_images.is_empty() && !self.allowed_images.contains(&opts.image) {
             return Err(BoxError::ImageNotAllowed(opts.image.clone()));

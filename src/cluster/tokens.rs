@@ -15,16 +15,16 @@ use crate::util::unix_now;
 use super::{ClusterError, LOCAL_SPOKE};
 
 /// Longest join-token lifetime accepted by `token create`.
-pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Fewest characters of a token id `token revoke --id` accepts.
-pub const MIN_TOKEN_ID_PREFIX: usize = 4;
+pub(crate) const MIN_TOKEN_ID_PREFIX: usize = 4;
 
 /// Checks a join token's lifetime: above zero, at most [`MAX_TOKEN_TTL`].
 ///
 /// # Errors
 /// [`ClusterError::Invalid`] naming the range and the value.
-pub fn validate_ttl(ttl: Duration) -> Result<(), ClusterError> {
+pub(crate) fn validate_ttl(ttl: Duration) -> Result<(), ClusterError> {
     if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
         return Err(ClusterError::Invalid(format!(
             "token lifetime {} is out of range: give between 1s and {}",
@@ -39,7 +39,7 @@ pub fn validate_ttl(ttl: Duration) -> Result<(), ClusterError> {
 ///
 /// # Errors
 /// [`ClusterError::Invalid`] saying how long it must be.
-pub fn validate_token_id_prefix(prefix: &str) -> Result<(), ClusterError> {
+pub(crate) fn validate_token_id_prefix(prefix: &str) -> Result<(), ClusterError> {
     if prefix.chars().count() < MIN_TOKEN_ID_PREFIX {
         return Err(ClusterError::Invalid(format!(
             "token id {prefix:?} is too short: give at least {MIN_TOKEN_ID_PREFIX} characters of the id `token list` shows"
@@ -53,7 +53,7 @@ pub fn validate_token_id_prefix(prefix: &str) -> Result<(), ClusterError> {
 ///
 /// # Errors
 /// [`ClusterError::Invalid`] saying what a name must look like.
-pub fn validate_spoke_name(name: &str) -> Result<(), ClusterError> {
+pub(crate) fn validate_spoke_name(name: &str) -> Result<(), ClusterError> {
     if name == LOCAL_SPOKE {
         return Err(ClusterError::Invalid(format!(
             "spoke name {name:?} is reserved for the hub's own spoke; pick another"
@@ -101,7 +101,10 @@ pub fn create_token(
 /// # Errors
 /// A prefix too short or matching several tokens ([`ClusterError::Invalid`]), none matching
 /// ([`ClusterError::NotFound`]), or the state file.
-pub fn revoke_token_by_id(store: &Store, prefix: &str) -> Result<JoinTokenRecord, ClusterError> {
+pub(crate) fn revoke_token_by_id(
+    store: &Store,
+    prefix: &str,
+) -> Result<JoinTokenRecord, ClusterError> {
     validate_token_id_prefix(prefix)?;
     store.update(|s| {
         let hits: Vec<usize> = s
@@ -128,7 +131,7 @@ pub fn revoke_token_by_id(store: &Store, prefix: &str) -> Result<JoinTokenRecord
 ///
 /// # Errors
 /// The state file.
-pub fn revoke_tokens_by_name(store: &Store, name: &str) -> Result<usize, ClusterError> {
+pub(crate) fn revoke_tokens_by_name(store: &Store, name: &str) -> Result<usize, ClusterError> {
     Ok(store.update(|s| {
         let before = s.join_tokens.len();
         s.join_tokens.retain(|t| t.name != name);
@@ -140,7 +143,7 @@ pub fn revoke_tokens_by_name(store: &Store, name: &str) -> Result<usize, Cluster
 ///
 /// # Errors
 /// The state file.
-pub fn revoke_spoke(store: &Store, name: &str) -> Result<bool, ClusterError> {
+pub(crate) fn revoke_spoke(store: &Store, name: &str) -> Result<bool, ClusterError> {
     Ok(store.update(|s| {
         let before = s.spokes.len() + s.join_tokens.len();
         s.spokes.retain(|r| r.name != name);
@@ -151,13 +154,13 @@ pub fn revoke_spoke(store: &Store, name: &str) -> Result<bool, ClusterError> {
 
 /// A successful enrollment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enrolled {
+pub(crate) struct Enrolled {
     /// The spoke's name.
-    pub name: String,
+    pub(crate) name: String,
     /// A freshly minted credential (first enrollment only); send it once, never log it.
-    pub credential: Option<String>,
+    pub(crate) credential: Option<String>,
     /// The credential's hash as now stored (to notice revocation and supersession).
-    pub credential_hash: String,
+    pub(crate) credential_hash: String,
 }
 
 /// Exchanges a join token for a new credential. The token is consumed whether or not it is
@@ -165,7 +168,7 @@ pub struct Enrolled {
 ///
 /// # Errors
 /// Unknown, reused or expired token, a reserved name, or the state file.
-pub fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, String> {
+pub(crate) fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, String> {
     if !is_hex_64(token) {
         return Err("join token is not 64 hex characters".into());
     }
@@ -211,7 +214,11 @@ pub fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, String>
 ///
 /// # Errors
 /// Unknown name or wrong credential (the reason for the hub's log).
-pub fn check_credential(store: &Store, name: &str, credential: &str) -> Result<Enrolled, String> {
+pub(crate) fn check_credential(
+    store: &Store,
+    name: &str,
+    credential: &str,
+) -> Result<Enrolled, String> {
     if name == LOCAL_SPOKE {
         return Err(format!("the name {LOCAL_SPOKE:?} is the hub's own spoke"));
     }

@@ -32,24 +32,24 @@ use crate::util::slot::Slot;
 use super::proto::MAX_MESSAGE_BYTES;
 
 /// Inbound silence (in heartbeats) after which a peer is dead.
-pub const MISSED_HEARTBEATS: u32 = 3;
+pub(crate) const MISSED_HEARTBEATS: u32 = 3;
 
 /// tungstenite's read buffer: small, so an idle connection costs tens of KiB (DESIGN §10).
-pub const READ_BUFFER_BYTES: usize = 4096;
+pub(crate) const READ_BUFFER_BYTES: usize = 4096;
 
 /// Stack of connection threads (reader, writer): they hold little.
 pub const CONN_THREAD_STACK: usize = 256 << 10;
 
 /// How long one socket write may block before the peer is considered gone.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Read timeout of the single-owner (TLS) loop: the latency bound of its outgoing drain.
-pub const TLS_POLL: Duration = Duration::from_millis(5);
+pub(crate) const TLS_POLL: Duration = Duration::from_millis(5);
 
 /// Most bytes of replies the read path may have queued for the writer (pongs, close replies).
 /// A peer that floods pings and never reads its pongs reaches it, and its connection ends
 /// instead of the queue growing without bound.
-pub const MAX_REPLY_BACKLOG: usize = 1 << 20;
+pub(crate) const MAX_REPLY_BACKLOG: usize = 1 << 20;
 
 /// The WebSocket settings both ends use: 64 MiB caps on messages and frames, small buffers.
 pub fn ws_config() -> WebSocketConfig {
@@ -83,7 +83,7 @@ pub struct QueuedReply {
 
 impl QueuedReply {
     /// The framed bytes.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 }
@@ -97,7 +97,7 @@ impl Drop for QueuedReply {
 /// The reader's stream: reads from the socket, writes into the writer's channel. Before
 /// [`SplitStream::attach`] (during the HTTP upgrade) writes go straight to the socket.
 #[derive(Debug)]
-pub struct SplitStream {
+pub(crate) struct SplitStream {
     tcp: TcpStream,
     out: Option<Sender<Outgoing>>,
     deadline: Option<Instant>,
@@ -107,7 +107,7 @@ pub struct SplitStream {
 
 impl SplitStream {
     /// Wraps a connected socket.
-    pub fn new(tcp: TcpStream) -> Self {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
         SplitStream {
             tcp,
             out: None,
@@ -119,18 +119,13 @@ impl SplitStream {
     /// Makes every read fail with `TimedOut` once `deadline` has passed (the enrollment
     /// deadline covers the whole upgrade, however slowly the peer trickles bytes); `None`
     /// lifts it, leaving the socket's own read timeout.
-    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
 
     /// Routes further writes through `out`.
-    pub fn attach(&mut self, out: Sender<Outgoing>) {
+    pub(crate) fn attach(&mut self, out: Sender<Outgoing>) {
         self.out = Some(out);
-    }
-
-    /// The socket.
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
     }
 }
 
@@ -202,7 +197,7 @@ impl Write for SplitStream {
 ///
 /// # Errors
 /// Cloning the socket or spawning the thread failed.
-pub fn spawn_writer(
+pub(crate) fn spawn_writer(
     name: String,
     tcp: &TcpStream,
     role: Role,
@@ -248,7 +243,7 @@ fn write_one<S: Read + Write>(ws: &mut WebSocket<S>, out: Outgoing) -> Result<()
 }
 
 /// Close 1009 ("message too big").
-pub fn close_too_big() -> CloseFrame {
+pub(crate) fn close_too_big() -> CloseFrame {
     CloseFrame {
         code: CloseCode::Size,
         reason: format!("message over {MAX_MESSAGE_BYTES} bytes").into(),
@@ -256,7 +251,7 @@ pub fn close_too_big() -> CloseFrame {
 }
 
 /// A normal close.
-pub fn close_normal(reason: &str) -> CloseFrame {
+pub(crate) fn close_normal(reason: &str) -> CloseFrame {
     CloseFrame {
         code: CloseCode::Normal,
         reason: reason.to_string().into(),
@@ -264,7 +259,7 @@ pub fn close_normal(reason: &str) -> CloseFrame {
 }
 
 /// What the message handler tells [`pump`].
-pub enum Flow {
+pub(crate) enum Flow {
     /// Keep reading.
     Continue,
     /// Stop: the handler decided the connection is over.
@@ -273,7 +268,7 @@ pub enum Flow {
 
 /// Why [`pump`] returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The peer closed or the socket ended.
     Closed(String),
     /// No inbound frame for [`MISSED_HEARTBEATS`] heartbeats.
@@ -303,7 +298,7 @@ impl std::fmt::Display for End {
 ///
 /// `set_timeout` sets the socket's read timeout. With `drain`, this is the single-owner loop:
 /// outgoing items are written from this thread between short reads.
-pub fn pump<S: Read + Write>(
+pub(crate) fn pump<S: Read + Write>(
     ws: &mut WebSocket<S>,
     tx: &Sender<Outgoing>,
     drain: Option<&Receiver<Outgoing>>,
@@ -392,7 +387,7 @@ pub fn pump<S: Read + Write>(
 }
 
 /// Sends one frame's JSON as a text message through `tx`; false when the connection is gone.
-pub fn send_text(tx: &Sender<Outgoing>, text: String) -> bool {
+pub(crate) fn send_text(tx: &Sender<Outgoing>, text: String) -> bool {
     tx.send(Outgoing::Msg(Message::text(text))).is_ok()
 }
 

@@ -15,14 +15,14 @@ use std::thread;
 use crate::util::slot::{Slot, Slots};
 
 /// Stack of a verb worker (it runs Docker calls).
-pub const WORKER_STACK: usize = 1 << 20;
+pub(crate) const WORKER_STACK: usize = 1 << 20;
 
 /// A job and the busy slot it gives back when it ends (by return or by panic).
 type Job = (Box<dyn FnOnce() + Send + 'static>, Slot);
 
 /// Why a job was not accepted.
 #[derive(Debug)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// `max` jobs are already running.
     Busy(usize),
     /// A worker thread could not be started.
@@ -30,7 +30,7 @@ pub enum Refused {
 }
 
 /// A pool of at most `max` worker threads.
-pub struct Pool {
+pub(crate) struct Pool {
     max: usize,
     tx: Sender<Job>,
     rx: Arc<Mutex<Receiver<Job>>>,
@@ -41,7 +41,7 @@ pub struct Pool {
 
 impl Pool {
     /// An empty pool; threads start on demand.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         let (tx, rx) = mpsc::channel();
         Pool {
             max: max.max(1),
@@ -57,7 +57,7 @@ impl Pool {
     ///
     /// # Errors
     /// [`Refused::Busy`] at the bound; [`Refused::Spawn`] when no thread could be started.
-    pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Refused> {
+    pub(crate) fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Refused> {
         let Some(slot) = self.busy.try_take(self.max) else {
             return Err(Refused::Busy(self.max));
         };
@@ -96,8 +96,9 @@ impl Pool {
         Ok(())
     }
 
-    /// Worker threads started so far.
-    pub fn threads(&self) -> usize {
+    /// Worker threads started so far (the unit tests' view of the pool).
+    #[cfg(test)]
+    pub(crate) fn threads(&self) -> usize {
         self.threads.load(Ordering::SeqCst)
     }
 }

@@ -22,15 +22,15 @@ use super::text;
 use crate::boxes::{BoxError, CreateOptions, Created};
 
 /// How long create waits for the authorize URL.
-pub const AUTHORIZE_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const AUTHORIZE_DEADLINE: Duration = Duration::from_secs(30);
 /// How long submit-code waits for the session URL.
-pub const SUBMIT_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const SUBMIT_DEADLINE: Duration = Duration::from_secs(60);
 /// Most terminal output kept while scanning for a URL.
-pub const MAX_CAPTURE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_CAPTURE_BYTES: usize = 1024 * 1024;
 /// Lines of the box's own output quoted in a failure.
-pub const QUOTED_LINES: usize = 6;
+pub(crate) const QUOTED_LINES: usize = 6;
 /// Largest `--claude-bin` accepted.
-pub const MAX_CLAUDE_BIN_BYTES: u64 = 1024 * 1024 * 1024;
+pub(crate) const MAX_CLAUDE_BIN_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Removes a half-made box (container and network) unless disarmed.
 struct Cleanup<'a> {

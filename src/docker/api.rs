@@ -11,39 +11,39 @@ use super::client::{Body, Client, DEFAULT_TIMEOUT, Hijacked};
 use super::error::{DockerError, MAX_DAEMON_MESSAGE_BYTES};
 
 /// Deadline for pulling an image, the whole pull (layers can be large).
-pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Extra read timeout granted to `stop` beyond its grace period.
-pub const STOP_MARGIN: Duration = Duration::from_secs(20);
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(20);
 
 /// One container as `GET /containers/json` lists it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerSummary {
     /// Full id.
-    pub id: String,
+    pub(crate) id: String,
     /// Names, each with a leading `/`.
     #[serde(default)]
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Image as given at create.
     #[serde(default)]
-    pub image: String,
+    pub(crate) image: String,
     /// `created`, `running`, `exited`, …
     #[serde(default)]
-    pub state: String,
+    pub(crate) state: String,
     /// Human status.
     #[serde(default)]
-    pub status: String,
+    pub(crate) status: String,
     /// Creation time, unix seconds.
     #[serde(default)]
-    pub created: i64,
+    pub(crate) created: i64,
     /// Labels.
     #[serde(default)]
-    pub labels: HashMap<String, String>,
+    pub(crate) labels: HashMap<String, String>,
 }
 
 impl ContainerSummary {
     /// The first name without its leading `/`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.names
             .first()
             .map(|n| n.strip_prefix('/').unwrap_or(n))
@@ -120,7 +120,7 @@ fn answered_id(v: &Value, what: &str) -> Result<String, DockerError> {
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn start_container(c: &Client, id: &str) -> Result<(), DockerError> {
+pub(crate) fn start_container(c: &Client, id: &str) -> Result<(), DockerError> {
     c.call(
         "POST",
         &format!("/containers/{}/start", q(id)),
@@ -134,7 +134,12 @@ pub fn start_container(c: &Client, id: &str) -> Result<(), DockerError> {
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn resize_container(c: &Client, id: &str, width: u32, height: u32) -> Result<(), DockerError> {
+pub(crate) fn resize_container(
+    c: &Client,
+    id: &str,
+    width: u32,
+    height: u32,
+) -> Result<(), DockerError> {
     c.call(
         "POST",
         &format!("/containers/{}/resize?h={height}&w={width}", q(id)),
@@ -148,7 +153,7 @@ pub fn resize_container(c: &Client, id: &str, width: u32, height: u32) -> Result
 ///
 /// # Errors
 /// Any [`DockerError`] (a taken name is [`DockerError::Conflict`]).
-pub fn rename_container(c: &Client, id: &str, name: &str) -> Result<(), DockerError> {
+pub(crate) fn rename_container(c: &Client, id: &str, name: &str) -> Result<(), DockerError> {
     c.call(
         "POST",
         &format!("/containers/{}/rename?name={}", q(id), q(name)),
@@ -162,7 +167,7 @@ pub fn rename_container(c: &Client, id: &str, name: &str) -> Result<(), DockerEr
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn stop_container(c: &Client, id: &str, grace: Duration) -> Result<(), DockerError> {
+pub(crate) fn stop_container(c: &Client, id: &str, grace: Duration) -> Result<(), DockerError> {
     c.call(
         "POST",
         &format!("/containers/{}/stop?t={}", q(id), grace.as_secs()),
@@ -176,7 +181,7 @@ pub fn stop_container(c: &Client, id: &str, grace: Duration) -> Result<(), Docke
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn remove_container(c: &Client, id: &str, force: bool) -> Result<(), DockerError> {
+pub(crate) fn remove_container(c: &Client, id: &str, force: bool) -> Result<(), DockerError> {
     c.call(
         "DELETE",
         &format!("/containers/{}?v=1&force={}", q(id), u8::from(force)),
@@ -226,7 +231,7 @@ pub fn attach(
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn logs(c: &Client, id: &str, tail: usize) -> Result<Vec<u8>, DockerError> {
+pub(crate) fn logs(c: &Client, id: &str, tail: usize) -> Result<Vec<u8>, DockerError> {
     c.call(
         "GET",
         &format!("/containers/{}/logs?stdout=1&stderr=1&tail={tail}", q(id)),
@@ -240,7 +245,7 @@ pub fn logs(c: &Client, id: &str, tail: usize) -> Result<Vec<u8>, DockerError> {
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn exec_create(c: &Client, id: &str, cmd: &[String]) -> Result<String, DockerError> {
+pub(crate) fn exec_create(c: &Client, id: &str, cmd: &[String]) -> Result<String, DockerError> {
     let body = json!({
         "AttachStdin": false, "AttachStdout": true, "AttachStderr": true,
         "Tty": false, "Cmd": cmd,
@@ -258,7 +263,11 @@ pub fn exec_create(c: &Client, id: &str, cmd: &[String]) -> Result<String, Docke
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn exec_start(c: &Client, exec_id: &str, timeout: Duration) -> Result<Hijacked, DockerError> {
+pub(crate) fn exec_start(
+    c: &Client,
+    exec_id: &str,
+    timeout: Duration,
+) -> Result<Hijacked, DockerError> {
     c.hijack(
         "POST",
         &format!("/exec/{}/start", q(exec_id)),
@@ -271,7 +280,7 @@ pub fn exec_start(c: &Client, exec_id: &str, timeout: Duration) -> Result<Hijack
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn exec_exit_code(c: &Client, exec_id: &str) -> Result<Option<i64>, DockerError> {
+pub(crate) fn exec_exit_code(c: &Client, exec_id: &str) -> Result<Option<i64>, DockerError> {
     let v: Value = c.call_json(
         "GET",
         &format!("/exec/{}/json", q(exec_id)),
@@ -288,7 +297,7 @@ pub fn exec_exit_code(c: &Client, exec_id: &str) -> Result<Option<i64>, DockerEr
 ///
 /// # Errors
 /// Any [`DockerError`] other than not-found.
-pub fn image_exists(c: &Client, image: &str) -> Result<bool, DockerError> {
+pub(crate) fn image_exists(c: &Client, image: &str) -> Result<bool, DockerError> {
     match c.call(
         "GET",
         &format!("/images/{}/json", q(image)),
@@ -306,7 +315,7 @@ pub fn image_exists(c: &Client, image: &str) -> Result<bool, DockerError> {
 ///
 /// # Errors
 /// Any [`DockerError`]; the daemon's words are kept.
-pub fn pull_image(c: &Client, image: &str) -> Result<(), DockerError> {
+pub(crate) fn pull_image(c: &Client, image: &str) -> Result<(), DockerError> {
     let (name, tag) = split_image(image);
     let resp = c.call(
         "POST",
@@ -342,7 +351,7 @@ fn split_image(image: &str) -> (&str, &str) {
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn create_network(
+pub(crate) fn create_network(
     c: &Client,
     name: &str,
     labels: &HashMap<String, String>,
@@ -362,21 +371,22 @@ pub fn create_network(
 /// One network as `GET /networks` lists it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct NetworkSummary {
-    /// Full id.
-    pub id: String,
+pub(crate) struct NetworkSummary {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Labels.
     #[serde(default)]
-    pub labels: HashMap<String, String>,
+    pub(crate) labels: HashMap<String, String>,
 }
 
 /// Lists networks whose labels match every `key=value` in `labels`.
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn list_networks(c: &Client, labels: &[String]) -> Result<Vec<NetworkSummary>, DockerError> {
+pub(crate) fn list_networks(
+    c: &Client,
+    labels: &[String],
+) -> Result<Vec<NetworkSummary>, DockerError> {
     let filters = json!({ "label": labels }).to_string();
     c.call_json(
         "GET",
@@ -390,7 +400,11 @@ pub fn list_networks(c: &Client, labels: &[String]) -> Result<Vec<NetworkSummary
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn connect_network(c: &Client, network: &str, container: &str) -> Result<(), DockerError> {
+pub(crate) fn connect_network(
+    c: &Client,
+    network: &str,
+    container: &str,
+) -> Result<(), DockerError> {
     c.call(
         "POST",
         &format!("/networks/{}/connect", q(network)),
@@ -404,7 +418,11 @@ pub fn connect_network(c: &Client, network: &str, container: &str) -> Result<(),
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn disconnect_network(c: &Client, network: &str, container: &str) -> Result<(), DockerError> {
+pub(crate) fn disconnect_network(
+    c: &Client,
+    network: &str,
+    container: &str,
+) -> Result<(), DockerError> {
     c.call(
         "POST",
         &format!("/networks/{}/disconnect", q(network)),
@@ -418,7 +436,7 @@ pub fn disconnect_network(c: &Client, network: &str, container: &str) -> Result<
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn inspect_network(c: &Client, network: &str) -> Result<Value, DockerError> {
+pub(crate) fn inspect_network(c: &Client, network: &str) -> Result<Value, DockerError> {
     c.call_json(
         "GET",
         &format!("/networks/{}", q(network)),
@@ -431,7 +449,7 @@ pub fn inspect_network(c: &Client, network: &str) -> Result<Value, DockerError> 
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub fn remove_network(c: &Client, network: &str) -> Result<(), DockerError> {
+pub(crate) fn remove_network(c: &Client, network: &str) -> Result<(), DockerError> {
     c.call(
         "DELETE",
         &format!("/networks/{}", q(network)),

@@ -11,36 +11,36 @@ use super::tar::{self, Entry, TarError};
 use crate::boxes::InjectFile;
 
 /// Label marking a container (or network) as made by llmbox.
-pub const LABEL_MANAGED: &str = "com.llmbox.managed";
+pub(crate) const LABEL_MANAGED: &str = "com.llmbox.managed";
 /// Label holding the namespace (the spoke name; `local` on the hub).
-pub const LABEL_NAMESPACE: &str = "com.llmbox.namespace";
+pub(crate) const LABEL_NAMESPACE: &str = "com.llmbox.namespace";
 /// Label holding the caller's box id.
-pub const LABEL_BOX_ID: &str = "com.llmbox.box-id";
+pub(crate) const LABEL_BOX_ID: &str = "com.llmbox.box-id";
 /// Label holding the description.
-pub const LABEL_DESCRIPTION: &str = "com.llmbox.description";
+pub(crate) const LABEL_DESCRIPTION: &str = "com.llmbox.description";
 /// Characters of a container id in its short form (and in box and network names).
-pub const SHORT_ID_LEN: usize = 12;
+pub(crate) const SHORT_ID_LEN: usize = 12;
 /// Name prefix of a box waiting for its code.
-pub const PENDING_PREFIX: &str = "llmbox-pending-";
+pub(crate) const PENDING_PREFIX: &str = "llmbox-pending-";
 /// Name prefix of an activated box.
-pub const READY_PREFIX: &str = "llmbox-";
+pub(crate) const READY_PREFIX: &str = "llmbox-";
 /// Name prefix of a box's own network.
-pub const NETWORK_PREFIX: &str = "llmboxnet-";
+pub(crate) const NETWORK_PREFIX: &str = "llmboxnet-";
 /// TTY width: wide enough that the authorize URL prints on one line.
-pub const TTY_WIDTH: u32 = 1000;
+pub(crate) const TTY_WIDTH: u32 = 1000;
 /// TTY height.
-pub const TTY_HEIGHT: u32 = 50;
+pub(crate) const TTY_HEIGHT: u32 = 50;
 /// Where the Claude binary goes.
-pub const CLAUDE_PATH: &str = "/usr/local/bin/claude";
+pub(crate) const CLAUDE_PATH: &str = "/usr/local/bin/claude";
 /// The seeded Claude config.
-pub const CLAUDE_JSON_PATH: &str = "/root/.claude.json";
+pub(crate) const CLAUDE_JSON_PATH: &str = "/root/.claude.json";
 /// The box's working directory.
-pub const WORKDIR: &str = "/workspace";
+pub(crate) const WORKDIR: &str = "/workspace";
 
 /// `~/.claude.json` pre-accepting the `/workspace` trust dialog and the remote-control dialog.
 /// (`remoteControlDialogSeen` is our best knowledge of the CLI's key; an unknown key is ignored
 /// by the CLI, so the worst case is one extra prompt.)
-pub const CLAUDE_JSON_SEED: &str = r#"{
+pub(crate) const CLAUDE_JSON_SEED: &str = r#"{
   "hasCompletedOnboarding": true,
   "remoteControlDialogSeen": true,
   "projects": {
@@ -54,7 +54,7 @@ pub const CLAUDE_JSON_SEED: &str = r#"{
 
 /// The first 12 characters of a container id. (Ids come from the daemon; one that is not
 /// hex still yields a prefix instead of a panic on a character boundary.)
-pub fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     let end = id
         .char_indices()
         .nth(SHORT_ID_LEN)
@@ -63,27 +63,27 @@ pub fn short_id(id: &str) -> &str {
 }
 
 /// The name of a pending box.
-pub fn pending_name(id: &str) -> String {
+pub(crate) fn pending_name(id: &str) -> String {
     format!("{PENDING_PREFIX}{}", short_id(id))
 }
 
 /// The name of a ready box.
-pub fn ready_name(id: &str) -> String {
+pub(crate) fn ready_name(id: &str) -> String {
     format!("{READY_PREFIX}{}", short_id(id))
 }
 
 /// The box's network.
-pub fn network_name(id: &str) -> String {
+pub(crate) fn network_name(id: &str) -> String {
     format!("{NETWORK_PREFIX}{}", short_id(id))
 }
 
 /// True when a container name says the box still waits for its code.
-pub fn is_pending_name(name: &str) -> bool {
+pub(crate) fn is_pending_name(name: &str) -> bool {
     name.trim_start_matches('/').starts_with(PENDING_PREFIX)
 }
 
 /// Label filters selecting the managed boxes of `namespace` (all namespaces when `None`).
-pub fn label_filters(namespace: Option<&str>) -> Vec<String> {
+pub(crate) fn label_filters(namespace: Option<&str>) -> Vec<String> {
     let mut filters = vec![format!("{LABEL_MANAGED}=true")];
     if let Some(ns) = namespace {
         filters.push(format!("{LABEL_NAMESPACE}={ns}"));
@@ -92,7 +92,7 @@ pub fn label_filters(namespace: Option<&str>) -> Vec<String> {
 }
 
 /// Quotes `s` for POSIX sh.
-pub fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -132,7 +132,12 @@ exec script -qfc {} /dev/null
 }
 
 /// The body of `POST /containers/create` for a box.
-pub fn create_body(config: &ManagerConfig, image: &str, box_id: &str, description: &str) -> Value {
+pub(crate) fn create_body(
+    config: &ManagerConfig,
+    image: &str,
+    box_id: &str,
+    description: &str,
+) -> Value {
     let labels: HashMap<&str, &str> = HashMap::from([
         (LABEL_MANAGED, "true"),
         (LABEL_NAMESPACE, config.namespace.as_str()),
@@ -169,7 +174,7 @@ pub fn create_body(config: &ManagerConfig, image: &str, box_id: &str, descriptio
 }
 
 /// Labels of a box's network.
-pub fn network_labels(namespace: &str, box_id: &str) -> HashMap<String, String> {
+pub(crate) fn network_labels(namespace: &str, box_id: &str) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_NAMESPACE.to_string(), namespace.to_string()),
@@ -182,7 +187,10 @@ pub fn network_labels(namespace: &str, box_id: &str) -> HashMap<String, String> 
 ///
 /// # Errors
 /// [`TarError`] for a path ustar cannot hold.
-pub fn injection_tar(claude: Option<&[u8]>, files: &[InjectFile]) -> Result<Vec<u8>, TarError> {
+pub(crate) fn injection_tar(
+    claude: Option<&[u8]>,
+    files: &[InjectFile],
+) -> Result<Vec<u8>, TarError> {
     let mut entries = Vec::with_capacity(files.len() + 2);
     if let Some(bin) = claude {
         entries.push(Entry {

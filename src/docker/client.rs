@@ -10,7 +10,7 @@
 //! never held across I/O.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -20,19 +20,19 @@ use super::error::DockerError;
 use super::http::{self, BodyReader, Framing, ResponseHead};
 
 /// Connect timeout for `tcp://` hosts (a Unix socket connects or fails at once).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of an ordinary call: the whole answer must arrive within it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Write timeout of every call.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle keep-alive connections kept for reuse.
-pub const MAX_IDLE_CONNECTIONS: usize = 4;
+pub(crate) const MAX_IDLE_CONNECTIONS: usize = 4;
 /// Oldest Engine API this client speaks; a newer daemon is spoken to in its own version.
-pub const MIN_API_VERSION: (u32, u32) = (1, 41);
+pub(crate) const MIN_API_VERSION: (u32, u32) = (1, 41);
 
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// A Unix socket path.
     Unix(PathBuf),
     /// `host:port`.
@@ -44,7 +44,7 @@ impl Endpoint {
     ///
     /// # Errors
     /// [`DockerError::InvalidHost`].
-    pub fn parse(host: &str) -> Result<Endpoint, DockerError> {
+    pub(crate) fn parse(host: &str) -> Result<Endpoint, DockerError> {
         let bad = || DockerError::InvalidHost(host.to_string());
         if let Some(path) = host.strip_prefix("unix://") {
             if !path.starts_with('/') {
@@ -69,7 +69,7 @@ impl Endpoint {
 
 /// One open connection to the daemon.
 #[derive(Debug)]
-pub enum Conn {
+pub(crate) enum Conn {
     /// Over a Unix socket.
     Unix(UnixStream),
     /// Over TCP.
@@ -81,7 +81,7 @@ impl Conn {
     ///
     /// # Errors
     /// The OS error.
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Conn::Unix(s) => s.set_read_timeout(t),
             Conn::Tcp(s) => s.set_read_timeout(t),
@@ -99,22 +99,11 @@ impl Conn {
     ///
     /// # Errors
     /// The OS error.
-    pub fn try_clone(&self) -> io::Result<Conn> {
+    pub(crate) fn try_clone(&self) -> io::Result<Conn> {
         Ok(match self {
             Conn::Unix(s) => Conn::Unix(s.try_clone()?),
             Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
         })
-    }
-
-    /// Half-closes the write side (ends a hijacked stdin).
-    ///
-    /// # Errors
-    /// The OS error.
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.shutdown(Shutdown::Write),
-            Conn::Tcp(s) => s.shutdown(Shutdown::Write),
-        }
     }
 }
 
@@ -146,19 +135,17 @@ impl Write for Conn {
 /// A complete, non-error response.
 #[derive(Debug)]
 pub struct Response {
-    /// Status code (2xx or 3xx).
-    pub status: u16,
     /// The whole body.
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A hijacked connection: raw bytes from the daemon after the response head, and the write
 /// half for stdin.
 pub struct Hijacked {
     /// The daemon's stream (already-buffered bytes first).
-    pub reader: BufReader<Conn>,
+    pub(crate) reader: BufReader<Conn>,
     /// The same socket for writing.
-    pub writer: Conn,
+    pub(crate) writer: Conn,
 }
 
 /// A body to send.
@@ -191,11 +178,6 @@ impl Client {
             version: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
         })
-    }
-
-    /// The host URL this client talks to.
-    pub fn host(&self) -> &str {
-        &self.host
     }
 
     fn connect(&self) -> Result<Conn, DockerError> {
@@ -274,17 +256,14 @@ impl Client {
         if head.status >= 400 {
             return Err(DockerError::from_status(head.status, &data));
         }
-        Ok(Response {
-            status: head.status,
-            body: data,
-        })
+        Ok(Response { body: data })
     }
 
     /// [`Client::call`] decoding a JSON answer.
     ///
     /// # Errors
     /// Any [`DockerError`].
-    pub fn call_json<T: serde::de::DeserializeOwned>(
+    pub(crate) fn call_json<T: serde::de::DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
@@ -382,7 +361,7 @@ impl Client {
     ///
     /// # Errors
     /// Any [`DockerError`]; an error status carries the daemon's message.
-    pub fn hijack(
+    pub(crate) fn hijack(
         &self,
         method: &str,
         path: &str,
@@ -434,14 +413,14 @@ struct Stale(DockerError);
 /// trickles bytes cannot stretch a call (or an exec's output) past it. A read after the
 /// deadline fails with [`io::ErrorKind::TimedOut`]; one cut short by it, with the socket's
 /// timeout error (`WouldBlock`).
-pub struct DeadlineReader<'a> {
+pub(crate) struct DeadlineReader<'a> {
     inner: &'a mut BufReader<Conn>,
     deadline: Instant,
 }
 
 impl<'a> DeadlineReader<'a> {
     /// Reads from `inner` until `deadline`.
-    pub fn new(inner: &'a mut BufReader<Conn>, deadline: Instant) -> Self {
+    pub(crate) fn new(inner: &'a mut BufReader<Conn>, deadline: Instant) -> Self {
         DeadlineReader { inner, deadline }
     }
 }

@@ -7,7 +7,7 @@ use super::http::HttpError;
 
 /// Longest daemon message kept in an error: the message reaches a person (MCP output, the
 /// activation page, a log line), and an error body can be megabytes of whatever the peer sent.
-pub const MAX_DAEMON_MESSAGE_BYTES: usize = 4096;
+pub(crate) const MAX_DAEMON_MESSAGE_BYTES: usize = 4096;
 
 /// A failed Docker Engine call.
 #[derive(Debug)]
@@ -66,7 +66,7 @@ pub enum DockerError {
 
 impl DockerError {
     /// True for a daemon that cannot be reached at all.
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         match self {
             DockerError::Unreachable { .. } => true,
             DockerError::Context { source, .. } => source.is_unreachable(),
@@ -80,7 +80,7 @@ impl DockerError {
     }
 
     /// Wraps `self` with the step that failed.
-    pub fn context(self, context: impl Into<String>) -> Self {
+    pub(crate) fn context(self, context: impl Into<String>) -> Self {
         DockerError::Context {
             context: context.into(),
             source: Box::new(self),

@@ -10,20 +10,20 @@ use std::fmt;
 use std::io::{self, BufRead, Read};
 
 /// Longest status or header line accepted.
-pub const MAX_LINE_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024;
 /// Largest response head (status line plus all headers) accepted.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers accepted in one response.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Largest body [`read_body_to_end`] collects (the Engine's JSON answers are far smaller).
-pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Longest chunk-size line (hex digits plus extensions).
-pub const MAX_CHUNK_LINE_BYTES: usize = 1024;
+pub(crate) const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// Largest single chunk accepted.
-pub const MAX_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
 /// Most interim (1xx other than 101) responses skipped before the final one; a peer that
 /// sends `100 Continue` forever is an error, not an endless loop.
-pub const MAX_INTERIM_RESPONSES: usize = 8;
+pub(crate) const MAX_INTERIM_RESPONSES: usize = 8;
 
 /// A malformed or oversized response, or the I/O error that interrupted it.
 #[derive(Debug)]
@@ -90,7 +90,7 @@ impl From<io::Error> for HttpError {
 
 /// The bytes of one request. `target` is the path with its query; `headers` are extra
 /// headers; a body gets its Content-Length (and `content_type`) written.
-pub fn encode_request(
+pub(crate) fn encode_request(
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
@@ -125,7 +125,7 @@ pub fn encode_request(
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// Exactly this many bytes.
     Length(u64),
     /// Chunked transfer coding.
@@ -138,18 +138,18 @@ pub enum Framing {
 
 /// A parsed status line and headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseHead {
+pub(crate) struct ResponseHead {
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Header names as sent, values trimmed, in order.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// The minor version of `HTTP/1.x` (0 or 1).
-    pub minor_version: u8,
+    pub(crate) minor_version: u8,
 }
 
 impl ResponseHead {
     /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -160,7 +160,7 @@ impl ResponseHead {
     ///
     /// # Errors
     /// [`HttpError::BadContentLength`].
-    pub fn framing(&self, request_method: &str) -> Result<Framing, HttpError> {
+    pub(crate) fn framing(&self, request_method: &str) -> Result<Framing, HttpError> {
         if request_method == "HEAD" || self.status < 200 || self.status == 204 || self.status == 304
         {
             return Ok(Framing::Empty);
@@ -184,7 +184,7 @@ impl ResponseHead {
     }
 
     /// True when the connection may carry another request after this response.
-    pub fn keep_alive(&self) -> bool {
+    pub(crate) fn keep_alive(&self) -> bool {
         match self.header("connection") {
             Some(v) if v.eq_ignore_ascii_case("close") => false,
             Some(v) if v.eq_ignore_ascii_case("keep-alive") => true,
@@ -241,7 +241,7 @@ fn read_line<R: BufRead>(
 ///
 /// # Errors
 /// Any [`HttpError`]; `UnexpectedEof("status line")` when the peer closed before a byte.
-pub fn read_head<R: BufRead>(r: &mut R) -> Result<ResponseHead, HttpError> {
+pub(crate) fn read_head<R: BufRead>(r: &mut R) -> Result<ResponseHead, HttpError> {
     for _ in 0..=MAX_INTERIM_RESPONSES {
         let head = read_one_head(r)?;
         if head.status >= 100 && head.status < 200 && head.status != 101 {
@@ -310,14 +310,14 @@ enum BodyState {
 
 /// A reader of one response body, framed as its head says. Reading past the end returns 0.
 #[derive(Debug)]
-pub struct BodyReader<R> {
+pub(crate) struct BodyReader<R> {
     inner: R,
     state: BodyState,
 }
 
 impl<R: BufRead> BodyReader<R> {
     /// A body of the given framing over `inner`.
-    pub fn new(inner: R, framing: Framing) -> Self {
+    pub(crate) fn new(inner: R, framing: Framing) -> Self {
         let state = match framing {
             Framing::Length(0) | Framing::Empty => BodyState::Done,
             Framing::Length(n) => BodyState::Length(n),
@@ -329,12 +329,13 @@ impl<R: BufRead> BodyReader<R> {
 
     /// True once the whole body was read (never for "until close" bodies, which end the
     /// connection).
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == BodyState::Done
     }
 
-    /// The reader underneath, for reuse of a keep-alive connection.
-    pub fn into_inner(self) -> R {
+    /// The reader underneath: the unit tests check a body leaves the next response unread.
+    #[cfg(test)]
+    pub(crate) fn into_inner(self) -> R {
         self.inner
     }
 
@@ -342,7 +343,7 @@ impl<R: BufRead> BodyReader<R> {
     ///
     /// # Errors
     /// Any [`HttpError`]; a connection closed inside a framed body is `UnexpectedEof`.
-    pub fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, HttpError> {
+    pub(crate) fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, HttpError> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -446,7 +447,7 @@ impl<R: BufRead> Read for BodyReader<R> {
 ///
 /// # Errors
 /// [`HttpError::BodyTooLarge`] past `limit`, or any framing error.
-pub fn read_body_to_end<R: BufRead>(
+pub(crate) fn read_body_to_end<R: BufRead>(
     body: &mut BodyReader<R>,
     limit: usize,
 ) -> Result<Vec<u8>, HttpError> {

@@ -26,7 +26,7 @@ use crate::boxes::{
 
 /// Default [`ManagerConfig::exec_timeout`]: longest an exec is waited for, output or not (a
 /// command that never ends would otherwise hold its caller's thread and a connection forever).
-pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The Docker-backed box manager of one namespace.
 pub struct DockerBoxManager {
@@ -83,11 +83,6 @@ impl DockerBoxManager {
             client,
             reservations: Mutex::new(HashSet::new()),
         })
-    }
-
-    /// The configuration this manager runs with.
-    pub fn config(&self) -> &ManagerConfig {
-        &self.config
     }
 
     /// A cheap health probe (`GET /_ping`, renegotiating the API version).

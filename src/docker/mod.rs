@@ -8,14 +8,14 @@
 //! box as data; [`manager`] and [`activate`] are the seven verbs. [`reap`] serves
 //! `llmbox reap` across namespaces.
 
-pub mod activate;
+pub(crate) mod activate;
 pub mod api;
 pub mod boxspec;
 pub mod client;
-pub mod error;
-pub mod http;
-pub mod manager;
-pub mod tar;
+pub(crate) mod error;
+pub(crate) mod http;
+pub(crate) mod manager;
+pub(crate) mod tar;
 pub mod text;
 
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ pub use error::DockerError;
 pub use manager::DockerBoxManager;
 
 /// Grace period between SIGTERM and SIGKILL when a box is destroyed.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything the Docker box manager is configured with (flags of `llmbox hub` and
 /// `llmbox spoke`).
@@ -34,12 +34,12 @@ pub struct ManagerConfig {
     /// `unix:///var/run/docker.sock` or `tcp://host:port` (`--docker-host`, else `DOCKER_HOST`).
     pub docker_host: String,
     /// The namespace label value: the spoke's name, `local` on the hub.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// A Claude binary injected at `/usr/local/bin/claude` (`--claude-bin`); none keeps the
     /// image's own.
     pub claude_bin: Option<PathBuf>,
     /// Extra arguments for `claude remote-control` (`--remote-args`).
-    pub remote_args: String,
+    pub(crate) remote_args: String,
     /// Ceiling on managed boxes in this namespace (`--max-boxes`).
     pub max_boxes: usize,
     /// Memory limit per box in MiB (`--memory-mb`).
@@ -85,11 +85,11 @@ pub struct ReapedBox {
     /// Full container id.
     pub id: String,
     /// Short (12-character) container id.
-    pub short_id: String,
+    pub(crate) short_id: String,
     /// The namespace (spoke name) the box belonged to.
     pub namespace: String,
     /// The caller's box id.
-    pub box_id: String,
+    pub(crate) box_id: String,
 }
 
 /// Removes pending boxes older than `ttl` from the daemon at `docker_host`, in `namespace` or

@@ -9,18 +9,18 @@
 use std::fmt;
 
 /// ustar `name` field length.
-pub const USTAR_NAME_LEN: usize = 100;
+pub(crate) const USTAR_NAME_LEN: usize = 100;
 /// ustar `prefix` field length.
-pub const USTAR_PREFIX_LEN: usize = 155;
+pub(crate) const USTAR_PREFIX_LEN: usize = 155;
 /// Largest file size ustar's 11 octal digits can state.
-pub const USTAR_MAX_SIZE: u64 = 0o77777777777;
+pub(crate) const USTAR_MAX_SIZE: u64 = 0o77777777777;
 /// Largest uid or gid ustar's 7 octal digits can state.
-pub const USTAR_MAX_ID: u32 = 0o7777777;
+pub(crate) const USTAR_MAX_ID: u32 = 0o7777777;
 const BLOCK: usize = 512;
 
 /// Why an entry could not be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TarError {
+pub(crate) enum TarError {
     /// The path cannot be split into ustar's prefix and name fields.
     PathTooLong(String),
     /// The path is not ASCII without NUL, or not absolute.
@@ -52,24 +52,24 @@ impl std::error::Error for TarError {}
 
 /// One regular file to archive.
 #[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// Absolute path in the box.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// Content.
-    pub data: &'a [u8],
+    pub(crate) data: &'a [u8],
     /// Permission bits.
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// Owner uid.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Owner gid.
-    pub gid: u32,
+    pub(crate) gid: u32,
 }
 
 /// Builds an archive of `entries`, paths made relative to `/`.
 ///
 /// # Errors
 /// [`TarError`] for the first entry that cannot be written.
-pub fn build(entries: &[Entry<'_>]) -> Result<Vec<u8>, TarError> {
+pub(crate) fn build(entries: &[Entry<'_>]) -> Result<Vec<u8>, TarError> {
     let total: usize = entries
         .iter()
         .map(|e| BLOCK + e.data.len().div_ceil(BLOCK) * BLOCK)

@@ -5,17 +5,17 @@
 use std::io::{self, Read};
 
 /// Most bytes of a frame body accepted from the multiplexed stream.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Cap on each of an exec's stdout and stderr.
 pub const EXEC_OUTPUT_CAP: usize = 64 * 1024;
 /// Appended to an exec stream that hit [`EXEC_OUTPUT_CAP`].
 pub const TRUNCATION_MARKER: &str = "\n[llmbox: output truncated at 64 KiB]\n";
 /// The prefix every OAuth authorize URL starts with.
-pub const AUTHORIZE_PREFIX: &str = "https://claude.com/cai/oauth/authorize?";
+pub(crate) const AUTHORIZE_PREFIX: &str = "https://claude.com/cai/oauth/authorize?";
 
 /// Which stream a multiplexed frame belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamKind {
+pub(crate) enum StreamKind {
     /// Stdin (written back by some daemons when attached with a TTY-less stdin).
     Stdin,
     /// Standard output.
@@ -29,7 +29,7 @@ pub enum StreamKind {
 ///
 /// # Errors
 /// An unknown stream kind, a frame over [`MAX_FRAME_BYTES`], a truncated frame, or I/O.
-pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<(StreamKind, Vec<u8>)>> {
+pub(crate) fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<(StreamKind, Vec<u8>)>> {
     let mut header = [0u8; 8];
     let mut got = 0;
     while got < header.len() {
@@ -82,7 +82,7 @@ pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<(StreamKind, Vec<u8>)
 ///
 /// # Errors
 /// As [`read_frame`].
-pub fn demux_all(mut data: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn demux_all(mut data: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     while let Some((_, body)) = read_frame(&mut data)? {
         out.extend_from_slice(&body);
@@ -92,14 +92,14 @@ pub fn demux_all(mut data: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Collects one capped output stream.
 #[derive(Debug, Default)]
-pub struct CappedBuffer {
+pub(crate) struct CappedBuffer {
     data: Vec<u8>,
     truncated: bool,
 }
 
 impl CappedBuffer {
     /// Appends what fits under [`EXEC_OUTPUT_CAP`]; the rest is dropped and remembered.
-    pub fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         let room = EXEC_OUTPUT_CAP.saturating_sub(self.data.len());
         if bytes.len() > room {
             self.truncated = true;
@@ -108,7 +108,7 @@ impl CappedBuffer {
     }
 
     /// The text, lossily decoded, with the marker when output was dropped.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         let mut text = String::from_utf8_lossy(&self.data).into_owned();
         if self.truncated {
             text.push_str(TRUNCATION_MARKER);
@@ -118,7 +118,7 @@ impl CappedBuffer {
 }
 
 /// Removes ANSI escape sequences (CSI, OSC, two-byte escapes) and carriage returns.
-pub fn strip_ansi(input: &[u8]) -> String {
+pub(crate) fn strip_ansi(input: &[u8]) -> String {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
@@ -176,7 +176,7 @@ fn url_end(text: &str) -> Option<usize> {
 
 /// Every complete authorize URL in `text` (with `code_challenge=` and `state=`), in order,
 /// with the byte offset where each starts.
-pub fn authorize_urls(text: &str) -> Vec<(usize, String)> {
+pub(crate) fn authorize_urls(text: &str) -> Vec<(usize, String)> {
     let mut found = Vec::new();
     let mut from = 0;
     while let Some(pos) = text[from..].find(AUTHORIZE_PREFIX) {
@@ -195,7 +195,7 @@ pub fn authorize_urls(text: &str) -> Vec<(usize, String)> {
 
 /// The first complete `https://claude.ai/…` or `https://claude.com/…` URL in `text` that is
 /// not an authorize URL: the remote-control session URL.
-pub fn session_url(text: &str) -> Option<String> {
+pub(crate) fn session_url(text: &str) -> Option<String> {
     let mut best: Option<(usize, String)> = None;
     for prefix in ["https://claude.ai/", "https://claude.com/"] {
         let mut from = 0;
@@ -218,7 +218,7 @@ pub fn session_url(text: &str) -> Option<String> {
 }
 
 /// The last `n` lines of `text`.
-pub fn last_lines(text: &str, n: usize) -> String {
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let trimmed = text.strip_suffix('\n').unwrap_or(text);
     let lines: Vec<&str> = trimmed.split('\n').collect();
     let start = lines.len().saturating_sub(n);

@@ -38,11 +38,11 @@ pub enum PageState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivationPage {
     /// The box id.
-    pub box_id: String,
+    pub(crate) box_id: String,
     /// Its spoke.
-    pub spoke: String,
+    pub(crate) spoke: String,
     /// Its description.
-    pub description: String,
+    pub(crate) description: String,
     /// The newest sign-in link.
     pub authorize_url: String,
     /// Pending, ready or error.

@@ -24,14 +24,14 @@ use serde_json::{Value, json};
 use crate::boxes::InjectFile;
 
 /// Cap on what a hook may print on stdout.
-pub const MAX_HOOK_OUTPUT: u64 = 8 << 20;
+pub(crate) const MAX_HOOK_OUTPUT: u64 = 8 << 20;
 /// Cap on the files all hooks together inject into one box: they travel inside one create
 /// message (base64 in JSON) that must stay well under the cluster's 64 MiB message cap, or the
 /// spoke would drop its whole connection.
-pub const MAX_HOOK_FILES_BYTES: usize = 16 << 20;
+pub(crate) const MAX_HOOK_FILES_BYTES: usize = 16 << 20;
 /// Cap on the opaque `state` one hook returns: it is kept in the hub's state file with the
 /// session, and that file is rewritten whole on every change.
-pub const MAX_HOOK_STATE_BYTES: usize = 64 << 10;
+pub(crate) const MAX_HOOK_STATE_BYTES: usize = 64 << 10;
 /// Cap on the stderr kept for an error message.
 const MAX_HOOK_STDERR: u64 = 4096;
 /// How often a running hook is polled for exit.
@@ -153,32 +153,27 @@ struct CreateAnswer {
 
 /// What the box is, as hooks see it.
 #[derive(Debug, Clone)]
-pub struct HookBox<'a> {
+pub(crate) struct HookBox<'a> {
     /// The caller's box id.
-    pub box_id: &'a str,
+    pub(crate) box_id: &'a str,
     /// The spoke it goes to.
-    pub spoke: &'a str,
+    pub(crate) spoke: &'a str,
     /// Its image.
-    pub image: &'a str,
+    pub(crate) image: &'a str,
     /// Its description.
-    pub description: &'a str,
+    pub(crate) description: &'a str,
 }
 
 /// The configured hooks.
-pub struct Hooks {
+pub(crate) struct Hooks {
     paths: Vec<PathBuf>,
     timeout: Duration,
 }
 
 impl Hooks {
     /// Hooks run in `paths` order, each bounded by `timeout`.
-    pub fn new(paths: Vec<PathBuf>, timeout: Duration) -> Self {
+    pub(crate) fn new(paths: Vec<PathBuf>, timeout: Duration) -> Self {
         Hooks { paths, timeout }
-    }
-
-    /// True when no hook is configured.
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
     }
 
     /// Runs every hook's `box.create`. Returns the files to inject and the combined state
@@ -186,7 +181,10 @@ impl Hooks {
     ///
     /// # Errors
     /// The first hook failure; the hooks that ran before it have had their `box.destroy`.
-    pub fn create(&self, b: &HookBox<'_>) -> Result<(Vec<InjectFile>, Option<Value>), HookError> {
+    pub(crate) fn create(
+        &self,
+        b: &HookBox<'_>,
+    ) -> Result<(Vec<InjectFile>, Option<Value>), HookError> {
         let request = json!({
             "event": "box.create",
             "box_id": b.box_id,
@@ -232,7 +230,13 @@ impl Hooks {
 
     /// Runs every hook's `box.destroy` with the state it returned at create. Best effort:
     /// failures are logged, not returned (the box is gone either way).
-    pub fn destroy(&self, box_id: &str, spoke: &str, container_id: &str, state: Option<&Value>) {
+    pub(crate) fn destroy(
+        &self,
+        box_id: &str,
+        spoke: &str,
+        container_id: &str,
+        state: Option<&Value>,
+    ) {
         for path in &self.paths {
             let key = path.display().to_string();
             let own_state = state

@@ -26,11 +26,11 @@ use super::tools::HubTools;
 use super::{Hub, HubError, page};
 
 /// Handler threads running at once; past this, 503.
-pub const MAX_HANDLERS: usize = 64;
+pub(crate) const MAX_HANDLERS: usize = 64;
 /// Largest MCP request body.
-pub const MAX_MCP_BODY: usize = 4 << 20;
+pub(crate) const MAX_MCP_BODY: usize = 4 << 20;
 /// Largest activation form body.
-pub const MAX_FORM_BODY: usize = 64 << 10;
+pub(crate) const MAX_FORM_BODY: usize = 64 << 10;
 /// Stack of one handler thread.
 const HANDLER_STACK: usize = 512 << 10;
 
@@ -102,7 +102,7 @@ impl HttpFront {
     }
 
     /// Blocks until the accept thread ends (it ends only when stopped).
-    pub fn wait(self) {
+    pub(crate) fn wait(self) {
         self.accept.wait();
     }
 }
@@ -470,7 +470,7 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
 }
 
 /// The value of `key` in an `application/x-www-form-urlencoded` body.
-pub fn form_value(body: &str, key: &str) -> Option<String> {
+pub(crate) fn form_value(body: &str, key: &str) -> Option<String> {
     body.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (percent_decode(k) == key).then(|| percent_decode(v))
@@ -503,26 +503,26 @@ fn percent_decode(s: &str) -> String {
 
 /// Which browser origins may call the MCP endpoint and post the form: the public URL's own
 /// origin and loopback origins (a page served from another domain, as in DNS rebinding, is not).
-pub struct Origins {
+pub(crate) struct Origins {
     allowed: Vec<String>,
 }
 
 impl Origins {
     /// Origins allowed besides loopback ones.
-    pub fn new(public_origin: &str) -> Self {
+    pub(crate) fn new(public_origin: &str) -> Self {
         Origins {
             allowed: vec![normalize_origin(public_origin)],
         }
     }
 
     /// Adds another allowed origin (the `--public-url`'s).
-    pub fn with(mut self, origin: &str) -> Self {
+    pub(crate) fn with(mut self, origin: &str) -> Self {
         self.allowed.push(normalize_origin(origin));
         self
     }
 
     /// True when `origin` may call.
-    pub fn allows(&self, origin: &str) -> bool {
+    pub(crate) fn allows(&self, origin: &str) -> bool {
         let o = normalize_origin(origin);
         if self.allowed.contains(&o) {
             return true;

@@ -16,16 +16,17 @@
 use serde_json::{Map, Value, json};
 
 /// Handshake-era versions, newest first.
-pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+pub(crate) const HANDSHAKE_VERSIONS: [&str; 4] =
+    ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 /// The stateless era's version.
-pub const MODERN_VERSION: &str = "2026-07-28";
+pub(crate) const MODERN_VERSION: &str = "2026-07-28";
 /// Assumed when a handshake-era request carries no `MCP-Protocol-Version`.
-pub const DEFAULT_VERSION: &str = "2025-03-26";
+pub(crate) const DEFAULT_VERSION: &str = "2025-03-26";
 /// The only version that allows JSON-RPC batches.
-pub const BATCH_VERSION: &str = "2025-03-26";
+pub(crate) const BATCH_VERSION: &str = "2025-03-26";
 /// How long a modern client may cache `server/discover` and `tools/list` (they never change
 /// while the hub runs).
-pub const LIST_TTL_MS: u64 = 300_000;
+pub(crate) const LIST_TTL_MS: u64 = 300_000;
 
 /// The `_meta` key holding a modern request's protocol version.
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -33,54 +34,54 @@ const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 
 /// JSON-RPC and MCP error codes used here.
-pub mod code {
+pub(crate) mod code {
     /// Invalid JSON.
-    pub const PARSE_ERROR: i64 = -32700;
+    pub(crate) const PARSE_ERROR: i64 = -32700;
     /// Not a valid JSON-RPC request.
-    pub const INVALID_REQUEST: i64 = -32600;
+    pub(crate) const INVALID_REQUEST: i64 = -32600;
     /// Unknown method.
-    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
     /// Bad params (including an unknown tool).
-    pub const INVALID_PARAMS: i64 = -32602;
+    pub(crate) const INVALID_PARAMS: i64 = -32602;
     /// A 2026 header disagrees with the body (or is missing).
-    pub const HEADER_MISMATCH: i64 = -32020;
+    pub(crate) const HEADER_MISMATCH: i64 = -32020;
     /// A 2026 request names a version this server does not speak.
-    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
 
 /// The MCP headers of one HTTP request.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct McpHeaders<'a> {
+pub(crate) struct McpHeaders<'a> {
     /// `MCP-Protocol-Version`.
-    pub protocol_version: Option<&'a str>,
+    pub(crate) protocol_version: Option<&'a str>,
     /// `Mcp-Method` (2026).
-    pub method: Option<&'a str>,
+    pub(crate) method: Option<&'a str>,
     /// `Mcp-Name` (2026, `tools/call`).
-    pub name: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
 }
 
 /// What to answer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct McpReply {
+pub(crate) struct McpReply {
     /// HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// JSON body; `None` means 202 with no body.
-    pub body: Option<Value>,
+    pub(crate) body: Option<Value>,
 }
 
 /// A tool call's result as the tool layer produces it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolOutcome {
+pub(crate) struct ToolOutcome {
     /// `structuredContent`.
-    pub structured: Value,
+    pub(crate) structured: Value,
     /// `isError`.
-    pub is_error: bool,
+    pub(crate) is_error: bool,
     /// The text content: the structured JSON, or for an error the sentence itself.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// The tools behind the dispatcher.
-pub trait ToolHost {
+pub(crate) trait ToolHost {
     /// Tool definitions for `tools/list`.
     fn tools(&self) -> Vec<Value>;
     /// Runs tool `name`; `None` when no such tool exists.
@@ -89,13 +90,13 @@ pub trait ToolHost {
 
 /// Who the server is.
 #[derive(Debug, Clone)]
-pub struct ServerInfo {
+pub(crate) struct ServerInfo {
     /// `serverInfo.name`.
-    pub name: String,
+    pub(crate) name: String,
     /// `serverInfo.version`.
-    pub version: String,
+    pub(crate) version: String,
     /// `instructions` for the model.
-    pub instructions: String,
+    pub(crate) instructions: String,
 }
 
 /// A JSON-RPC failure: HTTP status, code, message, optional data.
@@ -135,7 +136,7 @@ fn reply_error(id: Option<&Value>, f: Failure) -> McpReply {
 }
 
 /// Dispatches one POST body.
-pub fn handle(
+pub(crate) fn handle(
     body: &[u8],
     headers: &McpHeaders<'_>,
     host: &dyn ToolHost,

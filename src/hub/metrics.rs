@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
-pub const LATENCY_BUCKETS: [f64; 12] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
@@ -22,13 +22,13 @@ struct VerbStats {
 
 /// Verb counters, shared by every handler thread.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     verbs: Mutex<BTreeMap<&'static str, VerbStats>>,
 }
 
 impl Metrics {
     /// Records one call of `method` that took `took` and succeeded or not.
-    pub fn observe(&self, method: &'static str, took: Duration, ok: bool) {
+    pub(crate) fn observe(&self, method: &'static str, took: Duration, ok: bool) {
         let secs = took.as_secs_f64();
         let mut verbs = self.verbs.lock().unwrap_or_else(|e| e.into_inner());
         let stats = verbs.entry(method).or_default();
@@ -45,7 +45,11 @@ impl Metrics {
     }
 
     /// The whole exposition text.
-    pub fn render(&self, spokes_connected: usize, boxes_by_phase: &[(&str, usize)]) -> String {
+    pub(crate) fn render(
+        &self,
+        spokes_connected: usize,
+        boxes_by_phase: &[(&str, usize)],
+    ) -> String {
         let verbs = self.verbs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut out = String::new();
         // Writing into a String cannot fail.

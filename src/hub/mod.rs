@@ -15,15 +15,15 @@
 //! ([`reaper`]); each is named and owned by the handle that started it.
 
 mod activation;
-pub mod hooks;
+pub(crate) mod hooks;
 pub mod http;
-pub mod mcp;
-pub mod metrics;
-pub mod page;
+pub(crate) mod mcp;
+pub(crate) mod metrics;
+pub(crate) mod page;
 pub mod reaper;
-pub mod redact;
+pub(crate) mod redact;
 mod sessions;
-pub mod tools;
+pub(crate) mod tools;
 mod upkeep;
 
 use std::collections::{HashMap, HashSet};
@@ -41,19 +41,19 @@ pub use sessions::{BoxView, CreateRequest, ListView, ListedBox, SpokeFailure};
 pub use upkeep::forget_reaped;
 
 /// Default `--auth-ttl`: pending boxes older than this are reaped.
-pub const DEFAULT_AUTH_TTL: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_AUTH_TTL: Duration = Duration::from_secs(5 * 60);
 /// Default `--reap-interval`.
-pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `--box-image`.
-pub const DEFAULT_BOX_IMAGE: &str = "llmbox-box:latest";
+pub(crate) const DEFAULT_BOX_IMAGE: &str = "llmbox-box:latest";
 /// How long one hook run may take before it is killed and counted as failed.
-pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the hub is configured with (flags of `llmbox hub` that concern the hub layer).
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     /// Base of the links handed out (`--public-url`), without a trailing slash.
-    pub public_url: String,
+    pub(crate) public_url: String,
     /// Image used when `create_llmbox` names none (`--box-image`).
     pub box_image: String,
     /// Pending boxes older than this are reaped (`--auth-ttl`).
@@ -63,7 +63,7 @@ pub struct HubConfig {
     /// Hook executables (`--hook`), run in order.
     pub hooks: Vec<PathBuf>,
     /// Time limit of one hook run.
-    pub hook_timeout: Duration,
+    pub(crate) hook_timeout: Duration,
 }
 
 impl HubConfig {
@@ -257,7 +257,7 @@ impl Hub {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &HubConfig {
+    pub(crate) fn config(&self) -> &HubConfig {
         &self.config
     }
 
@@ -266,18 +266,8 @@ impl Hub {
         &self.store
     }
 
-    /// The spoke directory.
-    pub fn spokes(&self) -> &Arc<dyn SpokeDirectory> {
-        &self.spokes
-    }
-
-    /// Verb counters and latencies.
-    pub fn metrics(&self) -> &metrics::Metrics {
-        &self.metrics
-    }
-
     /// The activation page link for a page token.
-    pub fn activation_url(&self, token: &str) -> String {
+    pub(crate) fn activation_url(&self, token: &str) -> String {
         format!("{}/auth/{token}", self.config.public_url)
     }
 
@@ -300,7 +290,7 @@ impl Hub {
     }
 
     /// Prometheus text for `/metrics`.
-    pub fn render_metrics(&self) -> String {
+    pub(crate) fn render_metrics(&self) -> String {
         let connected = self
             .spokes
             .statuses()

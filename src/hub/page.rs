@@ -32,7 +32,7 @@ a{color:var(--accent)}#session-url{overflow-wrap:anywhere;font-family:ui-monospa
 
 /// The page's Content-Security-Policy: nothing loads except the hashed inline style, the
 /// favicon from this origin, and a form post back to this origin.
-pub fn csp() -> &'static str {
+pub(crate) fn csp() -> &'static str {
     static CSP: OnceLock<String> = OnceLock::new();
     CSP.get_or_init(|| {
         use sha2::{Digest, Sha256};
@@ -44,7 +44,7 @@ pub fn csp() -> &'static str {
 }
 
 /// Escapes text for HTML element content and double-quoted attributes.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -98,7 +98,7 @@ fn signin_and_form(authorize_url: &str) -> String {
 }
 
 /// Renders the activation page.
-pub fn render(page: &ActivationPage) -> String {
+pub(crate) fn render(page: &ActivationPage) -> String {
     let mut body = String::from("<h1>Activate your box</h1><dl>");
     body.push_str(&format!(
         "<dt>Box</dt><dd id=\"box-id\">{}</dd><dt>Spoke</dt><dd id=\"spoke\">{}</dd>",
@@ -153,7 +153,7 @@ pub fn render(page: &ActivationPage) -> String {
 }
 
 /// The page for an unknown or malformed link.
-pub fn not_found() -> String {
+pub(crate) fn not_found() -> String {
     document(
         "Unknown link · llmbox",
         "<h1>Unknown activation link</h1><p id=\"error\" role=\"alert\">This activation link is unknown or its box is gone. Ask for a new box.</p>",
@@ -161,7 +161,7 @@ pub fn not_found() -> String {
 }
 
 /// A plain message page (refused origin, bad form, server trouble).
-pub fn message(title: &str, text: &str) -> String {
+pub(crate) fn message(title: &str, text: &str) -> String {
     document(
         title,
         &format!(
@@ -173,7 +173,7 @@ pub fn message(title: &str, text: &str) -> String {
 }
 
 /// The favicon (SVG).
-pub const FAVICON_SVG: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\"><rect x=\"3\" y=\"7\" width=\"26\" height=\"20\" rx=\"4\" fill=\"#c2571a\"/><path d=\"M9 14l4 3-4 3M15 21h8\" stroke=\"#fff\" stroke-width=\"2.5\" fill=\"none\" stroke-linecap=\"round\"/></svg>";
+pub(crate) const FAVICON_SVG: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\"><rect x=\"3\" y=\"7\" width=\"26\" height=\"20\" rx=\"4\" fill=\"#c2571a\"/><path d=\"M9 14l4 3-4 3M15 21h8\" stroke=\"#fff\" stroke-width=\"2.5\" fill=\"none\" stroke-linecap=\"round\"/></svg>";
 
 #[cfg(test)]
 mod tests {

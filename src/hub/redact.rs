@@ -10,10 +10,10 @@
 use crate::util::secret::sha256_hex;
 
 /// What replaces an authorize URL in MCP output.
-pub const URL_MARKER: &str =
+pub(crate) const URL_MARKER: &str =
     "[sign-in link hidden: the person signs in through the activation page]";
 /// What replaces a typed code in MCP output.
-pub const CODE_MARKER: &str = "[code hidden]";
+pub(crate) const CODE_MARKER: &str = "[code hidden]";
 
 /// The path part that marks an OAuth authorize URL.
 const AUTHORIZE_PATH: &str = "/oauth/authorize";
@@ -48,7 +48,7 @@ fn authorize_urls(text: &str) -> Vec<(usize, usize)> {
 }
 
 /// The last OAuth authorize URL printed in `logs`, if any.
-pub fn newest_authorize_url(logs: &str) -> Option<String> {
+pub(crate) fn newest_authorize_url(logs: &str) -> Option<String> {
     authorize_urls(logs)
         .last()
         .map(|(s, e)| logs[*s..*e].to_string())
@@ -56,7 +56,7 @@ pub fn newest_authorize_url(logs: &str) -> Option<String> {
 
 /// `text` with every authorize URL, every one of `codes`, and every whitespace-separated word
 /// whose SHA-256 hex is in `code_hashes` replaced by a marker.
-pub fn scrub(text: &str, codes: &[String], code_hashes: &[String]) -> String {
+pub(crate) fn scrub(text: &str, codes: &[String], code_hashes: &[String]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for (start, end) in authorize_urls(text) {

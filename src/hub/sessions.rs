@@ -19,11 +19,11 @@ use crate::util::secret::{random_hex_32, sha256_hex};
 use crate::util::unix_now;
 
 /// Most log lines `get_llmbox_logs` returns.
-pub const MAX_LOG_TAIL: usize = 10_000;
+pub(crate) const MAX_LOG_TAIL: usize = 10_000;
 /// Longest command `exec_llmbox` accepts.
-pub const MAX_COMMAND_LEN: usize = 64 * 1024;
+pub(crate) const MAX_COMMAND_LEN: usize = 64 * 1024;
 /// Longest description `create_llmbox` accepts.
-pub const MAX_DESCRIPTION_LEN: usize = 1024;
+pub(crate) const MAX_DESCRIPTION_LEN: usize = 1024;
 
 /// What `create_llmbox` asks for.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +42,7 @@ pub struct CreateRequest {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BoxView {
     /// The caller's box id.
-    pub box_id: String,
+    pub(crate) box_id: String,
     /// The spoke holding it.
     pub spoke: String,
     /// `pending` (waiting for the person), `ready`, or `error` (last code failed; still waiting).
@@ -55,15 +55,15 @@ pub struct BoxView {
     pub session_url: Option<String>,
     /// The last activation error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Short container id.
     pub container_id: String,
     /// Free text from create.
-    pub description: String,
+    pub(crate) description: String,
     /// Created at, unix seconds.
-    pub created: i64,
+    pub(crate) created: i64,
     /// What the caller should do next.
-    pub next_step: String,
+    pub(crate) next_step: String,
 }
 
 /// One box in `list_llmboxes`.
@@ -72,19 +72,19 @@ pub struct ListedBox {
     /// The caller's box id (empty for a box made without one).
     pub box_id: String,
     /// The spoke holding it.
-    pub spoke: String,
+    pub(crate) spoke: String,
     /// `pending`, `ready` or `error`.
-    pub status: String,
+    pub(crate) status: String,
     /// Short container id.
-    pub container_id: String,
+    pub(crate) container_id: String,
     /// Image.
-    pub image: String,
+    pub(crate) image: String,
     /// Docker's state (`running`, `exited`, …).
-    pub state: String,
+    pub(crate) state: String,
     /// Free text from create.
-    pub description: String,
+    pub(crate) description: String,
     /// Created at, unix seconds.
-    pub created: i64,
+    pub(crate) created: i64,
 }
 
 /// A spoke whose `list` failed.
@@ -93,7 +93,7 @@ pub struct SpokeFailure {
     /// The spoke.
     pub spoke: String,
     /// Why.
-    pub error: String,
+    pub(crate) error: String,
 }
 
 /// What `list_llmboxes` reports.
@@ -537,7 +537,7 @@ impl Hub {
     }
 
     /// `list_spokes`.
-    pub fn list_spokes(&self) -> Vec<SpokeStatus> {
+    pub(crate) fn list_spokes(&self) -> Vec<SpokeStatus> {
         self.spokes.statuses()
     }
 

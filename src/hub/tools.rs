@@ -14,22 +14,11 @@ use super::mcp::{ToolHost, ToolOutcome};
 use super::{Hub, HubError};
 use crate::boxes::DEFAULT_LOG_TAIL;
 
-/// Tool names, in the order `tools/list` gives them.
-pub const TOOL_NAMES: [&str; 7] = [
-    "create_llmbox",
-    "get_llmbox",
-    "list_llmboxes",
-    "list_spokes",
-    "destroy_llmbox",
-    "get_llmbox_logs",
-    "exec_llmbox",
-];
-
 /// The hub as an MCP tool host.
-pub struct HubTools<'a>(pub &'a Hub);
+pub(crate) struct HubTools<'a>(pub &'a Hub);
 
 /// Turns a hub result into MCP tool output (the single error → MCP function).
-pub fn outcome<T: Serialize>(tool: &str, result: Result<T, HubError>) -> ToolOutcome {
+pub(crate) fn outcome<T: Serialize>(tool: &str, result: Result<T, HubError>) -> ToolOutcome {
     match result.map(|v| serde_json::to_value(v)) {
         Ok(Ok(structured)) => ToolOutcome {
             text: serde_json::to_string_pretty(&structured).unwrap_or_default(),
@@ -225,7 +214,7 @@ fn tool(
 }
 
 /// The seven tool definitions.
-pub fn definitions() -> Vec<Value> {
+pub(crate) fn definitions() -> Vec<Value> {
     let read_only = json!({"readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false});
     vec![
         tool(

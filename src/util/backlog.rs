@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
 /// The accept queue the hub asks for on its spoke plane.
-pub const SPOKE_PLANE_BACKLOG: i32 = 4096;
+pub(crate) const SPOKE_PLANE_BACKLOG: i32 = 4096;
 
 unsafe extern "C" {
     fn listen(fd: i32, backlog: i32) -> i32;
@@ -20,7 +20,7 @@ unsafe extern "C" {
 ///
 /// # Errors
 /// The OS error from `listen(2)`.
-pub fn set_backlog(listener: &TcpListener, backlog: i32) -> std::io::Result<()> {
+pub(crate) fn set_backlog(listener: &TcpListener, backlog: i32) -> std::io::Result<()> {
     // SAFETY: the descriptor is owned by `listener`, which outlives the call; listen(2) on a
     // listening TCP socket only changes its queue length.
     if unsafe { listen(listener.as_raw_fd(), backlog) } != 0 {

@@ -11,7 +11,7 @@ use std::path::Path;
 ///
 /// # Errors
 /// Any I/O error, with the temp file removed.
-pub fn write_atomic_0600(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic_0600(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = tmp_path(path);
     // A leftover (or planted) temp file would keep its own mode, and a symlink there would
     // redirect the secret: remove whatever is there and create the file afresh (O_EXCL, which
@@ -38,7 +38,7 @@ pub fn write_atomic_0600(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// `<path>.tmp`, beside the target so the rename stays on one filesystem.
-pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".tmp");
     name.into()
@@ -56,7 +56,7 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 ///
 /// # Errors
 /// The I/O error creating or removing a probe file.
-pub fn check_dir_writable(path: &Path) -> io::Result<()> {
+pub(crate) fn check_dir_writable(path: &Path) -> io::Result<()> {
     let mut probe = path.as_os_str().to_owned();
     probe.push(format!(".probe-{}", std::process::id()));
     let probe = std::path::PathBuf::from(probe);

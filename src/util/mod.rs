@@ -2,18 +2,18 @@
 //! process limits, stopping loops and counting slots.
 //! Nothing here knows about boxes, spokes or MCP.
 
-pub mod backlog;
+pub(crate) mod backlog;
 pub mod base64;
 pub mod duration;
-pub mod fsutil;
+pub(crate) mod fsutil;
 pub mod rlimit;
 pub mod secret;
 // A test double: compiled for unit tests and with `--features test-doubles` only.
 #[cfg(any(test, feature = "test-doubles"))]
 pub mod seeded;
-pub mod signal;
-pub mod slot;
-pub mod stop;
+pub(crate) mod signal;
+pub(crate) mod slot;
+pub(crate) mod stop;
 
 /// Seconds since the unix epoch (0 if the clock is before 1970): the timestamps of state
 /// records, box listings and reaping.

@@ -19,12 +19,12 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Constant-time equality of two strings (length is not secret).
-pub fn ct_eq(a: &str, b: &str) -> bool {
+pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -35,7 +35,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// True when `s` is exactly 64 lowercase hex characters (the shape of every llmbox secret).
-pub fn is_hex_64(s: &str) -> bool {
+pub(crate) fn is_hex_64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

@@ -20,7 +20,7 @@ extern "C" fn exit_now(signum: i32) {
 }
 
 /// Makes SIGTERM and SIGINT end the process at once.
-pub fn exit_on_termination() {
+pub(crate) fn exit_on_termination() {
     for signum in [SIGTERM, SIGINT] {
         // SAFETY: installs a handler that only calls the async-signal-safe `_exit`; `signal`
         // with a valid signal number and function pointer has no other effect.

@@ -11,23 +11,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A count of slots in use, shared by clones and by the [`Slot`]s it hands out.
 #[derive(Debug, Clone, Default)]
-pub struct Slots {
+pub(crate) struct Slots {
     taken: Arc<AtomicUsize>,
 }
 
 impl Slots {
     /// No slot taken.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Slots::default()
     }
 
     /// Slots in use now.
-    pub fn taken(&self) -> usize {
+    pub(crate) fn taken(&self) -> usize {
         self.taken.load(Ordering::SeqCst)
     }
 
     /// Takes a slot if fewer than `max` are in use; `None` at the bound.
-    pub fn try_take(&self, max: usize) -> Option<Slot> {
+    pub(crate) fn try_take(&self, max: usize) -> Option<Slot> {
         self.taken
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < max).then_some(n + 1)
@@ -39,7 +39,7 @@ impl Slots {
     }
 
     /// Takes a slot whatever the count (a count to watch, not a bound to enforce).
-    pub fn take(&self) -> Slot {
+    pub(crate) fn take(&self) -> Slot {
         self.taken.fetch_add(1, Ordering::SeqCst);
         Slot {
             taken: Arc::clone(&self.taken),

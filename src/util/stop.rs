@@ -36,7 +36,7 @@ struct Shared {
 /// A stop signal, shared by clones: one side calls [`Stop::stop`], loops call
 /// [`Stop::is_stopped`] and sleep with [`Stop::wait_timeout`].
 #[derive(Clone, Default)]
-pub struct Stop {
+pub(crate) struct Stop {
     shared: Arc<Shared>,
 }
 
@@ -49,11 +49,6 @@ impl std::fmt::Debug for Stop {
 }
 
 impl Stop {
-    /// A signal not yet given.
-    pub fn new() -> Self {
-        Stop::default()
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A waker that panicked poisons nothing we rely on: the state is a flag and a map.
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -61,7 +56,7 @@ impl Stop {
 
     /// Gives the signal: every wait returns `true`, every registered waker runs (once, here).
     /// Later calls do nothing.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let wakers = {
             let mut state = self.lock();
             if state.stopped {
@@ -77,13 +72,13 @@ impl Stop {
     }
 
     /// Whether the signal was given.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.lock().stopped
     }
 
     /// Sleeps for `timeout` or until the signal, whichever comes first; `true` when stopped.
     /// A timeout too far off to represent means waiting for the signal alone.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut state = self.lock();
         loop {
@@ -108,7 +103,7 @@ impl Stop {
     /// Runs `wake` when the signal is given, for as long as the returned guard lives: the way
     /// to unblock a call the condvar cannot reach (shut a socket down, connect to a listener).
     /// Already stopped: `wake` runs now.
-    pub fn on_stop(&self, wake: impl FnOnce() + Send + 'static) -> Waker {
+    pub(crate) fn on_stop(&self, wake: impl FnOnce() + Send + 'static) -> Waker {
         let mut state = self.lock();
         if state.stopped {
             drop(state);
@@ -130,7 +125,7 @@ impl Stop {
 
 /// A registration made by [`Stop::on_stop`]; dropping it withdraws the waker.
 #[must_use = "dropping the guard withdraws the waker at once"]
-pub struct Waker {
+pub(crate) struct Waker {
     stop: Stop,
     id: Option<u64>,
 }
@@ -146,7 +141,7 @@ impl Drop for Waker {
 /// Owns a [`Stop`] and the threads that watch it. [`StopHandle::stop`] — or dropping the
 /// handle — gives the signal and joins every thread, so no loop outlives its handle.
 #[derive(Default)]
-pub struct StopHandle {
+pub(crate) struct StopHandle {
     stop: Stop,
     wakers: Vec<Waker>,
     threads: Vec<JoinHandle<()>>,
@@ -154,17 +149,18 @@ pub struct StopHandle {
 
 impl StopHandle {
     /// A handle with no threads yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StopHandle::default()
     }
 
-    /// The signal its threads watch.
-    pub fn signal(&self) -> Stop {
+    /// The signal its threads watch (the unit tests stop through it).
+    #[cfg(test)]
+    pub(crate) fn signal(&self) -> Stop {
         self.stop.clone()
     }
 
     /// Runs `wake` when the handle stops (kept for the handle's life).
-    pub fn on_stop(&mut self, wake: impl FnOnce() + Send + 'static) {
+    pub(crate) fn on_stop(&mut self, wake: impl FnOnce() + Send + 'static) {
         let waker = self.stop.on_stop(wake);
         self.wakers.push(waker);
     }
@@ -173,7 +169,7 @@ impl StopHandle {
     ///
     /// # Errors
     /// The thread could not be started.
-    pub fn spawn(
+    pub(crate) fn spawn(
         &mut self,
         name: impl Into<String>,
         body: impl FnOnce(Stop) + Send + 'static,
@@ -188,14 +184,14 @@ impl StopHandle {
 
     /// Waits for the threads to end on their own (or by a [`Stop::stop`] from elsewhere),
     /// without giving the signal.
-    pub fn wait(mut self) {
+    pub(crate) fn wait(mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 
     /// Gives the signal and joins the threads.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         drop(self);
     }
 }
@@ -219,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_wait_without_a_stop_times_out_false() {
-        let stop = Stop::new();
+        let stop = Stop::default();
         let start = Instant::now();
         assert!(!stop.wait_timeout(Duration::from_millis(20)));
         assert!(start.elapsed() >= Duration::from_millis(20));
@@ -228,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_stop_ends_a_long_wait_on_another_thread() {
-        let stop = Stop::new();
+        let stop = Stop::default();
         let (tx, rx) = mpsc::channel();
         let s = stop.clone();
         let waiter = thread::spawn(move || tx.send(s.wait_timeout(Duration::MAX)));
@@ -240,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_stop_given_before_the_wait_is_not_missed() {
-        let stop = Stop::new();
+        let stop = Stop::default();
         stop.stop();
         stop.stop();
         assert!(stop.wait_timeout(Duration::MAX));
@@ -249,7 +245,7 @@ mod tests {
 
     #[test]
     fn wakers_run_once_on_stop_and_not_after_their_guard_is_dropped() {
-        let stop = Stop::new();
+        let stop = Stop::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = |runs: &Arc<AtomicUsize>| {
             let runs = Arc::clone(runs);

@@ -92,7 +92,7 @@ pub fn save_credentials(path: &Path, creds: &Credentials) -> Result<(), ClusterE
 ///
 /// # Errors
 /// The directory is missing or not writable (saying the token was not used).
-pub fn check_writable(path: &Path) -> Result<(), ClusterError> {
+pub(crate) fn check_writable(path: &Path) -> Result<(), ClusterError> {
     check_dir_writable(path).map_err(|e| {
         ClusterError::io(
             format!(

@@ -27,7 +27,7 @@ use super::{Credentials, MAX_QUEUED_ANSWERS};
 
 /// What one frame from the hub amounted to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Nothing for the loop to do: a request dispatched or answered, a frame ignored.
     Handled,
     /// The hub welcomed this spoke as `name` and the welcome holds up. `credentials` are new
@@ -49,7 +49,7 @@ pub enum Event {
 }
 
 /// One connection's message handling.
-pub struct Handler {
+pub(crate) struct Handler {
     tx: Sender<Outgoing>,
     /// The name this connection enrolled under (empty for a join token: the hub names it).
     expected_name: String,
@@ -65,7 +65,7 @@ pub struct Handler {
 impl Handler {
     /// A handler answering through `tx`, for a connection enrolled as `expected_name` (empty
     /// with a join token), serving with `manager` once there is one.
-    pub fn new(
+    pub(crate) fn new(
         tx: Sender<Outgoing>,
         expected_name: &str,
         policy: Arc<Policy>,
@@ -84,12 +84,12 @@ impl Handler {
     }
 
     /// Serves further requests with `manager`.
-    pub fn serve_with(&mut self, manager: Arc<dyn BoxManager>) {
+    pub(crate) fn serve_with(&mut self, manager: Arc<dyn BoxManager>) {
         self.manager = Some(manager);
     }
 
     /// Handles one text message from the hub.
-    pub fn on_text(&mut self, text: &str) -> Event {
+    pub(crate) fn on_text(&mut self, text: &str) -> Event {
         let frame = match Frame::decode(text) {
             Ok(f) => f,
             Err(e) => {

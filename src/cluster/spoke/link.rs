@@ -28,7 +28,7 @@ use crate::cluster::transport::{self, End, Flow, Outgoing, SplitStream, pump, ws
 
 /// Where and how to reach the hub, checked once per run.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     uri: Uri,
     /// Set for `wss://`.
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -51,7 +51,7 @@ impl Target {
     ///
     /// # Errors
     /// A bad URL ([`ClusterError::Invalid`]) or CA file ([`ClusterError::Tls`]).
-    pub fn new(
+    pub(crate) fn new(
         hub_url: &str,
         ca_file: Option<&Path>,
         timeout: Duration,
@@ -66,7 +66,7 @@ impl Target {
     }
 
     /// The URL dialed (with the connect path filled in).
-    pub fn uri(&self) -> &Uri {
+    pub(crate) fn uri(&self) -> &Uri {
         &self.uri
     }
 
@@ -82,7 +82,7 @@ impl Target {
 
 /// Why a link could not be opened.
 #[derive(Debug)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     /// Name resolution or the TCP connect failed.
     Connect(io::Error),
     /// The socket could not be cloned (for its timeouts and the writer).
@@ -117,7 +117,7 @@ impl std::error::Error for LinkError {}
 ///
 /// # Errors
 /// [`LinkError::Connect`].
-pub fn dial(target: &Target) -> Result<TcpStream, LinkError> {
+pub(crate) fn dial(target: &Target) -> Result<TcpStream, LinkError> {
     dial::dial(&target.uri, target.tls.is_some(), target.timeout).map_err(LinkError::Connect)
 }
 
@@ -130,7 +130,7 @@ enum Writer {
 }
 
 /// An upgraded connection to the hub.
-pub struct Link {
+pub(crate) struct Link {
     ws: WebSocket<MaybeTlsStream<SplitStream>>,
     /// The socket, for read timeouts and the final shutdown.
     control: TcpStream,
@@ -144,7 +144,7 @@ impl Link {
     /// # Errors
     /// [`LinkError::Socket`], [`LinkError::Upgrade`] (also when the handshake and the upgrade
     /// answer together take longer than the timeout), [`LinkError::Writer`].
-    pub fn upgrade(target: &Target, tcp: TcpStream) -> Result<Link, LinkError> {
+    pub(crate) fn upgrade(target: &Target, tcp: TcpStream) -> Result<Link, LinkError> {
         let control = tcp.try_clone().map_err(LinkError::Socket)?;
         let mut stream = SplitStream::new(tcp);
         // The whole handshake must come within the timeout, however slowly the hub trickles
@@ -194,19 +194,23 @@ impl Link {
     }
 
     /// A sender for messages to the hub (answers from verb workers).
-    pub fn sender(&self) -> Sender<Outgoing> {
+    pub(crate) fn sender(&self) -> Sender<Outgoing> {
         self.tx.clone()
     }
 
     /// Queues one text message; `false` when the link is already gone.
-    pub fn send_text(&self, text: String) -> bool {
+    pub(crate) fn send_text(&self, text: String) -> bool {
         transport::send_text(&self.tx, text)
     }
 
     /// Reads until `on_text` stops, the hub closes or goes silent for three heartbeats; then
     /// shuts the socket down and joins the writer. Messages still being sent (by verb workers)
     /// go into a dead channel.
-    pub fn serve(mut self, heartbeat: Duration, on_text: &mut dyn FnMut(&str) -> Flow) -> End {
+    pub(crate) fn serve(
+        mut self,
+        heartbeat: Duration,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> End {
         let control = &self.control;
         let set_timeout = |d: Duration| control.set_read_timeout(Some(d));
         let drain = match &self.writer {

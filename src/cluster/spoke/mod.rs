@@ -28,10 +28,10 @@ use std::time::Duration;
 
 use super::serve::Policy;
 
-pub mod credentials;
-pub mod handler;
-pub mod link;
-pub mod reconnect;
+pub(crate) mod credentials;
+pub(crate) mod handler;
+pub(crate) mod link;
+pub(crate) mod reconnect;
 
 pub use super::dial::{BACKOFF_MAX, BACKOFF_MIN, Backoff, parse_hub_url, tls_config};
 pub use credentials::{Credentials, DEFAULT_CREDENTIALS, load_credentials, save_credentials};
@@ -41,18 +41,18 @@ pub use reconnect::{ManagerFactory, SpokeStop, run};
 use super::ClusterError;
 
 /// Default TCP connect (and upgrade) timeout.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on verbs running at once.
-pub const DEFAULT_MAX_WORKERS: usize = 32;
+pub(crate) const DEFAULT_MAX_WORKERS: usize = 32;
 /// Most answers queued for the hub and not yet written. A hub that sends requests and never
 /// reads the answers reaches it, and the connection ends instead of the queue growing.
-pub const MAX_QUEUED_ANSWERS: usize = 4096;
+pub(crate) const MAX_QUEUED_ANSWERS: usize = 4096;
 
 /// What a spoke needs to run. Its `Debug` hides the join token.
 #[derive(Clone)]
 pub struct SpokeConfig {
     /// `ws://host:port[/spoke/connect]` or `wss://…`.
-    pub hub_url: String,
+    pub(crate) hub_url: String,
     /// A one-time join token (first enrollment).
     pub token: Option<String>,
     /// Where `{"name","credential"}` lives (mode 0600).
