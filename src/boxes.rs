@@ -250,7 +250,47 @@ pub enum BoxError {
     /// The manager cannot be reached at all (spoke disconnected, Docker down, deadline missed).
     Unavailable(String),
     /// An error that crossed the wire from a spoke, kept as the spoke wrote it.
-    Remote(String),
+    Remote(RemoteError),
+}
+
+/// What kind of failure a verb met, as far as a caller acts on it. It crosses the wire as the
+/// optional `kind` of an error `resp`, so a hub treats a remote spoke's failure like the local
+/// spoke's; a spoke that sends none (llmbox's Go spoke) gives an untyped [`RemoteError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No managed box matches the id, name or prefix ([`BoxError::NotFound`]).
+    NotFound,
+    /// The box id is taken ([`BoxError::DuplicateBoxId`]).
+    Duplicate,
+    /// An argument was refused before anything was touched (box id, image, path, command).
+    Invalid,
+    /// The manager cannot take this now, though it may later ([`BoxError::TooManyBoxes`]).
+    Busy,
+    /// The manager cannot be reached ([`BoxError::Unavailable`]).
+    Unavailable,
+    /// A kind this build does not know (a newer spoke): treated as untyped.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A spoke's failure as it arrived: its words, and its kind when it sent one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    /// The kind the spoke named; `None` for an untyped error (or a kind this build lacks).
+    pub kind: Option<ErrorKind>,
+    /// The spoke's error text, bounded by the receiving end.
+    pub message: String,
+}
+
+impl RemoteError {
+    /// An error received with `kind` (absent or unknown means untyped).
+    pub fn new(kind: Option<ErrorKind>, message: String) -> Self {
+        RemoteError {
+            kind: kind.filter(|k| *k != ErrorKind::Unknown),
+            message,
+        }
+    }
 }
 
 impl BoxError {
@@ -287,7 +327,27 @@ impl fmt::Display for BoxError {
             BoxError::Box(msg) => f.write_str(msg),
             BoxError::Backend(err) => write!(f, "{err}"),
             BoxError::Unavailable(msg) => f.write_str(msg),
-            BoxError::Remote(msg) => f.write_str(msg),
+            BoxError::Remote(remote) => f.write_str(&remote.message),
+        }
+    }
+}
+
+impl BoxError {
+    /// The kind of this failure: the one mapping from errors to kinds, used by a spoke to type
+    /// its answer and by the hub to decide how to handle a failure from any spoke. `None` for
+    /// failures a caller can only report (the box's own words, a backend failure).
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            BoxError::NotFound(_) => Some(ErrorKind::NotFound),
+            BoxError::DuplicateBoxId(_) => Some(ErrorKind::Duplicate),
+            BoxError::InvalidBoxId(_)
+            | BoxError::NoImage
+            | BoxError::ImageNotAllowed(_)
+            | BoxError::InvalidArgument(_) => Some(ErrorKind::Invalid),
+            BoxError::TooManyBoxes(_) => Some(ErrorKind::Busy),
+            BoxError::Unavailable(_) => Some(ErrorKind::Unavailable),
+            BoxError::Box(_) | BoxError::Backend(_) => None,
+            BoxError::Remote(remote) => remote.kind,
         }
     }
 }
@@ -426,6 +486,52 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(opts.validate(), Err(BoxError::NoImage)));
+    }
+
+    #[test]
+    fn every_refusal_has_a_kind_and_a_remote_error_keeps_the_one_it_arrived_with() {
+        let cases = [
+            (BoxError::NotFound("x".into()), Some(ErrorKind::NotFound)),
+            (
+                BoxError::DuplicateBoxId("x".into()),
+                Some(ErrorKind::Duplicate),
+            ),
+            (BoxError::InvalidBoxId("X".into()), Some(ErrorKind::Invalid)),
+            (BoxError::NoImage, Some(ErrorKind::Invalid)),
+            (
+                BoxError::ImageNotAllowed("i".into()),
+                Some(ErrorKind::Invalid),
+            ),
+            (
+                BoxError::InvalidArgument("a".into()),
+                Some(ErrorKind::Invalid),
+            ),
+            (BoxError::TooManyBoxes(3), Some(ErrorKind::Busy)),
+            (
+                BoxError::Unavailable("down".into()),
+                Some(ErrorKind::Unavailable),
+            ),
+            (BoxError::Box("login failed".into()), None),
+            (BoxError::Backend("io".into()), None),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err:?}");
+            let remote = BoxError::Remote(RemoteError::new(err.kind(), err.to_string()));
+            assert_eq!(remote.kind(), kind);
+            assert_eq!(remote.to_string(), err.to_string());
+        }
+        let newer = RemoteError::new(Some(ErrorKind::Unknown), "x".into());
+        assert_eq!(BoxError::Remote(newer).kind(), None);
+    }
+
+    #[test]
+    fn error_kinds_have_snake_case_wire_names_and_unknown_ones_decode() {
+        assert_eq!(
+            serde_json::to_string(&ErrorKind::NotFound).expect("json"),
+            "\"not_found\""
+        );
+        let k: ErrorKind = serde_json::from_str("\"quota_exceeded\"").expect("json");
+        assert_eq!(k, ErrorKind::Unknown);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Hub as Plane, Spoke};
 use llmbox::boxes::memory::BAD_CODE;
-use llmbox::boxes::{BoxError, BoxManager, CreateOptions};
+use llmbox::boxes::{BoxError, BoxManager, CreateOptions, ErrorKind};
 use llmbox::cluster::SpokeDirectory;
 use llmbox::hub::{CreateRequest, Hub, HubConfig, HubError};
 
@@ -61,7 +61,7 @@ fn a_remote_spokes_not_found_answer_arrives_typed_and_an_untyped_one_stays_remot
     let (plane, _spoke, _hub) = hub_with_edge("remote-typed");
     let remote = plane.wait_connected("edge");
     let err = remote.destroy("nope").expect_err("unknown box");
-    assert!(matches!(err, BoxError::NotFound(_)), "{err:?}");
+    assert_eq!(err.kind(), Some(ErrorKind::NotFound), "{err:?}");
     assert_eq!(err.to_string(), "no managed box matches \"nope\"");
     // A failed login is the box's own words, no kind: still an untyped remote error.
     let created = remote
@@ -75,4 +75,5 @@ fn a_remote_spokes_not_found_answer_arrives_typed_and_an_untyped_one_stays_remot
         .submit_code(&created.id, BAD_CODE)
         .expect_err("bad code");
     assert!(matches!(err, BoxError::Remote(_)), "{err:?}");
+    assert_eq!(err.kind(), None);
 }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::boxes::{BoxInfo, CreateOptions, InjectFile};
+use crate::boxes::{BoxInfo, CreateOptions, ErrorKind, InjectFile};
 use crate::util::base64;
 
 /// Largest WebSocket message and frame either end accepts (larger gets Close 1009).
@@ -73,6 +73,10 @@ pub struct Frame {
     /// An error text (`err`, or a failed `resp`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) error: String,
+    /// The kind of a failed `resp`'s error (`kind` on the wire), when the spoke typed it.
+    /// Omitted when absent, so Go peers (whose decoder ignores it) see their own frames.
+    #[serde(rename = "kind", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error_kind: Option<ErrorKind>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -88,6 +92,7 @@ impl Frame {
             method: String::new(),
             payload: None,
             error: String::new(),
+            error_kind: None,
         }
     }
 
@@ -116,6 +121,14 @@ impl Frame {
             id,
             error: error.into(),
             ..Frame::new(Kind::Resp)
+        }
+    }
+
+    /// A failed `resp` typed with `kind` (see [`ErrorKind`]).
+    pub(crate) fn resp_failed(id: u64, error: impl Into<String>, kind: Option<ErrorKind>) -> Self {
+        Frame {
+            error_kind: kind,
+            ..Frame::resp_err(id, error)
         }
     }
 
@@ -485,6 +498,22 @@ mod tests {
     }
 
     #[test]
+    fn an_error_kind_is_optional_and_an_unknown_one_reads_as_unknown() {
+        let go = Frame::decode(r#"{"type":"resp","id":1,"error":"boom"}"#).expect("frame");
+        assert_eq!(go.error_kind, None);
+        let typed = Frame::decode(r#"{"type":"resp","id":1,"error":"taken","kind":"duplicate"}"#)
+            .expect("frame");
+        assert_eq!(typed.error_kind, Some(ErrorKind::Duplicate));
+        assert_eq!(
+            Frame::resp_failed(1, "taken", Some(ErrorKind::Duplicate)).encode(),
+            r#"{"type":"resp","id":1,"error":"taken","kind":"duplicate"}"#
+        );
+        let newer = Frame::decode(r#"{"type":"resp","id":1,"error":"x","kind":"quota"}"#)
+            .expect("a newer kind does not break the frame");
+        assert_eq!(newer.error_kind, Some(ErrorKind::Unknown));
+    }
+
+    #[test]
     fn verb_payloads_round_trip_in_go_shape() {
         for text in [
             r#"{"type":"req","id":2,"method":"submit_code","payload":{"id":"abc","code":"xyz"}}"#,
@@ -499,6 +528,7 @@ mod tests {
             r#"{"type":"req","id":8,"method":"reap","payload":{"ttl_nanos":300000000000}}"#,
             r#"{"type":"resp","id":8,"payload":{"reaped":["abcdef123456"]}}"#,
             r#"{"type":"resp","id":9,"error":"no managed box matches \"x\""}"#,
+            r#"{"type":"resp","id":9,"error":"no managed box matches \"x\"","kind":"not_found"}"#,
         ] {
             round_trip(text);
         }

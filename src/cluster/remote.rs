@@ -15,7 +15,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::boxes::{BoxError, BoxInfo, BoxManager, CreateOptions, Created, ExecResult};
+use crate::boxes::{
+    BoxError, BoxInfo, BoxManager, CreateOptions, Created, ExecResult, RemoteError,
+};
 
 use super::proto::{self, Frame, Kind, method};
 use super::transport::{self, Outgoing};
@@ -172,9 +174,10 @@ impl RemoteSpoke {
         let deadline = self.deadlines.of(m);
         match wrx.recv_timeout(deadline) {
             Ok(Ok(frame)) if frame.kind != Kind::Resp => Err(self.bad(m, "answer is not a resp")),
-            Ok(Ok(frame)) if !frame.error.is_empty() => {
-                Err(BoxError::Remote(bounded_error(frame.error)))
-            }
+            Ok(Ok(frame)) if !frame.error.is_empty() => Err(BoxError::Remote(RemoteError::new(
+                frame.error_kind,
+                bounded_error(frame.error),
+            ))),
             Ok(Ok(frame)) => Ok(frame.payload),
             Ok(Err(e)) => Err(e),
             Err(mpsc::RecvTimeoutError::Timeout) => {

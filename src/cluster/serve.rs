@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::boxes::{BoxError, BoxManager, DEFAULT_LOG_TAIL};
+use crate::boxes::{BoxError, BoxManager, DEFAULT_LOG_TAIL, ErrorKind};
 
 use super::proto::{self, Frame, method};
 
@@ -34,10 +34,36 @@ impl Policy {
     }
 }
 
-fn payload<T: for<'de> Deserialize<'de>>(frame: &Frame) -> Result<T, String> {
+/// Why a verb was not done: the error text for the `resp` and its kind (see
+/// [`BoxError::kind`]), so the hub handles a remote failure as it would a local one.
+struct Failure {
+    error: String,
+    kind: Option<ErrorKind>,
+}
+
+impl From<BoxError> for Failure {
+    fn from(e: BoxError) -> Self {
+        Failure {
+            kind: e.kind(),
+            error: e.to_string(),
+        }
+    }
+}
+
+impl Failure {
+    /// A request the spoke could not use (bad payload, unknown method).
+    fn invalid(error: String) -> Self {
+        Failure {
+            error,
+            kind: Some(ErrorKind::Invalid),
+        }
+    }
+}
+
+fn payload<T: for<'de> Deserialize<'de>>(frame: &Frame) -> Result<T, Failure> {
     frame
         .payload_as()
-        .map_err(|e| format!("bad {} payload: {e}", frame.method))
+        .map_err(|e| Failure::invalid(format!("bad {} payload: {e}", frame.method)))
 }
 
 /// Runs one `req` frame and builds its `resp`. A verb that panics (a bug in the manager) is
@@ -46,7 +72,7 @@ pub fn handle(manager: &dyn BoxManager, policy: &Policy, frame: &Frame) -> Frame
     let run = std::panic::AssertUnwindSafe(|| dispatch(manager, policy, frame));
     match std::panic::catch_unwind(run) {
         Ok(Ok(payload)) => Frame::resp_ok(frame.id, payload),
-        Ok(Err(e)) => Frame::resp_err(frame.id, e),
+        Ok(Err(f)) => Frame::resp_failed(frame.id, f.error, f.kind),
         Err(_) => {
             log::error!("spoke: {} (id {}) panicked", frame.method, frame.id);
             Frame::resp_err(
@@ -64,12 +90,12 @@ fn dispatch(
     manager: &dyn BoxManager,
     policy: &Policy,
     frame: &Frame,
-) -> Result<Option<Box<RawValue>>, String> {
-    let err = |e: BoxError| e.to_string();
+) -> Result<Option<Box<RawValue>>, Failure> {
+    let err = Failure::from;
     match frame.method.as_str() {
         method::CREATE => {
             let req: proto::CreateReq = payload(frame)?;
-            let opts = req.opts.into_options()?;
+            let opts = req.opts.into_options().map_err(Failure::invalid)?;
             policy.admit(&opts).map_err(err)?;
             let c = manager.create(opts).map_err(err)?;
             Ok(Some(proto::to_value(&proto::CreateResp {
@@ -116,7 +142,7 @@ fn dispatch(
         method::REAP => {
             let req: proto::ReapReq = payload(frame)?;
             if req.ttl_nanos < 0 {
-                return Err("reap: negative ttl".into());
+                return Err(Failure::invalid("reap: negative ttl".into()));
             }
             let reaped = manager
                 .reap(Duration::from_nanos(req.ttl_nanos as u64))
@@ -125,7 +151,7 @@ fn dispatch(
                 reaped: Some(reaped),
             })))
         }
-        other => Err(format!("unknown method {other:?}")),
+        other => Err(Failure::invalid(format!("unknown method {other:?}"))),
     }
 }
 
@@ -146,12 +172,35 @@ mod tests {
             r#"{"type":"req","id":4,"method":"shell","payload":{}}"#,
         );
         assert_eq!((r.id, r.error.as_str()), (4, "unknown method \"shell\""));
+        assert_eq!(r.error_kind, Some(ErrorKind::Invalid));
         let r = run(
             &Policy::default(),
             r#"{"type":"req","id":5,"method":"logs","payload":{"tail":"x"}}"#,
         );
         assert_eq!(r.id, 5);
         assert!(r.error.starts_with("bad logs payload"), "{}", r.error);
+    }
+
+    #[test]
+    fn a_refusal_is_answered_with_its_kind_and_a_boxs_own_failure_without_one() {
+        let m = MemoryBoxManager::new("edge", 5);
+        let req = |text: &str| handle(&m, &Policy::default(), &Frame::decode(text).expect("frame"));
+        let gone =
+            req(r#"{"type":"req","id":1,"method":"destroy","payload":{"id_or_name":"nope"}}"#);
+        assert_eq!(gone.error, "no managed box matches \"nope\"");
+        assert_eq!(gone.error_kind, Some(ErrorKind::NotFound));
+        let create = r#"{"type":"req","id":2,"method":"create","payload":{"opts":{"Image":"i","BoxID":"web","Description":"","SpokeName":"","Files":null}}}"#;
+        let made = req(create);
+        assert!(made.error.is_empty(), "{}", made.error);
+        assert_eq!(req(create).error_kind, Some(ErrorKind::Duplicate));
+        let c: proto::CreateResp = made.payload_as().expect("created");
+        let bad = req(&format!(
+            r#"{{"type":"req","id":3,"method":"submit_code","payload":{{"id":"{}","code":"{}"}}}}"#,
+            c.id,
+            crate::boxes::memory::BAD_CODE
+        ));
+        assert!(!bad.error.is_empty());
+        assert_eq!(bad.error_kind, None);
     }
 
     /// A manager whose every verb panics (a bug in a backend).
@@ -195,6 +244,7 @@ mod tests {
             r.error,
             "list failed unexpectedly on the spoke; see its log"
         );
+        assert_eq!(r.error_kind, None, "a bug is nothing the hub can act on");
     }
 
     #[test]
@@ -218,6 +268,10 @@ mod tests {
                 .contains("invalid box id")
         );
         assert!(run(&policy, &create("", "web")).error.contains("no image"));
+        assert_eq!(
+            run(&policy, &create("bad:1", "web")).error_kind,
+            Some(ErrorKind::Invalid)
+        );
         let ok = run(&policy, &create("good:1", "web"));
         assert!(ok.error.is_empty(), "{}", ok.error);
         let c: proto::CreateResp = ok.payload_as().expect("created");

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::redact::scrub;
 use super::{Hub, HubError};
-use crate::boxes::{BoxError, BoxInfo, BoxManager, CreateOptions, ExecResult, Phase};
+use crate::boxes::{BoxInfo, BoxManager, CreateOptions, ErrorKind, ExecResult, Phase};
 use crate::cluster::SpokeStatus;
 use crate::store::{Session, SessionStatus};
 use crate::util::secret::{random_hex_32, sha256_hex};
@@ -258,7 +258,7 @@ impl Hub {
         if let Some(t) = self.volatile().tokens.get(&session.container_id) {
             return Ok(t.clone());
         }
-        let token = random_hex_32().map_err(|e| HubError::Random(e.to_string()))?;
+        let token = random_hex_32().map_err(HubError::Random)?;
         let hash = sha256_hex(token.as_bytes());
         let container_id = session.container_id.clone();
         let found = self.store.update(|state| {
@@ -402,28 +402,26 @@ impl Hub {
                 });
             }
         };
-        let saved = random_hex_32()
-            .map_err(|e| HubError::Random(e.to_string()))
-            .and_then(|token| {
-                let session = Session {
-                    token_hash: sha256_hex(token.as_bytes()),
-                    container_id: created.id.clone(),
-                    spoke: spoke.clone(),
-                    box_id: req.box_id.clone(),
-                    description: req.description.clone(),
-                    authorize_url: created.authorize_url.clone(),
-                    status: SessionStatus::Pending,
-                    session_url: String::new(),
-                    error: String::new(),
-                    hook_state: hook_state.clone(),
-                    created: unix_now(),
-                    more_token_hashes: Vec::new(),
-                    code_hashes: Vec::new(),
-                };
-                let record = session.clone();
-                self.store.update(|state| state.sessions.push(record))?;
-                Ok((token, session))
-            });
+        let saved = random_hex_32().map_err(HubError::Random).and_then(|token| {
+            let session = Session {
+                token_hash: sha256_hex(token.as_bytes()),
+                container_id: created.id.clone(),
+                spoke: spoke.clone(),
+                box_id: req.box_id.clone(),
+                description: req.description.clone(),
+                authorize_url: created.authorize_url.clone(),
+                status: SessionStatus::Pending,
+                session_url: String::new(),
+                error: String::new(),
+                hook_state: hook_state.clone(),
+                created: unix_now(),
+                more_token_hashes: Vec::new(),
+                code_hashes: Vec::new(),
+            };
+            let record = session.clone();
+            self.store.update(|state| state.sessions.push(record))?;
+            Ok((token, session))
+        });
         match saved {
             Ok((token, session)) => {
                 self.volatile()
@@ -550,8 +548,9 @@ impl Hub {
         let manager = self.manager(&found.spoke)?;
         match self.verb("destroy", || manager.destroy(&found.target)) {
             Ok(()) => {}
-            // Already gone on the spoke: forgetting the session finishes the job.
-            Err(BoxError::NotFound(_)) if found.session.is_some() => {}
+            // Already gone on the spoke (local or remote alike: the kind crosses the wire):
+            // forgetting the session finishes the job.
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) && found.session.is_some() => {}
             Err(source) => {
                 return Err(HubError::Verb {
                     op: "destroy",
