@@ -272,6 +272,16 @@ fn utc(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_failed_random_source_is_a_runtime_failure_and_bad_input_a_usage_error() {
+        use crate::cluster::ClusterError;
+        let random = super::cluster_err(ClusterError::Random(getrandom::Error::UNEXPECTED));
+        assert_eq!(random.code, crate::cli::EXIT_RUNTIME, "{random}");
+        assert!(random.message.starts_with("random source: "), "{random}");
+        let usage = super::cluster_err(ClusterError::Invalid("bad name".into()));
+        assert_eq!(usage.code, crate::cli::EXIT_USAGE);
+    }
+
+    #[test]
     fn utc_formats_known_instants() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");

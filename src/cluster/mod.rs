@@ -55,6 +55,8 @@ pub enum ClusterError {
     Tls(String),
     /// Building or running the box manager failed.
     Manager(String),
+    /// The OS random source failed (a runtime failure of the host, not the operator's input).
+    Random(getrandom::Error),
 }
 
 impl ClusterError {
@@ -78,6 +80,7 @@ impl fmt::Display for ClusterError {
             ClusterError::Protocol(msg) => write!(f, "protocol: {msg}"),
             ClusterError::Tls(msg) => write!(f, "tls: {msg}"),
             ClusterError::Manager(msg) => write!(f, "box manager: {msg}"),
+            ClusterError::Random(e) => write!(f, "random source: {e}"),
         }
     }
 }
@@ -87,6 +90,7 @@ impl std::error::Error for ClusterError {
         match self {
             ClusterError::Io { source, .. } => Some(source),
             ClusterError::Store(e) => Some(e),
+            ClusterError::Random(e) => Some(e),
             _ => None,
         }
     }

@@ -324,14 +324,14 @@ fn read_enroll(
     }
 }
 
-fn enroll(registry: &Registry, p: &EnrollPayload) -> Result<Enrolled, String> {
+fn enroll(registry: &Registry, p: &EnrollPayload) -> Result<Enrolled, tokens::EnrollError> {
     let store = registry.store();
     if !p.join_token.is_empty() {
         tokens::enroll_with_token(store, &p.join_token)
     } else if !p.name.is_empty() && !p.credential.is_empty() {
         tokens::check_credential(store, &p.name, &p.credential)
     } else {
-        Err("enroll names neither a join token nor name and credential".into())
+        Err(tokens::EnrollError::Incomplete)
     }
 }
 

@@ -5,10 +5,11 @@
 //! so the hub and CLI commands can run at once, and a token is consumed by exactly one
 //! enrollment however many sockets present it.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::boxes::is_valid_box_id;
-use crate::store::{JoinTokenRecord, SpokeRecord, Store};
+use crate::store::{JoinTokenRecord, SpokeRecord, Store, StoreError};
 use crate::util::secret::{ct_eq, is_hex_64, random_hex_32, sha256_hex};
 use crate::util::unix_now;
 
@@ -68,7 +69,7 @@ pub(crate) fn validate_spoke_name(name: &str) -> Result<(), ClusterError> {
 }
 
 fn random() -> Result<String, ClusterError> {
-    random_hex_32().map_err(|e| ClusterError::Invalid(format!("random source: {e}")))
+    random_hex_32().map_err(ClusterError::Random)
 }
 
 /// Mints a join token for `name` valid for `ttl`; returns the token (shown once) and its
@@ -163,16 +164,84 @@ pub(crate) struct Enrolled {
     pub(crate) credential_hash: String,
 }
 
+/// Why the hub refused an enrollment. Only the hub's log sees it: the peer is told exactly
+/// [`super::proto::ENROLLMENT_REJECTED`] whatever the reason, so a prober learns nothing.
+#[derive(Debug)]
+pub(crate) enum EnrollError {
+    /// The join token is not 64 hex characters.
+    MalformedToken,
+    /// No outstanding join token has this hash (never minted, used, or revoked).
+    UnknownToken,
+    /// The join token expired before it was used (it is consumed all the same).
+    ExpiredToken {
+        /// The token's public id.
+        id: String,
+        /// The spoke it would have enrolled.
+        name: String,
+    },
+    /// The join token names a spoke name that breaks the rule (a hand-edited state file).
+    InvalidName(String),
+    /// A spoke presented credentials under the hub's own spoke name.
+    LocalName,
+    /// A spoke presented credentials for a name that is not enrolled (revoked?).
+    NotEnrolled(String),
+    /// The credential does not match the name's (wrong, or superseded by a re-enrollment).
+    WrongCredential(String),
+    /// The enroll message named neither a join token nor a name and credential.
+    Incomplete,
+    /// The OS random source failed while minting the credential.
+    Random(getrandom::Error),
+    /// The state file could not be read or written.
+    Store(StoreError),
+}
+
+impl fmt::Display for EnrollError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnrollError::MalformedToken => f.write_str("join token is not 64 hex characters"),
+            EnrollError::UnknownToken => f.write_str("unknown or already used join token"),
+            EnrollError::ExpiredToken { id, name } => {
+                write!(f, "join token {id} for {name:?} expired")
+            }
+            EnrollError::InvalidName(name) => write!(f, "join token names invalid spoke {name:?}"),
+            EnrollError::LocalName => {
+                write!(f, "the name {LOCAL_SPOKE:?} is the hub's own spoke")
+            }
+            EnrollError::NotEnrolled(name) => {
+                write!(f, "spoke {name:?} is not enrolled (revoked?)")
+            }
+            EnrollError::WrongCredential(name) => {
+                write!(f, "wrong or superseded credential for spoke {name:?}")
+            }
+            EnrollError::Incomplete => {
+                f.write_str("enroll names neither a join token nor name and credential")
+            }
+            EnrollError::Random(e) => write!(f, "random source: {e}"),
+            EnrollError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for EnrollError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EnrollError::Random(e) => Some(e),
+            EnrollError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Exchanges a join token for a new credential. The token is consumed whether or not it is
-/// still valid. The `Err` is the reason for the hub's log (never sent to the spoke).
+/// still valid.
 ///
 /// # Errors
-/// Unknown, reused or expired token, a reserved name, or the state file.
-pub(crate) fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, String> {
+/// Unknown, reused or expired token, a reserved name, the random source, or the state file.
+pub(crate) fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, EnrollError> {
     if !is_hex_64(token) {
-        return Err("join token is not 64 hex characters".into());
+        return Err(EnrollError::MalformedToken);
     }
-    let credential = random().map_err(|e| e.to_string())?;
+    let credential = random_hex_32().map_err(EnrollError::Random)?;
     let credential_hash = sha256_hex(credential.as_bytes());
     let hash = sha256_hex(token.as_bytes());
     let now = unix_now();
@@ -180,18 +249,17 @@ pub(crate) fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, 
         .update(|s| {
             let pos = s.join_tokens.iter().position(|t| ct_eq(&t.hash, &hash));
             let Some(pos) = pos else {
-                return Err("unknown or already used join token".to_string());
+                return Err(EnrollError::UnknownToken);
             };
             let record = s.join_tokens.remove(pos);
             if record.expires <= now {
-                return Err(format!(
-                    "join token {} for {:?} expired",
-                    record.id(),
-                    record.name
-                ));
+                return Err(EnrollError::ExpiredToken {
+                    id: record.id().to_string(),
+                    name: record.name,
+                });
             }
             if validate_spoke_name(&record.name).is_err() {
-                return Err(format!("join token names invalid spoke {:?}", record.name));
+                return Err(EnrollError::InvalidName(record.name));
             }
             // Enrolling again under a name replaces the record (and so its credential).
             s.spokes.retain(|r| r.name != record.name);
@@ -202,7 +270,7 @@ pub(crate) fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, 
             });
             Ok(record.name)
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(EnrollError::Store)?;
     outcome.map(|name| Enrolled {
         name,
         credential: Some(credential),
@@ -213,22 +281,22 @@ pub(crate) fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, 
 /// Checks a reconnecting spoke's saved credential (constant-time).
 ///
 /// # Errors
-/// Unknown name or wrong credential (the reason for the hub's log).
+/// Unknown name or wrong credential (the reason for the hub's log), or the state file.
 pub(crate) fn check_credential(
     store: &Store,
     name: &str,
     credential: &str,
-) -> Result<Enrolled, String> {
+) -> Result<Enrolled, EnrollError> {
     if name == LOCAL_SPOKE {
-        return Err(format!("the name {LOCAL_SPOKE:?} is the hub's own spoke"));
+        return Err(EnrollError::LocalName);
     }
-    let state = store.load().map_err(|e| e.to_string())?;
+    let state = store.load().map_err(EnrollError::Store)?;
     let Some(record) = state.spokes.iter().find(|r| r.name == name) else {
-        return Err(format!("spoke {name:?} is not enrolled (revoked?)"));
+        return Err(EnrollError::NotEnrolled(name.to_string()));
     };
     let hash = sha256_hex(credential.as_bytes());
     if !ct_eq(&hash, &record.credential_hash) {
-        return Err(format!("wrong or superseded credential for spoke {name:?}"));
+        return Err(EnrollError::WrongCredential(name.to_string()));
     }
     Ok(Enrolled {
         name: name.to_string(),
@@ -263,10 +331,27 @@ mod tests {
                 .expect("read")
                 .contains(&cred)
         );
-        assert!(enroll_with_token(&s, &token).is_err());
+        assert!(matches!(
+            enroll_with_token(&s, &token),
+            Err(EnrollError::UnknownToken)
+        ));
         assert!(check_credential(&s, "edge-1", &cred).is_ok());
-        assert!(check_credential(&s, "edge-1", "nope").is_err());
-        assert!(check_credential(&s, "edge-2", &cred).is_err());
+        assert!(matches!(
+            check_credential(&s, "edge-1", "nope"),
+            Err(EnrollError::WrongCredential(_))
+        ));
+        assert!(matches!(
+            check_credential(&s, "edge-2", &cred),
+            Err(EnrollError::NotEnrolled(_))
+        ));
+        assert!(matches!(
+            check_credential(&s, "local", &cred),
+            Err(EnrollError::LocalName)
+        ));
+        assert!(matches!(
+            enroll_with_token(&s, "short"),
+            Err(EnrollError::MalformedToken)
+        ));
     }
 
     #[test]
@@ -274,11 +359,9 @@ mod tests {
         let s = store("expired");
         let (token, _) = create_token(&s, "edge-1", Duration::from_secs(60)).expect("mint");
         s.update(|st| st.join_tokens[0].expires = 1).expect("age");
-        assert!(
-            enroll_with_token(&s, &token)
-                .expect_err("expired")
-                .contains("expired")
-        );
+        let err = enroll_with_token(&s, &token).expect_err("expired");
+        assert!(matches!(err, EnrollError::ExpiredToken { .. }), "{err:?}");
+        assert!(err.to_string().contains("expired"), "{err}");
         assert!(s.load().expect("load").join_tokens.is_empty());
         assert!(s.load().expect("load").spokes.is_empty());
     }

@@ -134,7 +134,7 @@ pub enum HubError {
     /// A hook failed.
     Hook(hooks::HookError),
     /// The OS random source failed.
-    Random(String),
+    Random(getrandom::Error),
     /// The HTTP front could not listen.
     Listen {
         /// The address.
@@ -203,6 +203,7 @@ impl std::error::Error for HubError {
             HubError::Verb { source, .. } => Some(source),
             HubError::Store(err) => Some(err),
             HubError::Hook(err) => Some(err),
+            HubError::Random(err) => Some(err),
             _ => None,
         }
     }
