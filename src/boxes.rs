@@ -5,9 +5,12 @@
 //! manager in [`memory`] for tests of the layers above. This module also owns the box-id rule,
 //! because every implementation and the hub must apply the same one.
 
+mod id;
 // A test double: compiled for unit tests and with `--features test-doubles` only.
 #[cfg(any(test, feature = "test-doubles"))]
 pub mod memory;
+
+pub use id::{ContainerId, SHORT_LEN, short_id};
 
 use std::fmt;
 use std::time::Duration;
@@ -189,8 +192,9 @@ impl fmt::Display for Phase {
 /// One box as `list` reports it; this is also the wire `Box` of DESIGN §4.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoxInfo {
-    /// Short (12-character) container id.
-    pub container_id: String,
+    /// Short (12-character) container id: a listing carries only the short form, from the local
+    /// spoke as from a remote one.
+    pub container_id: ContainerId,
     /// Container name (`llmbox-pending-<id12>` or `llmbox-<id12>`).
     pub name: String,
     /// The caller's box id.

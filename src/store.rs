@@ -99,7 +99,7 @@ pub struct Session {
     /// SHA-256 hex of the page token in `/auth/<token>`.
     pub(crate) token_hash: String,
     /// Full container id on the spoke.
-    pub container_id: String,
+    pub container_id: crate::boxes::ContainerId,
     /// The spoke holding the box.
     pub(crate) spoke: String,
     /// The caller's box id (unique hub-wide).

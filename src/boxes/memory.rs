@@ -8,13 +8,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{BoxError, BoxInfo, BoxManager, CreateOptions, Created, ExecResult, Phase};
+use super::{
+    BoxError, BoxInfo, BoxManager, ContainerId, CreateOptions, Created, ExecResult, Phase,
+};
 
 /// The code that makes a fake login fail, as the test box's fake `claude` does.
 pub const BAD_CODE: &str = "bad-code";
 
 struct MemBox {
-    id: String,
+    id: ContainerId,
     box_id: String,
     description: String,
     image: String,
@@ -26,7 +28,7 @@ struct MemBox {
 
 impl MemBox {
     fn short_id(&self) -> &str {
-        &self.id[..12]
+        self.id.short()
     }
 
     fn name(&self) -> String {
@@ -68,7 +70,7 @@ impl MemoryBoxManager {
         let matches: Vec<usize> = boxes
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.id.starts_with(key) || b.name() == key || b.box_id == key)
+            .filter(|(_, b)| b.id.matches(key) || b.name() == key || b.box_id == key)
             .map(|(i, _)| i)
             .collect();
         match matches.as_slice() {
@@ -102,7 +104,7 @@ impl BoxManager for MemoryBoxManager {
         );
         let created_unix = crate::util::unix_now();
         boxes.push(MemBox {
-            id: id.clone(),
+            id: ContainerId::new(id.clone()),
             box_id: opts.box_id,
             description: opts.description,
             image: opts.image,
@@ -141,7 +143,7 @@ impl BoxManager for MemoryBoxManager {
             .lock()
             .iter()
             .map(|b| BoxInfo {
-                container_id: b.short_id().to_string(),
+                container_id: b.short_id().into(),
                 name: b.name(),
                 box_id: b.box_id.clone(),
                 description: b.description.clone(),

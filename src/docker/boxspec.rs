@@ -18,8 +18,6 @@ pub(crate) const LABEL_NAMESPACE: &str = "com.llmbox.namespace";
 pub(crate) const LABEL_BOX_ID: &str = "com.llmbox.box-id";
 /// Label holding the description.
 pub(crate) const LABEL_DESCRIPTION: &str = "com.llmbox.description";
-/// Characters of a container id in its short form (and in box and network names).
-pub(crate) const SHORT_ID_LEN: usize = 12;
 /// Name prefix of a box waiting for its code.
 pub(crate) const PENDING_PREFIX: &str = "llmbox-pending-";
 /// Name prefix of an activated box.
@@ -52,15 +50,8 @@ pub(crate) const CLAUDE_JSON_SEED: &str = r#"{
 }
 "#;
 
-/// The first 12 characters of a container id. (Ids come from the daemon; one that is not
-/// hex still yields a prefix instead of a panic on a character boundary.)
-pub(crate) fn short_id(id: &str) -> &str {
-    let end = id
-        .char_indices()
-        .nth(SHORT_ID_LEN)
-        .map_or(id.len(), |(i, _)| i);
-    &id[..end]
-}
+/// The short form of a container id: the box layer's one short-id rule.
+pub(crate) use crate::boxes::short_id;
 
 /// The name of a pending box.
 pub(crate) fn pending_name(id: &str) -> String {

@@ -211,7 +211,7 @@ pub(super) fn remove_box_network(client: &Client, id: &str) -> Result<(), Docker
 fn to_info(b: &ContainerSummary) -> BoxInfo {
     let label = |k: &str| b.labels.get(k).cloned().unwrap_or_default();
     BoxInfo {
-        container_id: boxspec::short_id(&b.id).to_string(),
+        container_id: boxspec::short_id(&b.id).into(),
         name: b.name().to_string(),
         box_id: label(LABEL_BOX_ID),
         description: label(LABEL_DESCRIPTION),

@@ -1,15 +1,22 @@
 //! The hub: sessions, routing, MCP, the activation page, the HTTP front, the reaper and hooks
 //! (DESIGN §8).
 //!
-//! [`Hub`] is the product logic and knows nothing of HTTP: it routes every per-box operation to
-//! the spoke holding the box (through [`SpokeDirectory`]), keeps one activation session per box
-//! in the state file ([`Store`]), runs hooks and counts verb calls. The sans-IO MCP dispatcher
-//! ([`mcp`]) and the tool layer ([`tools`]) sit on top of it; [`http`] is the only module that
-//! touches sockets (tiny_http), and [`page`] renders the activation page.
+//! [`Hub`] is the product logic and knows nothing of HTTP. It is composed of three parts:
+//! - the [`ledger`]: the hub's *sessions* — one per box created through the hub, in the state
+//!   file — and every secret tied to them (page tokens, typed codes, create and activation
+//!   claims); the only code that touches them, and where their invariants are kept and tested;
+//! - the router ([`routing`]): which spoke a create goes to, the fan-out `list`, finding a box's
+//!   spoke, the per-verb metrics (through [`SpokeDirectory`]);
+//! - the [`hooks`].
+//!
+//! The operations compose them: the seven MCP operations ([`operations`]), the activation page
+//! ([`activation`]), and upkeep (reconcile, one reaper pass). They answer in [`views`]. The
+//! sans-IO MCP dispatcher ([`mcp`]) and the tool layer ([`tools`]) sit on top; [`http`] is the
+//! only module that touches sockets (tiny_http), and [`page`] renders the activation page.
 //!
 //! Invariants: page tokens reach disk only as their SHA-256; the OAuth authorize URL and the
-//! codes a person types never leave through MCP (see [`redact`]); no lock is held across a
-//! spoke call, a hook run or a state-file write, except the store's own file lock.
+//! codes a person types never leave through MCP (see [`redact`] and [`ledger`]); no lock is held
+//! across a spoke call, a hook run or a state-file write, except the store's own file lock.
 //!
 //! Threads: the HTTP front's accept loop and bounded handler threads ([`http`]), and the reaper
 //! ([`reaper`]); each is named and owned by the handle that started it.
@@ -17,28 +24,31 @@
 mod activation;
 pub(crate) mod hooks;
 pub mod http;
+mod ledger;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
+mod operations;
 pub(crate) mod page;
 pub mod reaper;
 pub(crate) mod redact;
-mod sessions;
+mod routing;
 pub(crate) mod tools;
 mod upkeep;
+mod views;
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::boxes::BoxError;
 use crate::cluster::SpokeDirectory;
-use crate::store::{Store, StoreError};
+use crate::store::{SessionStatus, Store, StoreError};
 
 pub use activation::{ActivationPage, PageState};
-pub use sessions::{BoxView, CreateRequest, ListView, ListedBox, SpokeFailure};
-pub use upkeep::forget_reaped;
+pub use ledger::forget_reaped;
+pub use operations::CreateRequest;
+pub use views::{BoxStatus, BoxView, ListView, ListedBox, SpokeFailure};
 
 /// Default `--auth-ttl`: pending boxes older than this are reaped.
 pub(crate) const DEFAULT_AUTH_TTL: Duration = Duration::from_secs(5 * 60);
@@ -215,32 +225,12 @@ impl From<StoreError> for HubError {
     }
 }
 
-/// Most codes remembered per box for redaction (a person retrying many times).
-const MAX_CODES_PER_BOX: usize = 8;
-
-/// In-memory bookkeeping that never reaches disk.
-#[derive(Default)]
-struct Volatile {
-    /// Box ids (lowercase) whose create is in flight: reserves the id hub-wide.
-    creating: HashSet<String>,
-    /// Container ids with an activation in flight, and the spoke of each (the reaper leaves
-    /// those spokes alone meanwhile).
-    activating: HashMap<String, String>,
-    /// Page tokens handed out by this process, by container id, so `get_llmbox` can repeat the
-    /// link. After a restart a fresh token is minted instead (the old link keeps working).
-    tokens: HashMap<String, String>,
-    /// Codes typed for each container, kept only to scrub them from logs and exec output.
-    codes: HashMap<String, Vec<String>>,
-}
-
 /// The hub: every MCP tool and the activation page call into this.
 pub struct Hub {
     config: HubConfig,
-    store: Arc<Store>,
-    spokes: Arc<dyn SpokeDirectory>,
+    ledger: ledger::Ledger,
+    router: routing::Router,
     hooks: hooks::Hooks,
-    metrics: metrics::Metrics,
-    volatile: Mutex<Volatile>,
 }
 
 impl Hub {
@@ -249,11 +239,9 @@ impl Hub {
         let hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
         Hub {
             config,
-            store,
-            spokes,
+            ledger: ledger::Ledger::new(store),
+            router: routing::Router::new(spokes),
             hooks,
-            metrics: metrics::Metrics::default(),
-            volatile: Mutex::new(Volatile::default()),
         }
     }
 
@@ -264,7 +252,7 @@ impl Hub {
 
     /// The state file.
     pub fn store(&self) -> &Arc<Store> {
-        &self.store
+        self.ledger.store()
     }
 
     /// The activation page link for a page token.
@@ -272,42 +260,18 @@ impl Hub {
         format!("{}/auth/{token}", self.config.public_url)
     }
 
-    fn volatile(&self) -> MutexGuard<'_, Volatile> {
-        // Plain sets and maps: a panic elsewhere cannot leave them half-updated.
-        self.volatile.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs one verb, counting it and its latency under `method`.
-    fn verb<T>(
-        &self,
-        method: &'static str,
-        call: impl FnOnce() -> Result<T, BoxError>,
-    ) -> Result<T, BoxError> {
-        let started = std::time::Instant::now();
-        let result = call();
-        self.metrics
-            .observe(method, started.elapsed(), result.is_ok());
-        result
-    }
-
     /// Prometheus text for `/metrics`.
     pub(crate) fn render_metrics(&self) -> String {
-        let connected = self
-            .spokes
-            .statuses()
-            .iter()
-            .filter(|s| s.connected)
-            .count();
+        let connected = self.router.connected().len();
         let (mut pending, mut ready) = (0, 0);
-        if let Ok(state) = self.store.load() {
-            for s in &state.sessions {
-                match s.status {
-                    crate::store::SessionStatus::Ready => ready += 1,
-                    _ => pending += 1,
-                }
+        for s in self.ledger.sessions().unwrap_or_default() {
+            match s.status {
+                SessionStatus::Ready => ready += 1,
+                _ => pending += 1,
             }
         }
-        self.metrics
+        self.router
+            .metrics()
             .render(connected, &[("pending", pending), ("ready", ready)])
     }
 }

@@ -1,46 +1,17 @@
-//! Upkeep of the sessions: dropping them (with their destroy hooks and in-memory secrets),
-//! reconciling them with the spokes at start, one reaper pass, and forgetting what
-//! `llmbox reap --state` removed.
+//! Upkeep of the sessions: dropping them (with their destroy hooks), reconciling them with the
+//! spokes at start and after each reaper pass, and one reaper pass. The ledger changes the
+//! sessions; this module decides which go.
 
 use super::Hub;
+use crate::boxes::ContainerId;
 use crate::store::Session;
 
-/// Drops the sessions of boxes reaped outside the hub (`llmbox reap --state FILE`), given their
-/// short (12-character) container ids. Matched by id alone: the reaping host's namespace label
-/// need not be the spoke's name (`--local-namespace`), and Docker ids do not repeat. Hooks are
-/// not run (the CLI has none). Returns how many sessions were dropped.
-///
-/// # Errors
-/// The state file could not be read or written.
-pub fn forget_reaped(
-    store: &crate::store::Store,
-    short_ids: &[String],
-) -> Result<usize, crate::store::StoreError> {
-    let ids: Vec<&String> = short_ids.iter().filter(|id| id.len() >= 12).collect();
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    store.update(|state| {
-        let before = state.sessions.len();
-        state
-            .sessions
-            .retain(|s| !ids.iter().any(|id| s.container_id.starts_with(id.as_str())));
-        before - state.sessions.len()
-    })
-}
-
 impl Hub {
-    /// Removes the sessions matching `pred`, runs their destroy hooks, forgets their secrets.
-    /// Returns how many were removed (0 when the state file could not be written; logged).
+    /// Removes the sessions matching `pred` (the ledger forgets their secrets), then runs their
+    /// destroy hooks. Returns how many were removed (0 when the state file could not be
+    /// written; logged).
     pub(super) fn drop_sessions(&self, pred: impl Fn(&Session) -> bool) -> usize {
-        let removed = self.store.update(|state| {
-            let (gone, kept): (Vec<Session>, Vec<Session>) = std::mem::take(&mut state.sessions)
-                .into_iter()
-                .partition(|s| pred(s));
-            state.sessions = kept;
-            gone
-        });
-        let removed = match removed {
+        let removed = match self.ledger.remove(pred) {
             Ok(r) => r,
             Err(e) => {
                 log::warn!("dropping sessions: {e}");
@@ -48,47 +19,41 @@ impl Hub {
             }
         };
         for s in &removed {
-            {
-                let mut v = self.volatile();
-                v.tokens.remove(&s.container_id);
-                v.codes.remove(&s.container_id);
-            }
             self.hooks
                 .destroy(&s.box_id, &s.spoke, &s.container_id, s.hook_state.as_ref());
         }
         removed.len()
     }
 
-    /// At start and after each reaper pass: drops the sessions whose box is gone from a reachable spoke; sessions on a
-    /// spoke that is away (or fails to list) are kept. Returns how many were dropped.
+    /// At start and after each reaper pass: drops the sessions whose box is gone from a
+    /// reachable spoke; sessions on a spoke that is away (or fails to list) are kept. Returns
+    /// how many were dropped.
     pub fn reconcile(&self) -> usize {
-        let sessions = match self.store.load() {
-            Ok(state) => state.sessions.clone(),
+        let sessions = match self.ledger.sessions() {
+            Ok(sessions) => sessions,
             Err(e) => {
                 log::warn!("reconciling sessions: {e}");
                 return 0;
             }
         };
-        let mut gone: Vec<String> = Vec::new();
+        let mut gone: Vec<ContainerId> = Vec::new();
         let mut spokes: Vec<&str> = sessions.iter().map(|s| s.spoke.as_str()).collect();
         spokes.sort_unstable();
         spokes.dedup();
         for spoke in spokes {
-            let Some(manager) = self.spokes.get(spoke) else {
-                continue;
-            };
-            let list = match self.verb("list", || manager.list()) {
-                Ok(list) => list,
-                Err(e) => {
+            let list = match self.router.list_on(spoke) {
+                None => continue,
+                Some(Ok(list)) => list,
+                Some(Err(e)) => {
                     log::warn!("reconciling sessions of spoke {spoke:?}: {e}");
                     continue;
                 }
             };
             for s in sessions.iter().filter(|s| s.spoke == spoke) {
-                let alive = list.iter().any(|b| {
-                    !b.container_id.is_empty() && s.container_id.starts_with(&b.container_id)
-                });
-                if !alive {
+                if !list
+                    .iter()
+                    .any(|b| s.container_id.same_box(&b.container_id))
+                {
                     gone.push(s.container_id.clone());
                 }
             }
@@ -106,8 +71,8 @@ impl Hub {
     /// was reaped. Returns how many boxes were reaped.
     pub fn reap_once(&self) -> usize {
         let mut reaped: Vec<(String, String)> = Vec::new();
-        let activating: Vec<String> = self.volatile().activating.values().cloned().collect();
-        for status in self.spokes.statuses().into_iter().filter(|s| s.connected) {
+        let activating = self.ledger.activating_spokes();
+        for status in self.router.connected() {
             // A person may be typing the code of a box that just reached its TTL: reaping
             // under them would turn a good code into an error. The spoke's turn comes next pass.
             if activating.contains(&status.name) {
@@ -117,10 +82,13 @@ impl Hub {
                 );
                 continue;
             }
-            let Some(manager) = self.spokes.get(&status.name) else {
+            let Ok(manager) = self.router.manager(&status.name) else {
                 continue;
             };
-            match self.verb("reap", || manager.reap(self.config.auth_ttl)) {
+            match self
+                .router
+                .verb("reap", || manager.reap(self.config.auth_ttl))
+            {
                 Ok(ids) => {
                     if !ids.is_empty() {
                         log::info!(
@@ -136,9 +104,9 @@ impl Hub {
         }
         if !reaped.is_empty() {
             self.drop_sessions(|s| {
-                reaped.iter().any(|(spoke, id)| {
-                    *spoke == s.spoke && !id.is_empty() && s.container_id.starts_with(id.as_str())
-                })
+                reaped
+                    .iter()
+                    .any(|(spoke, id)| *spoke == s.spoke && s.container_id.matches(id))
             });
         }
         reaped.len()

@@ -1,0 +1,323 @@
+//! What the MCP tools report about boxes: plain serde views built from a session, a listed box
+//! or a destroy, with one [`BoxStatus`] for every place a box's status is shown.
+//!
+//! No I/O and no secrets here: a view is built from a session snapshot the ledger handed out and
+//! from text the ledger already scrubbed; the authorize URL of a session never enters a view.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::boxes::{BoxInfo, Phase};
+use crate::store::{Session, SessionStatus};
+
+/// Where a box stands, as a model reads it (`status` in every view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxStatus {
+    /// Waiting for the person's code.
+    Pending,
+    /// The last code failed; still waiting for one.
+    Error,
+    /// Activated.
+    Ready,
+    /// Just destroyed (only in `destroy_llmbox`'s answer).
+    Destroyed,
+}
+
+impl BoxStatus {
+    /// The word on the wire.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BoxStatus::Pending => "pending",
+            BoxStatus::Error => "error",
+            BoxStatus::Ready => "ready",
+            BoxStatus::Destroyed => "destroyed",
+        }
+    }
+
+    /// The status of a box with this session.
+    pub fn of_session(status: SessionStatus) -> Self {
+        match status {
+            SessionStatus::Pending => BoxStatus::Pending,
+            SessionStatus::Error => BoxStatus::Error,
+            SessionStatus::Ready => BoxStatus::Ready,
+        }
+    }
+
+    /// The status of a box as its spoke reports it (no session known).
+    pub fn of_phase(phase: Phase) -> Self {
+        match phase {
+            Phase::Pending => BoxStatus::Pending,
+            Phase::Ready => BoxStatus::Ready,
+        }
+    }
+
+    /// A listed box: its session's word while the box still waits (so `error` shows), else
+    /// what the spoke says (a box activated elsewhere, or with no session, is as listed).
+    pub fn listed(phase: Phase, session: Option<&Session>) -> Self {
+        match session {
+            Some(s) if s.status != SessionStatus::Ready && phase == Phase::Pending => {
+                BoxStatus::of_session(s.status)
+            }
+            _ => BoxStatus::of_phase(phase),
+        }
+    }
+}
+
+impl fmt::Display for BoxStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for BoxStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for BoxStatus {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// One box as `create_llmbox` / `get_llmbox` / `destroy_llmbox` report it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoxView {
+    /// The caller's box id.
+    pub box_id: String,
+    /// The spoke holding it.
+    pub spoke: String,
+    /// Where it stands.
+    pub status: BoxStatus,
+    /// The activation page to hand to the person, while not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation_url: Option<String>,
+    /// The remote-control session URL, once ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_url: Option<String>,
+    /// The last activation error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Short container id.
+    pub container_id: String,
+    /// Free text from create.
+    pub description: String,
+    /// Created at, unix seconds.
+    pub created: i64,
+    /// What the caller should do next.
+    pub next_step: String,
+}
+
+impl BoxView {
+    /// A box created through this hub. `activation_url` is the page link (handed in while the
+    /// box is not ready); `scrubbed_error` is the session's error with typed codes hidden.
+    pub(super) fn of_session(
+        s: &Session,
+        activation_url: Option<String>,
+        scrubbed_error: String,
+    ) -> BoxView {
+        let ready = s.status == SessionStatus::Ready;
+        let next_step = match s.status {
+            SessionStatus::Pending => {
+                "Give the person the activation_url (never anything else): they sign in with their own Claude account there and paste the code. Then call get_llmbox until status is ready."
+            }
+            SessionStatus::Error => {
+                "The last code did not work; the activation page shows why and offers a fresh sign-in link. Ask the person to open activation_url again, then call get_llmbox."
+            }
+            SessionStatus::Ready => {
+                "The box is ready: give the person session_url. Use exec_llmbox to run commands and get_llmbox_logs to read its output."
+            }
+        };
+        BoxView {
+            box_id: s.box_id.clone(),
+            spoke: s.spoke.clone(),
+            status: BoxStatus::of_session(s.status),
+            activation_url: activation_url.filter(|_| !ready),
+            session_url: ready.then(|| s.session_url.clone()),
+            error: (!scrubbed_error.is_empty() && !ready).then_some(scrubbed_error),
+            container_id: s.container_id.short().to_string(),
+            description: s.description.clone(),
+            created: s.created,
+            next_step: next_step.to_string(),
+        }
+    }
+
+    /// A box made outside this hub (no session), as `spoke` listed it.
+    pub(super) fn of_listed(info: BoxInfo, spoke: String) -> BoxView {
+        BoxView {
+            status: BoxStatus::of_phase(info.phase),
+            next_step: match info.phase {
+                Phase::Ready => "The box is ready; use exec_llmbox and get_llmbox_logs.".into(),
+                Phase::Pending => "This box was not created through this hub, so it has no activation page here; destroy it and create a new one.".into(),
+            },
+            box_id: info.box_id,
+            spoke,
+            activation_url: None,
+            session_url: None,
+            error: None,
+            container_id: info.container_id.short().to_string(),
+            description: info.description,
+            created: info.created,
+        }
+    }
+
+    /// What `destroy_llmbox` answers, described by the session or the listing it found.
+    pub(super) fn destroyed(
+        box_id: &str,
+        spoke: String,
+        container_id: &str,
+        description: String,
+        created: i64,
+    ) -> BoxView {
+        BoxView {
+            box_id: box_id.to_string(),
+            spoke,
+            status: BoxStatus::Destroyed,
+            activation_url: None,
+            session_url: None,
+            error: None,
+            container_id: crate::boxes::short_id(container_id).to_string(),
+            description,
+            created,
+            next_step: "The box and its files are gone; create_llmbox makes a new one.".into(),
+        }
+    }
+}
+
+/// One box in `list_llmboxes`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListedBox {
+    /// The caller's box id (empty for a box made without one).
+    pub box_id: String,
+    /// The spoke holding it.
+    pub spoke: String,
+    /// `pending`, `ready` or `error`.
+    pub status: BoxStatus,
+    /// Short container id.
+    pub container_id: String,
+    /// Image.
+    pub image: String,
+    /// Docker's state (`running`, `exited`, …).
+    pub state: String,
+    /// Free text from create.
+    pub description: String,
+    /// Created at, unix seconds.
+    pub created: i64,
+}
+
+impl ListedBox {
+    /// A listed box with the session of the same box, if the hub has one.
+    pub(super) fn new(b: BoxInfo, session: Option<&Session>) -> ListedBox {
+        ListedBox {
+            status: BoxStatus::listed(b.phase, session),
+            box_id: b.box_id,
+            spoke: b.spoke,
+            container_id: b.container_id.short().to_string(),
+            image: b.image,
+            state: b.state,
+            description: b.description,
+            created: b.created,
+        }
+    }
+}
+
+/// A spoke whose `list` failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpokeFailure {
+    /// The spoke.
+    pub spoke: String,
+    /// Why.
+    pub error: String,
+}
+
+/// What `list_llmboxes` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListView {
+    /// Boxes on every spoke that answered.
+    pub boxes: Vec<ListedBox>,
+    /// Spokes that are away or failed to answer; their boxes are missing above.
+    pub unreachable: Vec<SpokeFailure>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(status: SessionStatus) -> Session {
+        Session {
+            token_hash: "h".into(),
+            container_id: "0123456789abcdef0123".into(),
+            spoke: "edge".into(),
+            box_id: "web".into(),
+            description: "d".into(),
+            authorize_url: "https://claude.com/cai/oauth/authorize?secret".into(),
+            status,
+            session_url: "https://claude.ai/code/s".into(),
+            error: "old".into(),
+            hook_state: None,
+            created: 7,
+            more_token_hashes: Vec::new(),
+            code_hashes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn status_words_are_the_wire_words() {
+        for (status, word) in [
+            (BoxStatus::Pending, "pending"),
+            (BoxStatus::Error, "error"),
+            (BoxStatus::Ready, "ready"),
+            (BoxStatus::Destroyed, "destroyed"),
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).expect("json"),
+                serde_json::json!(word)
+            );
+            assert_eq!(status, word);
+        }
+    }
+
+    #[test]
+    fn a_listed_box_shows_its_sessions_error_only_while_it_waits() {
+        let failed = session(SessionStatus::Error);
+        assert_eq!(
+            BoxStatus::listed(Phase::Pending, Some(&failed)),
+            BoxStatus::Error
+        );
+        assert_eq!(
+            BoxStatus::listed(Phase::Ready, Some(&failed)),
+            BoxStatus::Ready
+        );
+        assert_eq!(BoxStatus::listed(Phase::Pending, None), BoxStatus::Pending);
+    }
+
+    #[test]
+    fn a_ready_view_has_the_session_url_and_neither_page_nor_error() {
+        let v = BoxView::of_session(
+            &session(SessionStatus::Ready),
+            Some("http://hub/auth/t".into()),
+            "old".into(),
+        );
+        assert_eq!(v.status, BoxStatus::Ready);
+        assert_eq!(v.session_url.as_deref(), Some("https://claude.ai/code/s"));
+        assert_eq!((&v.activation_url, &v.error), (&None, &None));
+        assert_eq!(v.container_id, "0123456789ab");
+        let text = serde_json::to_string(&v).expect("json");
+        assert!(!text.contains("authorize"), "{text}");
+    }
+
+    #[test]
+    fn a_waiting_view_has_the_page_and_the_scrubbed_error_but_no_session_url() {
+        let v = BoxView::of_session(
+            &session(SessionStatus::Error),
+            Some("http://hub/auth/t".into()),
+            "scrubbed".into(),
+        );
+        assert_eq!(v.activation_url.as_deref(), Some("http://hub/auth/t"));
+        assert_eq!(v.error.as_deref(), Some("scrubbed"));
+        assert_eq!(v.session_url, None);
+    }
+}
