@@ -203,3 +203,82 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boxes::CreateOptions;
+    use crate::boxes::memory::MemoryBoxManager;
+    use crate::cluster::StaticDirectory;
+
+    fn router(names: &[&str]) -> (Router, Vec<Arc<MemoryBoxManager>>) {
+        let mut dir = StaticDirectory::default();
+        let mut managers = Vec::new();
+        for name in names {
+            let m = Arc::new(MemoryBoxManager::new(name, 5));
+            dir = dir.with(name, Arc::clone(&m) as Arc<dyn BoxManager>);
+            managers.push(m);
+        }
+        (Router::new(Arc::new(dir)), managers)
+    }
+
+    fn make(m: &MemoryBoxManager, box_id: &str) -> ContainerId {
+        let opts = CreateOptions {
+            image: "img".into(),
+            box_id: box_id.into(),
+            ..Default::default()
+        };
+        ContainerId::new(m.create(opts).expect("create").id)
+    }
+
+    #[test]
+    fn a_create_goes_to_the_spoke_asked_for_else_local_else_the_first() {
+        let (r, _) = router(&["edge", "local"]);
+        assert_eq!(r.choose(None).expect("spoke"), "local");
+        assert_eq!(r.choose(Some("edge")).expect("spoke"), "edge");
+        assert!(matches!(
+            r.choose(Some("far")),
+            Err(HubError::UnknownSpoke { .. })
+        ));
+        let (r, _) = router(&["b-edge", "a-edge"]);
+        assert_eq!(r.choose(None).expect("spoke"), "a-edge");
+        let (r, _) = router(&[]);
+        assert!(matches!(r.choose(None), Err(HubError::NoSpoke)));
+    }
+
+    #[test]
+    fn a_box_is_located_by_its_session_or_else_by_listing_every_spoke() {
+        let (r, m) = router(&["edge", "local"]);
+        let id = make(&m[0], "web");
+        let found = r.locate("WEB", None).expect("listed");
+        assert_eq!(
+            (found.spoke.as_str(), found.target.as_str()),
+            ("edge", id.short())
+        );
+        assert!(found.info.is_some() && found.session.is_none());
+        assert!(matches!(
+            r.locate("nope", None),
+            Err(HubError::UnknownBox(_))
+        ));
+    }
+
+    #[test]
+    fn holds_knows_a_box_by_its_full_id_and_says_nothing_for_an_unknown_spoke() {
+        let (r, m) = router(&["edge"]);
+        let id = make(&m[0], "web");
+        assert_eq!(r.holds("edge", &id), Some(true));
+        m[0].destroy(&id).expect("destroy");
+        assert_eq!(r.holds("edge", &id), Some(false));
+        assert_eq!(r.holds("far", &id), None);
+    }
+
+    #[test]
+    fn every_verb_is_counted_under_its_method() {
+        let (r, _) = router(&["edge"]);
+        r.fan_out();
+        let _ = r.verb("destroy", || Err::<(), _>(BoxError::NotFound("x".into())));
+        let text = r.metrics().render(1, &[]);
+        assert!(text.contains("method=\"list\""), "{text}");
+        assert!(text.contains("method=\"destroy\""), "{text}");
+    }
+}
