@@ -57,6 +57,24 @@ fn destroying_a_box_removed_behind_the_hubs_back_on_a_remote_spoke_succeeds_and_
 }
 
 #[test]
+fn logs_of_a_box_removed_behind_the_hubs_back_on_a_remote_spoke_say_it_is_gone_and_drop_its_session()
+ {
+    let (plane, spoke, hub) = hub_with_edge("remote-logs");
+    hub.create_box(create("web")).expect("create");
+    spoke.manager.destroy("web").expect("removed on the spoke");
+    let err = hub.box_logs("web", 10).expect_err("gone");
+    assert!(
+        matches!(&err, HubError::BoxGone { box_id, spoke } if box_id == "web" && spoke == "edge"),
+        "{err:?}"
+    );
+    assert!(
+        !err.to_string().contains("0000000000"),
+        "the model never saw the full id: {err}"
+    );
+    assert!(plane.store.load().expect("load").sessions.is_empty());
+}
+
+#[test]
 fn a_remote_spokes_not_found_answer_arrives_typed_and_an_untyped_one_stays_remote() {
     let (plane, _spoke, _hub) = hub_with_edge("remote-typed");
     let remote = plane.wait_connected("edge");

@@ -12,7 +12,7 @@ use super::ledger::NewSession;
 use super::routing::Located;
 use super::views::{BoxView, ListView, ListedBox};
 use super::{Hub, HubError};
-use crate::boxes::{BoxManager, ContainerId, CreateOptions, ErrorKind, ExecResult};
+use crate::boxes::{BoxError, BoxManager, ContainerId, CreateOptions, ErrorKind, ExecResult};
 use crate::cluster::SpokeStatus;
 use crate::store::Session;
 
@@ -228,21 +228,14 @@ impl Hub {
     pub fn destroy_box(&self, box_id: &str) -> Result<BoxView, HubError> {
         let found = self.locate(box_id)?;
         let manager = self.router.manager(&found.spoke)?;
-        match self
+        if let Err(source) = self
             .router
             .verb("destroy", || manager.destroy(&found.target))
         {
-            Ok(()) => {}
-            // Already gone on the spoke (local or remote alike: the kind crosses the wire):
-            // forgetting the session finishes the job.
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) && found.session.is_some() => {}
-            Err(source) => {
-                return Err(HubError::Verb {
-                    op: "destroy",
-                    box_id: box_id.to_string(),
-                    spoke: found.spoke,
-                    source,
-                });
+            match self.verb_failed("destroy", box_id, &found, source) {
+                // Already gone on the spoke, and its session with it: the job is done.
+                HubError::BoxGone { .. } => {}
+                err => return Err(err),
             }
         }
         // Runs the destroy hooks with the state they returned at create.
@@ -262,26 +255,52 @@ impl Hub {
         ))
     }
 
+    /// The hub's handling of a failed verb on a located box, decided here by the failure's kind
+    /// alone, so a remote spoke's failure is handled like the local spoke's (the kind crosses
+    /// the wire; a Go spoke's untyped errors are reported as they came):
+    /// - `not_found` for a box the hub has a session of: the box was removed behind the hub's
+    ///   back, so its session is dropped and the answer is [`HubError::BoxGone`] (which
+    ///   `destroy` takes as done);
+    /// - anything else: [`HubError::Verb`] with the spoke's words.
+    fn verb_failed(
+        &self,
+        op: &'static str,
+        box_id: &str,
+        found: &Located,
+        source: BoxError,
+    ) -> HubError {
+        if let (Some(ErrorKind::NotFound), Some(s)) = (source.kind(), &found.session) {
+            self.drop_sessions(|x| x.container_id == s.container_id);
+            return HubError::BoxGone {
+                box_id: s.box_id.clone(),
+                spoke: s.spoke.clone(),
+            };
+        }
+        HubError::Verb {
+            op,
+            box_id: box_id.to_string(),
+            spoke: found.spoke.clone(),
+            source,
+        }
+    }
+
     /// Runs `verb` on the located box's spoke, naming `op` in its error.
     fn on_box<T>(
         &self,
         box_id: &str,
         op: &'static str,
         method: &'static str,
-        verb: impl FnOnce(&dyn BoxManager, &ContainerId) -> Result<T, crate::boxes::BoxError>,
+        verb: impl FnOnce(&dyn BoxManager, &ContainerId) -> Result<T, BoxError>,
     ) -> Result<(Located, T), HubError> {
         let found = self.locate(box_id)?;
         let manager = self.router.manager(&found.spoke)?;
-        let out = self
+        match self
             .router
             .verb(method, || verb(manager.as_ref(), &found.target))
-            .map_err(|source| HubError::Verb {
-                op,
-                box_id: box_id.to_string(),
-                spoke: found.spoke.clone(),
-                source,
-            })?;
-        Ok((found, out))
+        {
+            Ok(out) => Ok((found, out)),
+            Err(source) => Err(self.verb_failed(op, box_id, &found, source)),
+        }
     }
 
     /// `get_llmbox_logs`: the last `tail` lines, with sign-in links and typed codes hidden.
