@@ -151,7 +151,12 @@ fn dispatch(
                 reaped: Some(reaped),
             })))
         }
-        other => Err(Failure::invalid(format!("unknown method {other:?}"))),
+        // Untyped, as a Go spoke answers it: a method this spoke lacks is a version mismatch
+        // for the operator, nothing the hub's handling could act on.
+        other => Err(Failure {
+            error: format!("unknown method {other:?}"),
+            kind: None,
+        }),
     }
 }
 
@@ -172,13 +177,14 @@ mod tests {
             r#"{"type":"req","id":4,"method":"shell","payload":{}}"#,
         );
         assert_eq!((r.id, r.error.as_str()), (4, "unknown method \"shell\""));
-        assert_eq!(r.error_kind, Some(ErrorKind::Invalid));
+        assert_eq!(r.error_kind, None);
         let r = run(
             &Policy::default(),
             r#"{"type":"req","id":5,"method":"logs","payload":{"tail":"x"}}"#,
         );
         assert_eq!(r.id, 5);
         assert!(r.error.starts_with("bad logs payload"), "{}", r.error);
+        assert_eq!(r.error_kind, Some(ErrorKind::Invalid));
     }
 
     #[test]
