@@ -1,17 +1,16 @@
 //! The hub over a real plane and a real spoke loop (a memory manager behind a real WebSocket):
 //! the hub's handling of a spoke's errors must not depend on whether the spoke is in-process.
 
-#[path = "support/cluster.rs"]
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Hub as Plane, Spoke};
 use llmbox::boxes::memory::BAD_CODE;
 use llmbox::boxes::{BoxError, BoxManager, CreateOptions, ErrorKind};
 use llmbox::cluster::SpokeDirectory;
 use llmbox::hub::{CreateRequest, Hub, HubConfig, HubError};
+use support::cluster::{Hub as Plane, Spoke};
 
 const HB: Duration = Duration::from_secs(5);
 
