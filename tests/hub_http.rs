@@ -456,7 +456,7 @@ fn past_the_handler_bound_the_front_answers_503_and_recovers() {
     let mut stuck = None;
     for _ in 0..100 {
         let mut s = TcpStream::connect(addr).expect("connect");
-        s.write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n")
+        s.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n")
             .expect("write");
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
@@ -511,7 +511,7 @@ fn a_huge_declared_body_is_refused_without_taking_the_hub_down() {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.write_all(
             format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 100000000000000\r\n\r\n{{"
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: 100000000000000\r\n\r\n{{"
             )
             .as_bytes(),
         )

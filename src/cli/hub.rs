@@ -18,7 +18,7 @@ use crate::cluster::plane::{self, PlaneConfig};
 use crate::cluster::registry::Registry;
 use crate::cluster::{LOCAL_SPOKE, SpokeDirectory};
 use crate::docker::{DockerBoxManager, ManagerConfig};
-use crate::hub::http::HttpFront;
+use crate::hub::http::{FrontLimits, HttpFront};
 use crate::hub::reaper::Reaper;
 use crate::hub::{Hub, HubConfig};
 use crate::store::Store;
@@ -226,10 +226,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
     init_logging(&args.log_level)?;
     crate::util::signal::exit_on_termination();
     let config = Config::from_args(&args)?;
-    match crate::util::rlimit::raise_nofile_limit() {
-        Ok(n) => log::debug!("open-file limit {n}"),
-        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
-    }
+    let nofile = match crate::util::rlimit::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("cannot raise the open-file limit: {e}; budgeting for {FALLBACK_NOFILE}");
+            FALLBACK_NOFILE
+        }
+    };
+    let fds = FdSplit::of(nofile);
+    log::debug!(
+        "open-file limit {nofile}: {} kept for the process, {} for HTTP, {} for the spoke plane",
+        fds.reserved,
+        fds.http,
+        fds.plane
+    );
     let store = Arc::new(Store::open(&config.state).map_err(CliError::runtime)?);
     let registry = Arc::new(Registry::new(Arc::clone(&store)));
     if let Some(mc) = &config.local {
@@ -255,6 +265,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let plane_config = PlaneConfig {
         heartbeat: config.heartbeat,
+        max_connections: fds.plane_sockets(),
+        // A quarter of the sockets at most may be strangers: the rest stays for spokes.
+        max_strangers: (fds.plane_sockets() / 4).clamp(4, plane::DEFAULT_MAX_STRANGERS),
         ..PlaneConfig::default()
     };
     let plane = plane::start(spoke_listener, Arc::clone(&registry), plane_config)
@@ -267,8 +280,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let _reaper = Reaper::start(Arc::clone(&hub))
         .map_err(|e| CliError::runtime(format!("cannot start the reaper: {e}")))?;
-    let front = HttpFront::start(Arc::clone(&hub), &config.listen.to_string())
-        .map_err(|e| CliError::runtime(format!("--listen: {e}")))?;
+    let front = HttpFront::start_limited(
+        Arc::clone(&hub),
+        &config.listen.to_string(),
+        FrontLimits::for_descriptors(fds.http),
+    )
+    .map_err(|e| CliError::runtime(format!("--listen: {e}")))?;
     if let Some(warning) = exposure_warning(&config.listen) {
         log::warn!("{warning}");
     }
@@ -278,14 +295,71 @@ pub fn run(args: Args) -> Result<(), CliError> {
         plane.url(),
         config.state.display()
     );
-    front.wait();
+    let served = front.wait();
     plane.stop();
-    Ok(())
+    served.map_err(|e| {
+        log::error!("{e}; exiting so a supervisor can restart the hub");
+        CliError::runtime(e.to_string())
+    })
+}
+
+/// The open-file limit assumed when it cannot be read.
+const FALLBACK_NOFILE: u64 = 1024;
+
+/// Descriptors the process keeps for itself whatever strangers do: stdio, the two listeners,
+/// the state file and its temporary copy, Docker socket connections (one per concurrent Docker
+/// call of the local spoke), hook pipes, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// How the open-file limit is shared so that neither listener can starve the other or the
+/// process: what is left after [`RESERVED_FDS`] goes one third to the HTTP front and two
+/// thirds to the spoke plane (a spoke socket costs 3 descriptors, an HTTP connection 2, and
+/// spokes are the hub's reason to exist). At 1024: 256 / 256 / 512; at 1,048,576 the caps
+/// (8192 HTTP connections, 10,000 spoke sockets) bind before the split does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FdSplit {
+    reserved: u64,
+    http: u64,
+    plane: u64,
+}
+
+impl FdSplit {
+    fn of(nofile: u64) -> FdSplit {
+        let reserved = RESERVED_FDS.min(nofile / 2);
+        let rest = nofile - reserved;
+        let http = rest / 3;
+        FdSplit {
+            reserved,
+            http,
+            plane: rest - http,
+        }
+    }
+
+    /// Spoke sockets the plane's share holds (3 descriptors each), at most the plane default.
+    fn plane_sockets(&self) -> usize {
+        usize::try_from(self.plane / 3)
+            .unwrap_or(usize::MAX)
+            .clamp(16, plane::DEFAULT_MAX_CONNECTIONS)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_descriptor_split_keeps_the_reserve_and_sums_to_the_limit() {
+        let s = FdSplit::of(1024);
+        assert_eq!((s.reserved, s.http, s.plane), (256, 256, 512));
+        assert_eq!(s.plane_sockets(), 170);
+        let small = FdSplit::of(100);
+        assert_eq!(small.reserved + small.http + small.plane, 100);
+        assert_eq!(small.reserved, 50);
+        assert_eq!(
+            FdSplit::of(1 << 20).plane_sockets(),
+            plane::DEFAULT_MAX_CONNECTIONS
+        );
+    }
 
     fn args() -> Args {
         Args {

@@ -9,15 +9,21 @@
 //! it) stops both loops through one [`Stop`] signal, closes every enrolled spoke's connection
 //! and joins the two loops; a stranger still enrolling is cut off by its enrollment deadline.
 //!
-//! Limits on strangers: at most `max_connections` sockets at once (past it a new socket is
-//! closed at once), the whole upgrade and the enroll within the enrollment deadline, and
-//! messages of at most [`MAX_ENROLL_MESSAGE_BYTES`] until enrolled (64 MiB after). Rejection
-//! reasons go to the log without quoting what the peer sent.
+//! Limits on strangers: at most `max_connections` sockets at once (the hub derives it from its
+//! descriptor budget), of which at most `max_strangers` not yet enrolled, at most
+//! `max_strangers_per_source` of those from one IP address (past any, a new socket is closed
+//! at once, and the refusals are logged as one summary per [`REFUSAL_SUMMARY_EVERY`]), so
+//! strangers cannot lock out a spoke that reconnects or enrolls; the whole upgrade and the
+//! enroll within the enrollment deadline, and messages of at most [`MAX_ENROLL_MESSAGE_BYTES`]
+//! until enrolled (64 MiB after). Rejection reasons go to the log without quoting what the
+//! peer sent. One credential used from two sockets at once (each superseding the other) is
+//! logged as a WARN naming both peers, at most once per [`PING_PONG_WARN_EVERY`] per spoke.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -53,6 +59,21 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Default ceiling on simultaneous spoke sockets (enrolled or still enrolling).
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// Default ceiling on sockets not yet enrolled.
+pub(crate) const DEFAULT_MAX_STRANGERS: usize = 256;
+
+/// Default ceiling on sockets not yet enrolled from one IP address.
+pub(crate) const DEFAULT_MAX_STRANGERS_PER_SOURCE: usize = 32;
+
+/// Refused sockets are reported at most this often, counted in between.
+pub(crate) const REFUSAL_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// A connection superseded younger than this suggests one credential on two hosts.
+const PING_PONG_WINDOW: Duration = Duration::from_secs(60);
+
+/// At most one ping-pong warning per spoke name this often.
+pub(crate) const PING_PONG_WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// Pause after a failed accept (EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -67,6 +88,10 @@ pub struct PlaneConfig {
     pub deadlines: CallDeadlines,
     /// Past this many open spoke sockets, new ones are closed at once.
     pub max_connections: usize,
+    /// Past this many sockets not yet enrolled, new ones are closed at once.
+    pub max_strangers: usize,
+    /// Past this many sockets not yet enrolled from one IP address, new ones from it are closed.
+    pub max_strangers_per_source: usize,
 }
 
 impl Default for PlaneConfig {
@@ -76,6 +101,8 @@ impl Default for PlaneConfig {
             enroll_timeout: ENROLL_TIMEOUT,
             deadlines: CallDeadlines::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_strangers: DEFAULT_MAX_STRANGERS,
+            max_strangers_per_source: DEFAULT_MAX_STRANGERS_PER_SOURCE,
         }
     }
 }
@@ -160,6 +187,9 @@ fn accept_loop(
     stop: Stop,
 ) {
     let open = Slots::new();
+    let strangers = Arc::new(Strangers::default());
+    let supersedes = Arc::new(Supersedes::default());
+    let mut refusals = Refusals::default();
     for conn in listener.incoming() {
         if stop.is_stopped() {
             break;
@@ -174,27 +204,31 @@ fn accept_loop(
                 continue;
             }
         };
+        let source = tcp.peer_addr().ok();
         // Given back when the connection thread ends (or is never started).
         let Some(slot) = open.try_take(config.max_connections) else {
-            log::warn!(
-                "spoke plane: {} sockets open, the limit; refusing another",
-                config.max_connections
-            );
+            refusals.refuse(Refusal::Sockets, &config);
             let _ = tcp.shutdown(Shutdown::Both);
             continue;
         };
-        let peer = tcp
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
+        let stranger = match Strangers::admit(&strangers, source.map(|a| a.ip()), &config) {
+            Ok(stranger) => stranger,
+            Err(why) => {
+                refusals.refuse(why, &config);
+                let _ = tcp.shutdown(Shutdown::Both);
+                continue;
+            }
+        };
+        let peer = source.map_or_else(|| "?".into(), |a| a.to_string());
         let (registry, config) = (Arc::clone(&registry), Arc::clone(&config));
+        let supersedes = Arc::clone(&supersedes);
         // Owns the socket from upgrade to close; ends when the socket ends.
         let spawned = thread::Builder::new()
             .name(format!("spoke-conn-{peer}"))
             .stack_size(CONN_THREAD_STACK)
             .spawn(move || {
                 let _slot = slot;
-                serve_socket(tcp, &peer, &registry, &config);
+                serve_socket(tcp, &peer, stranger, &supersedes, &registry, &config);
             });
         if let Err(e) = spawned {
             log::error!("spoke plane: cannot start a connection thread: {e}");
@@ -202,7 +236,152 @@ fn accept_loop(
     }
 }
 
-fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &PlaneConfig) {
+/// Why a socket was closed at accept.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Sockets,
+    Strangers,
+    PerSource,
+}
+
+/// Counts refused sockets and reports them as one line per [`REFUSAL_SUMMARY_EVERY`]: a
+/// flood of strangers must not become a flood of log lines.
+#[derive(Default)]
+struct Refusals {
+    last: Option<Instant>,
+    counts: [u64; 3],
+}
+
+impl Refusals {
+    fn refuse(&mut self, why: Refusal, config: &PlaneConfig) {
+        self.counts[why as usize] += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_SUMMARY_EVERY)
+        {
+            return;
+        }
+        let [sockets, strangers, per_source] = std::mem::take(&mut self.counts);
+        log::warn!(
+            "spoke plane: refused {} sockets{}: {sockets} past the socket limit ({}), {strangers} past the not-yet-enrolled limit ({}), {per_source} past the per-address not-yet-enrolled limit ({})",
+            sockets + strangers + per_source,
+            self.last.map_or(String::new(), |t| format!(
+                " in the last {}s",
+                now.duration_since(t).as_secs()
+            )),
+            config.max_connections,
+            config.max_strangers,
+            config.max_strangers_per_source,
+        );
+        self.last = Some(now);
+    }
+}
+
+/// Sockets not yet enrolled, in all and per source address.
+#[derive(Default)]
+struct Strangers {
+    by_source: Mutex<(usize, HashMap<Option<IpAddr>, usize>)>,
+}
+
+impl Strangers {
+    fn admit(
+        this: &Arc<Strangers>,
+        source: Option<IpAddr>,
+        config: &PlaneConfig,
+    ) -> Result<StrangerSlot, Refusal> {
+        let mut guard = this.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_source) = &mut *guard;
+        if *total >= config.max_strangers {
+            return Err(Refusal::Strangers);
+        }
+        let here = by_source.entry(source).or_insert(0);
+        if *here >= config.max_strangers_per_source {
+            return Err(Refusal::PerSource);
+        }
+        *here += 1;
+        *total += 1;
+        Ok(StrangerSlot {
+            strangers: Arc::clone(this),
+            source,
+        })
+    }
+}
+
+/// One socket counted as not yet enrolled; dropped when it enrolls or ends.
+struct StrangerSlot {
+    strangers: Arc<Strangers>,
+    source: Option<IpAddr>,
+}
+
+impl Drop for StrangerSlot {
+    fn drop(&mut self) {
+        let mut guard = self
+            .strangers
+            .by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (total, by_source) = &mut *guard;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Where each enrolled spoke last connected from, to tell a reconnect (the old connection
+/// was dead or old) from one credential on two hosts superseding each other in turn.
+#[derive(Default)]
+struct Supersedes {
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+struct Seen {
+    peer: String,
+    at: Instant,
+    warned: Option<Instant>,
+}
+
+impl Supersedes {
+    /// Records that `name` connected from `peer`; when it superseded (`superseded`) a
+    /// connection from another peer opened under [`PING_PONG_WINDOW`] ago, returns that peer,
+    /// at most once per [`PING_PONG_WARN_EVERY`].
+    fn connected(&self, name: &str, peer: &str, superseded: bool) -> Option<String> {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = seen.entry(name.to_string()).or_insert_with(|| Seen {
+            peer: peer.to_string(),
+            at: now,
+            warned: None,
+        });
+        let ping_pong = superseded
+            && entry.peer != peer
+            && now.duration_since(entry.at) < PING_PONG_WINDOW
+            && entry
+                .warned
+                .is_none_or(|t| now.duration_since(t) >= PING_PONG_WARN_EVERY);
+        let old = std::mem::replace(&mut entry.peer, peer.to_string());
+        entry.at = now;
+        if ping_pong {
+            entry.warned = Some(now);
+            Some(old)
+        } else {
+            None
+        }
+    }
+}
+
+fn serve_socket(
+    tcp: TcpStream,
+    peer: &str,
+    stranger: StrangerSlot,
+    supersedes: &Supersedes,
+    registry: &Arc<Registry>,
+    config: &PlaneConfig,
+) {
     let deadline = Instant::now() + config.enroll_timeout;
     let setup = tcp
         .set_nodelay(true)
@@ -274,12 +453,20 @@ fn serve_socket(tcp: TcpStream, peer: &str, registry: &Arc<Registry>, config: &P
                 transport::send_text(&tx, Frame::rejected().encode());
             }
             Ok(enrolled) => {
+                // Enrolled: no longer a stranger.
+                drop(stranger);
                 ws.get_mut().set_deadline(None);
                 ws.set_config(|c| {
                     c.max_message_size = Some(MAX_MESSAGE_BYTES);
                     c.max_frame_size = Some(MAX_MESSAGE_BYTES);
                 });
-                run_spoke(&mut ws, &raw, tx.clone(), enrolled, peer, registry, config);
+                let spoke = Conn {
+                    raw: &raw,
+                    tx: tx.clone(),
+                    peer,
+                    supersedes,
+                };
+                run_spoke(&mut ws, spoke, enrolled, registry, config);
             }
         },
     }
@@ -335,15 +522,27 @@ fn enroll(registry: &Registry, p: &EnrollPayload) -> Result<Enrolled, tokens::En
     }
 }
 
+/// An enrolled socket's handles.
+struct Conn<'a> {
+    raw: &'a TcpStream,
+    tx: mpsc::Sender<transport::Outgoing>,
+    peer: &'a str,
+    supersedes: &'a Supersedes,
+}
+
 fn run_spoke(
     ws: &mut WebSocket<SplitStream>,
-    raw: &TcpStream,
-    tx: mpsc::Sender<transport::Outgoing>,
+    conn: Conn<'_>,
     enrolled: Enrolled,
-    peer: &str,
     registry: &Arc<Registry>,
     config: &PlaneConfig,
 ) {
+    let Conn {
+        raw,
+        tx,
+        peer,
+        supersedes,
+    } = conn;
     let name = enrolled.name.clone();
     let welcome = Frame {
         payload: Some(to_value(&WelcomePayload {
@@ -362,6 +561,12 @@ fn run_spoke(
         config.deadlines,
     ));
     let (generation, old) = registry.insert(Arc::clone(&spoke));
+    if let Some(other) = supersedes.connected(&name, peer, old.is_some()) {
+        log::warn!(
+            "spoke {name}: its credential is in use from {other} and {peer} at once, each connection superseding the other; is one credential on two hosts? (next such warning in {}s at the soonest)",
+            PING_PONG_WARN_EVERY.as_secs()
+        );
+    }
     if let Some(old) = old {
         log::info!("spoke {name}: reconnected from {peer}; closing the superseded connection");
         old.close("superseded by a new connection");
@@ -389,6 +594,53 @@ fn run_spoke(
     registry.remove(&name, generation);
     spoke.fail_all();
     log::info!("spoke {name}: disconnected: {end}");
+}
+
+#[cfg(test)]
+mod stranger_tests {
+    use super::*;
+
+    #[test]
+    fn strangers_are_capped_in_all_and_per_source() {
+        let config = PlaneConfig {
+            max_strangers: 3,
+            max_strangers_per_source: 2,
+            ..PlaneConfig::default()
+        };
+        let s = Arc::new(Strangers::default());
+        let a: IpAddr = IpAddr::from([10, 0, 0, 1]);
+        let b: IpAddr = IpAddr::from([10, 0, 0, 2]);
+        let a1 = Strangers::admit(&s, Some(a), &config).ok();
+        assert!(a1.is_some());
+        let a2 = Strangers::admit(&s, Some(a), &config).ok();
+        assert!(a2.is_some());
+        assert!(matches!(
+            Strangers::admit(&s, Some(a), &config),
+            Err(Refusal::PerSource)
+        ));
+        let b1 = Strangers::admit(&s, Some(b), &config).ok();
+        assert!(b1.is_some());
+        assert!(matches!(
+            Strangers::admit(&s, Some(b), &config),
+            Err(Refusal::Strangers)
+        ));
+        drop(a1);
+        assert!(Strangers::admit(&s, Some(b), &config).is_ok());
+    }
+
+    #[test]
+    fn only_a_young_superseded_connection_from_elsewhere_is_a_ping_pong() {
+        let s = Supersedes::default();
+        assert_eq!(s.connected("edge", "10.0.0.1:1", false), None);
+        // The same peer reconnecting is a reconnect.
+        assert_eq!(s.connected("edge", "10.0.0.1:1", true), None);
+        assert_eq!(
+            s.connected("edge", "10.0.0.2:5", true).as_deref(),
+            Some("10.0.0.1:1")
+        );
+        // Rate-limited: the next flip is not reported again at once.
+        assert_eq!(s.connected("edge", "10.0.0.1:1", true), None);
+    }
 }
 
 #[cfg(test)]

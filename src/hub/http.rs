@@ -1,20 +1,31 @@
 //! The HTTP front on tiny_http: MCP (`POST /mcp`, `POST /`), the activation page
 //! (`GET|POST /auth/<token>`), `/healthz`, `/metrics` and the favicon.
 //!
-//! Transport rules live here, protocol rules in [`super::mcp`]: a foreign `Origin` is 403 (on
-//! MCP and on the page's form post), a body over [`MAX_MCP_BODY`] is 413, a non-JSON
-//! Content-Type 415, an Accept that excludes JSON 406, other methods 405 with `Allow`.
+//! Transport rules live here, protocol rules in [`super::mcp`]: a `Host` that names neither an
+//! IP address, `localhost` nor the `--public-url`'s host is 421 (DNS rebinding), a foreign
+//! `Origin` is 403 (on MCP and on the page's form post), a body over [`MAX_MCP_BODY`] is 413
+//! (and the connection closed, the body unread), a non-JSON Content-Type 415, an Accept that
+//! excludes JSON 406, other methods 405 with `Allow`.
 //!
-//! Threads: `hub-http-accept` receives requests and owns the server handle's accept side; each
-//! request runs on its own `hub-http` thread, at most [`MAX_HANDLERS`] at once — past that a
-//! short-lived `hub-http-busy` thread answers 503 (tiny_http drains unread bodies on reply, so
-//! not even a refusal may run on the accept thread). A handler thread is named after its peer
-//! (`hub-http-<addr>`). [`HttpFront::stop`] (or dropping the front) gives the accept loop's stop
-//! signal, unblocks it and joins it; handler threads finish their one request and end.
+//! Bounds against strangers ([`FrontLimits`]): open connections (derived from the descriptor
+//! budget; past it the vendored tiny_http answers a fast 503 on its accept thread), handler
+//! threads (past it 503), the bytes of all request bodies being read at once (past it 503), and
+//! per connection the head size, header count and read deadlines of [`tiny_http::Limits`].
+//!
+//! Threads: tiny_http's `http-accept` and one `http-conn` per connection; `hub-http-accept`
+//! receives requests; each request runs on its own `hub-http` thread, at most
+//! [`FrontLimits::handlers`] at once — past that a short-lived `hub-http-busy` thread answers
+//! 503 (not even a refusal may run on the receiving thread: a reply may block on a slow peer).
+//! A handler thread is named after its peer (`hub-http-<addr>`). [`HttpFront::stop`] (or
+//! dropping the front) gives the receiving loop's stop signal, unblocks it and joins it;
+//! handler threads finish their one request and end. If tiny_http's accept thread dies anyway, the receiving thread
+//! logs an ERROR and ends, and [`HttpFront::wait`] reports it so the process exits non-zero.
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server};
 
@@ -25,8 +36,14 @@ use super::mcp::{self, McpHeaders, ServerInfo};
 use super::tools::HubTools;
 use super::{Hub, HubError, page};
 
-/// Handler threads running at once; past this, 503.
-pub(crate) const MAX_HANDLERS: usize = 64;
+/// Open HTTP connections when no descriptor budget is given ([`FrontLimits::default`]).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Largest connection cap whatever the descriptor budget: each connection is a thread.
+pub(crate) const MAX_CONNECTIONS_CEILING: usize = 8192;
+/// Descriptors one HTTP connection holds (tiny_http keeps a read and a write descriptor).
+pub(crate) const FDS_PER_CONNECTION: u64 = 2;
+/// Bytes of request bodies all handlers may hold at once; past it, 503.
+pub(crate) const MAX_BODY_BYTES_IN_FLIGHT: usize = 256 << 20;
 /// Largest MCP request body.
 pub(crate) const MAX_MCP_BODY: usize = 4 << 20;
 /// Largest activation form body.
@@ -34,20 +51,76 @@ pub(crate) const MAX_FORM_BODY: usize = 64 << 10;
 /// Stack of one handler thread.
 const HANDLER_STACK: usize = 512 << 10;
 
+/// What the front may hold at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrontLimits {
+    /// Open connections; past it a new one gets a fast 503 and is closed.
+    pub connections: usize,
+    /// Handler threads (a request from its head to its reply); past it 503. A connection
+    /// carries one request at a time, so this never needs to exceed `connections`.
+    pub handlers: usize,
+    /// Bytes of request bodies being read or held by handlers; past it 503.
+    pub body_bytes: usize,
+}
+
+impl Default for FrontLimits {
+    fn default() -> Self {
+        FrontLimits {
+            connections: DEFAULT_MAX_CONNECTIONS,
+            handlers: DEFAULT_MAX_CONNECTIONS,
+            body_bytes: MAX_BODY_BYTES_IN_FLIGHT,
+        }
+    }
+}
+
+impl FrontLimits {
+    /// The limits for a front that may use `fds` descriptors: two per connection, at most
+    /// [`MAX_CONNECTIONS_CEILING`] connections, at least 16.
+    pub(crate) fn for_descriptors(fds: u64) -> FrontLimits {
+        let connections = usize::try_from(fds / FDS_PER_CONNECTION)
+            .unwrap_or(usize::MAX)
+            .clamp(16, MAX_CONNECTIONS_CEILING);
+        FrontLimits {
+            connections,
+            handlers: connections,
+            ..FrontLimits::default()
+        }
+    }
+
+    fn server_limits(&self) -> tiny_http::Limits {
+        tiny_http::Limits {
+            max_connections: self.connections,
+            ..tiny_http::Limits::default()
+        }
+    }
+}
+
 /// The running HTTP front.
 pub struct HttpFront {
     addr: SocketAddr,
-    /// The accept loop; stopping it unblocks the server's `recv`.
+    /// The receiving loop; stopping it unblocks the server's `recv`.
     accept: StopHandle,
+    /// Set when the receiving loop ended without being stopped.
+    died: Arc<AtomicBool>,
+}
+
+/// How the front ended without being stopped.
+#[derive(Debug)]
+pub(crate) struct FrontDied(pub(crate) String);
+
+impl std::fmt::Display for FrontDied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the HTTP front stopped serving: {}", self.0)
+    }
 }
 
 impl HttpFront {
-    /// Binds `listen` and starts serving with the default handler bound.
+    /// Binds `listen` and starts serving with the default limits.
     ///
     /// # Errors
     /// [`HubError::Listen`] when the address cannot be bound or the thread not started.
     pub fn start(hub: Arc<Hub>, listen: &str) -> Result<HttpFront, HubError> {
-        Self::start_with(hub, listen, MAX_HANDLERS)
+        Self::start_limited(hub, listen, FrontLimits::default())
     }
 
     /// [`HttpFront::start`] with a chosen bound on handler threads.
@@ -59,20 +132,42 @@ impl HttpFront {
         listen: &str,
         max_handlers: usize,
     ) -> Result<HttpFront, HubError> {
+        let limits = FrontLimits {
+            handlers: max_handlers,
+            ..FrontLimits::default()
+        };
+        Self::start_limited(hub, listen, limits)
+    }
+
+    /// [`HttpFront::start`] with chosen limits.
+    ///
+    /// # Errors
+    /// [`HubError::Listen`].
+    pub fn start_limited(
+        hub: Arc<Hub>,
+        listen: &str,
+        limits: FrontLimits,
+    ) -> Result<HttpFront, HubError> {
         let listen_err = |reason: String| HubError::Listen {
             addr: listen.to_string(),
             reason,
         };
-        let server = Server::http(listen).map_err(|e| listen_err(e.to_string()))?;
+        let listener = TcpListener::bind(listen).map_err(|e| listen_err(e.to_string()))?;
+        let server = Server::from_listener_with_limits(listener, None, limits.server_limits())
+            .map_err(|e| listen_err(e.to_string()))?;
         let addr = server
             .server_addr()
             .to_ip()
             .ok_or_else(|| listen_err("not an IP address".into()))?;
         let server = Arc::new(server);
-        let origins = Origins::new(&listen_origin(addr)).with(&origin_of(&hub.config().public_url));
+        let public_url = hub.config().public_url.clone();
+        let origins = Origins::new(&listen_origin(addr)).with(&origin_of(&public_url));
         let front = Front {
             hub,
             origins,
+            hosts: Hosts::new(&public_url),
+            bodies: Arc::new(AtomicUsize::new(0)),
+            limits,
             info: ServerInfo {
                 name: "llmbox".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -82,13 +177,20 @@ impl HttpFront {
         let mut accept = StopHandle::new();
         let srv = Arc::clone(&server);
         accept.on_stop(move || srv.unblock());
-        // Owns the receiving side of the server; ends when stopped (the server unblocked).
+        let died = Arc::new(AtomicBool::new(false));
+        let dead = Arc::clone(&died);
+        // Owns the receiving side of the server; ends when stopped (the server unblocked), or
+        // when tiny_http's accept thread died.
         accept
             .spawn("hub-http-accept", move |stop| {
-                accept_loop(&server, &stop, Arc::new(front), max_handlers);
+                let _watch = DiesUnlessStopped {
+                    stop: stop.clone(),
+                    died: dead,
+                };
+                accept_loop(&server, &stop, Arc::new(front));
             })
             .map_err(|e| listen_err(format!("cannot start the accept thread: {e}")))?;
-        Ok(HttpFront { addr, accept })
+        Ok(HttpFront { addr, accept, died })
     }
 
     /// The bound address (useful with port 0).
@@ -101,9 +203,34 @@ impl HttpFront {
         self.accept.stop();
     }
 
-    /// Blocks until the accept thread ends (it ends only when stopped).
-    pub(crate) fn wait(self) {
+    /// Blocks until the front ends, which it does only when stopped or when it can no longer
+    /// serve.
+    ///
+    /// # Errors
+    /// [`FrontDied`] when it ended without being stopped: the caller should exit non-zero so
+    /// a supervisor restarts the process.
+    pub(crate) fn wait(self) -> Result<(), FrontDied> {
+        let died = Arc::clone(&self.died);
         self.accept.wait();
+        if died.load(Ordering::SeqCst) {
+            Err(FrontDied("its receiving loop ended".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Marks the front dead when the receiving loop ends (returns or panics) unstopped.
+struct DiesUnlessStopped {
+    stop: Stop,
+    died: Arc<AtomicBool>,
+}
+
+impl Drop for DiesUnlessStopped {
+    fn drop(&mut self) {
+        if !self.stop.is_stopped() {
+            self.died.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -124,20 +251,85 @@ fn origin_of(url: &str) -> String {
 struct Front {
     hub: Arc<Hub>,
     origins: Origins,
+    hosts: Hosts,
+    /// Body bytes reserved by handlers now (see [`BodyReservation`]).
+    bodies: Arc<AtomicUsize>,
+    limits: FrontLimits,
     info: ServerInfo,
 }
 
-fn accept_loop(server: &Server, stop: &Stop, front: Arc<Front>, max_handlers: usize) {
+/// Bytes of body reserved against [`FrontLimits::body_bytes`]; released when dropped.
+struct BodyReservation {
+    total: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl BodyReservation {
+    fn take(total: &Arc<AtomicUsize>, bytes: usize, limit: usize) -> Option<BodyReservation> {
+        let before = total.fetch_add(bytes, Ordering::SeqCst);
+        if before.saturating_add(bytes) > limit {
+            total.fetch_sub(bytes, Ordering::SeqCst);
+            return None;
+        }
+        Some(BodyReservation {
+            total: Arc::clone(total),
+            bytes,
+        })
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// At most one warning per this interval for failures to start a thread; the rest counted.
+const SPAWN_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning repeated at most once per [`SPAWN_WARN_EVERY`]: a flood of connections at the
+/// thread limit must not become a flood of log lines.
+struct ThrottledWarn {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl ThrottledWarn {
+    fn warn(&mut self, line: impl FnOnce() -> String) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < SPAWN_WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.suppressed);
+        if more > 0 {
+            log::warn!("{} ({more} more since the last report)", line());
+        } else {
+            log::warn!("{}", line());
+        }
+        self.last = Some(now);
+    }
+}
+
+fn accept_loop(server: &Server, stop: &Stop, front: Arc<Front>) {
     let in_flight = Slots::new();
+    let max_handlers = front.limits.handlers;
+    let mut spawn_failed = ThrottledWarn {
+        last: None,
+        suppressed: 0,
+    };
     loop {
         let request = match server.recv() {
             Ok(r) => r,
             Err(e) => {
-                if stop.is_stopped() {
-                    return;
+                if !stop.is_stopped() {
+                    // tiny_http reports only the end of its accept thread here.
+                    log::error!("http: the front can no longer accept connections: {e}");
                 }
-                log::warn!("http accept: {e}");
-                continue;
+                return;
             }
         };
         if stop.is_stopped() {
@@ -148,16 +340,15 @@ fn accept_loop(server: &Server, stop: &Stop, front: Arc<Front>, max_handlers: us
             // Not on this thread: tiny_http drains an unread request body when the request is
             // answered or dropped, so a slow client would stall the accept loop.
             let refuse = move || {
-                let busy = Reply::text(503, "busy: too many requests in progress, retry shortly\n")
-                    .header("Retry-After", "1");
-                let _ = request.respond(busy.into_response());
+                let _ = request.respond(Reply::busy().into_response());
             };
             if let Err(e) = std::thread::Builder::new()
                 .name("hub-http-busy".into())
                 .stack_size(HANDLER_STACK)
                 .spawn(refuse)
             {
-                log::warn!("http: cannot start a thread to refuse a request: {e}");
+                spawn_failed
+                    .warn(|| format!("http: cannot start a thread to refuse a request: {e}"));
             }
             continue;
         };
@@ -173,8 +364,8 @@ fn accept_loop(server: &Server, stop: &Stop, front: Arc<Front>, max_handlers: us
                 serve(&front, request);
             });
         if let Err(e) = spawned {
-            // The request went down with the closure; the client sees a closed connection.
-            log::warn!("http: cannot start a handler thread: {e}");
+            // The request went down with the closure; the client sees a 500 or a close.
+            spawn_failed.warn(|| format!("http: cannot start a handler thread: {e}"));
         }
     }
 }
@@ -184,6 +375,8 @@ struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
+    /// Close the connection after this reply, the rest of the request body unread.
+    close: bool,
 }
 
 impl Reply {
@@ -196,7 +389,20 @@ impl Reply {
                 ("X-Content-Type-Options", "nosniff".into()),
             ],
             body: body.into(),
+            close: false,
         }
+    }
+
+    /// 503 with `Retry-After`: the front is at one of its bounds.
+    fn busy() -> Reply {
+        Reply::text(503, "busy: too many requests in progress, retry shortly\n")
+            .header("Retry-After", "1")
+    }
+
+    /// This reply ends the connection (tiny_http then neither drains nor reads on).
+    fn closing(mut self) -> Reply {
+        self.close = true;
+        self
     }
 
     fn text(status: u16, text: &str) -> Reply {
@@ -216,6 +422,7 @@ impl Reply {
             status,
             headers: vec![("Cache-Control", "no-store".into())],
             body: Vec::new(),
+            close: false,
         }
     }
 
@@ -238,6 +445,9 @@ impl Reply {
 
     fn into_response(self) -> Response<std::io::Cursor<Vec<u8>>> {
         let mut response = Response::from_data(self.body).with_status_code(self.status);
+        if self.close {
+            response = response.with_connection_close();
+        }
         for (name, value) in self.headers {
             if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
                 response.add_header(h);
@@ -281,6 +491,17 @@ fn loggable_path(path: &str) -> &str {
 
 fn route(front: &Front, req: &mut Request, path: &str) -> Reply {
     let method = req.method().clone();
+    // `/healthz` answers any name (probes use internal ones) and tells nothing.
+    if path != "/healthz"
+        && let Some(host) = header(req, "Host")
+        && !front.hosts.allows(host)
+    {
+        return Reply::text(
+            421,
+            "misdirected request: this Host is not served here; use the hub's public URL\n",
+        )
+        .closing();
+    }
     match path {
         "/mcp" | "/" => match method {
             Method::Post => mcp_post(front, req),
@@ -326,23 +547,32 @@ fn media_type(value: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Reads at most `max` bytes of body; `Err(413 reply)` past it.
-fn read_body(req: &mut Request, max: usize, too_big: impl Fn() -> Reply) -> Result<Vec<u8>, Reply> {
+/// Reads at most `max` bytes of body, reserved against the front's body budget first.
+/// `Err(413 reply)` past `max`, `Err(503)` when the budget is spent; both close the
+/// connection without reading the rest (a declared 100 GB is not drained).
+fn read_body(
+    front: &Front,
+    req: &mut Request,
+    max: usize,
+    too_big: impl Fn() -> Reply,
+) -> Result<(Vec<u8>, BodyReservation), Reply> {
     if req.body_length().is_some_and(|n| n > max) {
-        return Err(too_big());
+        return Err(too_big().closing());
     }
+    let want = req.body_length().unwrap_or(max);
+    let Some(reservation) = BodyReservation::take(&front.bodies, want, front.limits.body_bytes)
+    else {
+        return Err(Reply::busy().closing());
+    };
     let mut body = Vec::new();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     if let Err(e) = req.as_reader().take(limit).read_to_end(&mut body) {
-        return Err(Reply::text(
-            400,
-            &format!("reading the request body: {e}\n"),
-        ));
+        return Err(Reply::text(400, &format!("reading the request body: {e}\n")).closing());
     }
     if body.len() > max {
-        return Err(too_big());
+        return Err(too_big().closing());
     }
-    Ok(body)
+    Ok((body, reservation))
 }
 
 fn mcp_post(front: &Front, req: &mut Request) -> Reply {
@@ -374,7 +604,7 @@ fn mcp_post(front: &Front, req: &mut Request) -> Reply {
             "not acceptable: this server answers application/json; list it in Accept",
         );
     }
-    let body = match read_body(req, MAX_MCP_BODY, || {
+    let (body, _reservation) = match read_body(front, req, MAX_MCP_BODY, || {
         jsonrpc_error(
             413,
             mcp::code::INVALID_REQUEST,
@@ -436,7 +666,7 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
                     ),
                 );
             }
-            let body = match read_body(req, MAX_FORM_BODY, || {
+            let (body, _reservation) = match read_body(front, req, MAX_FORM_BODY, || {
                 Reply::html(
                     413,
                     page::message(
@@ -499,6 +729,45 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Which `Host` names the front answers (DNS rebinding: a page on an attacker's domain that
+/// re-resolves to this hub sends that domain as `Host`). Allowed: any IP literal (a browser
+/// sending one is on a page of that very address), `localhost`, and the `--public-url`'s host.
+/// Ports are not compared: rebinding changes the name, not the port.
+pub(crate) struct Hosts {
+    public: String,
+}
+
+impl Hosts {
+    /// Hosts for a front whose links use `public_url`.
+    pub(crate) fn new(public_url: &str) -> Hosts {
+        let authority = origin_of(public_url);
+        let authority = authority
+            .split_once("://")
+            .map_or(authority.as_str(), |(_, a)| a);
+        Hosts {
+            public: host_name(authority),
+        }
+    }
+
+    /// True when a request naming `host` (a `Host` header value) is served.
+    pub(crate) fn allows(&self, host: &str) -> bool {
+        let name = host_name(host);
+        name == self.public || name == "localhost" || name.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+/// The name of `host[:port]` or `[v6][:port]`, lowercased, without a trailing dot.
+fn host_name(authority: &str) -> String {
+    let a = authority.trim();
+    let a = a.rsplit_once('@').map_or(a, |(_, h)| h);
+    let name = if let Some(v6) = a.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        a.split(':').next().unwrap_or("")
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Which browser origins may call the MCP endpoint and post the form: the public URL's own
@@ -608,6 +877,55 @@ mod tests {
         ] {
             assert!(!o.allows(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn hosts_allow_ip_literals_localhost_and_the_public_name_only() {
+        let h = Hosts::new("https://Hub.Example:8443/prefix");
+        for ok in [
+            "hub.example",
+            "HUB.example:8443",
+            "hub.example.",
+            "127.0.0.1:8080",
+            "10.1.2.3",
+            "[::1]:8080",
+            "localhost:3000",
+        ] {
+            assert!(h.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "hub.example.evil.example",
+            "x",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!h.allows(bad), "{bad}");
+        }
+        assert!(Hosts::new("http://hub:8080").allows("hub:8080"));
+    }
+
+    #[test]
+    fn front_limits_follow_the_descriptor_budget() {
+        assert_eq!(FrontLimits::for_descriptors(1000).connections, 500);
+        assert_eq!(FrontLimits::for_descriptors(10).connections, 16);
+        assert_eq!(
+            FrontLimits::for_descriptors(1 << 40).connections,
+            MAX_CONNECTIONS_CEILING
+        );
+        let l = FrontLimits::for_descriptors(1000);
+        assert_eq!(l.handlers, l.connections);
+    }
+
+    #[test]
+    fn body_reservations_stay_within_the_budget() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let a = BodyReservation::take(&total, 60, 100).expect("fits");
+        assert!(BodyReservation::take(&total, 41, 100).is_none());
+        let b = BodyReservation::take(&total, 40, 100).expect("fits exactly");
+        drop(a);
+        drop(b);
+        assert_eq!(total.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub(crate) const MODERN_VERSION: &str = "2026-07-28";
 pub(crate) const DEFAULT_VERSION: &str = "2025-03-26";
 /// The only version that allows JSON-RPC batches.
 pub(crate) const BATCH_VERSION: &str = "2025-03-26";
+/// Most requests in one batch: a batch costs its sender one body but the hub one answer per
+/// item (89,230 `tools/list` in a 4 MiB body were a 696 MB answer).
+pub(crate) const MAX_BATCH_ITEMS: usize = 64;
+/// Most bytes of answers one batch collects; items answered past it get an error instead.
+pub(crate) const MAX_BATCH_RESPONSE_BYTES: usize = 4 << 20;
 /// How long a modern client may cache `server/discover` and `tools/list` (they never change
 /// while the hub runs).
 pub(crate) const LIST_TTL_MS: u64 = 300_000;
@@ -172,14 +177,42 @@ pub(crate) fn handle(
                     fail(400, code::INVALID_REQUEST, "invalid request: empty batch"),
                 );
             }
+            if items.len() > MAX_BATCH_ITEMS {
+                return reply_error(
+                    None,
+                    fail(
+                        400,
+                        code::INVALID_REQUEST,
+                        format!(
+                            "invalid request: a batch holds at most {MAX_BATCH_ITEMS} requests, not {}",
+                            items.len()
+                        ),
+                    ),
+                );
+            }
+            let mut bytes = 0usize;
             let answers: Vec<Value> = items
                 .into_iter()
-                .filter_map(|item| match one(item, headers, host, info, true) {
-                    Answer::None => None,
-                    Answer::Result(id, result) => {
-                        Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+                .filter_map(|item| {
+                    let answer = match one(item, headers, host, info, true) {
+                        Answer::None => return None,
+                        Answer::Result(id, result) => {
+                            json!({"jsonrpc": "2.0", "id": id, "result": result})
+                        }
+                        Answer::Error(id, f) => error_body(id.as_ref(), &f),
+                    };
+                    bytes = bytes.saturating_add(answer.to_string().len());
+                    if bytes <= MAX_BATCH_RESPONSE_BYTES {
+                        return Some(answer);
                     }
-                    Answer::Error(id, f) => Some(error_body(id.as_ref(), &f)),
+                    let too_big = fail(
+                        200,
+                        code::INVALID_REQUEST,
+                        format!(
+                            "the batch's answers passed {MAX_BATCH_RESPONSE_BYTES} bytes; send this request on its own"
+                        ),
+                    );
+                    Some(error_body(answer.get("id"), &too_big))
                 })
                 .collect();
             if answers.is_empty() {
@@ -724,6 +757,19 @@ mod tests {
             );
         }
         assert_eq!(error_code(&legacy("[]")), code::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn batches_are_bounded_in_items() {
+        let item = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let batch = |n: usize| format!("[{}]", vec![item; n].join(","));
+        let r = legacy(&batch(MAX_BATCH_ITEMS));
+        assert_eq!(r.status, 200);
+        let answers = r.body.expect("body");
+        assert_eq!(answers.as_array().expect("array").len(), MAX_BATCH_ITEMS);
+        assert!(answers[0]["result"]["tools"].is_array());
+        let r = legacy(&batch(MAX_BATCH_ITEMS + 1));
+        assert_eq!((r.status, error_code(&r)), (400, code::INVALID_REQUEST));
     }
 
     #[test]

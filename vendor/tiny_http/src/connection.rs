@@ -95,6 +95,42 @@ impl Connection {
         }
     }
 
+    /// llmbox: read deadline of the socket (both descriptors share it).
+    pub(crate) fn set_read_timeout(&self, d: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(d),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    /// llmbox: write deadline of the socket, so a peer that never reads cannot hold a thread.
+    pub(crate) fn set_write_timeout(&self, d: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_write_timeout(d),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_write_timeout(d),
+        }
+    }
+
+    /// llmbox: responses go out at once (no delayed-ACK stall on keep-alive connections).
+    pub(crate) fn set_nodelay(&self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_nodelay(true),
+            #[cfg(unix)]
+            Self::Unix(_) => Ok(()),
+        }
+    }
+
+    /// llmbox: for the accept thread's fast refusal, which must never block.
+    pub(crate) fn set_nonblocking(&self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_nonblocking(true),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_nonblocking(true),
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

@@ -99,8 +99,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -188,6 +188,136 @@ pub struct SslConfig {
     pub private_key: Vec<u8>,
 }
 
+/// llmbox: what strangers may make one server hold. Upstream had no bound at all: no head
+/// size, no deadline, no cap on connections (one thread and two descriptors each).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections; past it a new connection gets a fast `503` with `Retry-After` and is
+    /// closed, on the accept thread, without a thread of its own.
+    pub max_connections: usize,
+    /// Request line plus headers, in bytes; past it `431` and close.
+    pub max_head_bytes: usize,
+    /// Header lines; past it `431` and close.
+    pub max_headers: usize,
+    /// From a head's first byte to its end (and from accept to a first request's first byte).
+    pub head_timeout: Duration,
+    /// Longest wait between two reads of a body.
+    pub body_idle_timeout: Duration,
+    /// Longest wait for the next request on a kept-alive connection (then closed silently).
+    pub keep_alive_timeout: Duration,
+    /// Longest wait for a write of a response to make progress.
+    pub write_timeout: Duration,
+    /// Stack of a connection thread.
+    pub connection_stack: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_head_bytes: 64 << 10,
+            max_headers: 100,
+            head_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(30),
+            connection_stack: 256 << 10,
+        }
+    }
+}
+
+/// llmbox: the answer a connection past `Limits::max_connections` gets, written without
+/// blocking on the accept thread.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 39\r\nConnection: close\r\n\r\nbusy: too many open connections, retry\n";
+
+/// llmbox: first and longest pause after a failed accept (EMFILE, ENFILE, ENOMEM, ...).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// llmbox: at most one line per this interval for each kind of trouble the accept thread
+/// sees; the lines in between are counted and the count reported with the next one.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// llmbox: a log line that repeats at most once per `LOG_EVERY`.
+struct Throttled {
+    what: &'static str,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    const fn new(what: &'static str) -> Throttled {
+        Throttled {
+            what,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn warn(&mut self, detail: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            log::warn!(
+                "{}: {} ({} more since the last report)",
+                self.what,
+                detail,
+                self.suppressed
+            );
+        } else {
+            log::warn!("{}: {}", self.what, detail);
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// llmbox: one open connection, counted until dropped.
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// llmbox: tells the queue when the accept thread ends by any way other than the server's
+/// own close (a panic), so the owner learns the front is gone instead of waiting forever.
+struct AcceptEnd {
+    close: Arc<AtomicBool>,
+    messages: Arc<MessagesQueue<Message>>,
+}
+
+impl Drop for AcceptEnd {
+    fn drop(&mut self) {
+        if !self.close.load(Relaxed) {
+            log::error!("the accept thread ended; the server accepts no more connections");
+            self.messages.push(Message::Error(IoError::new(
+                IoErrorKind::Other,
+                "the accept thread ended",
+            )));
+        }
+    }
+}
+
+/// llmbox: answers 503 and closes, never blocking: the socket is fresh, so the short answer
+/// fits its send buffer; what the peer already sent is read first so the close is a FIN.
+fn refuse_busy(sock: Connection) {
+    use std::io::{Read, Write};
+    let mut sock = sock;
+    if sock.set_nonblocking().is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let _ = sock.read(&mut sink);
+    let _ = sock.write(BUSY_RESPONSE);
+    let _ = sock.shutdown(Shutdown::Write);
+    let _ = sock.read(&mut sink);
+}
+
 impl Server {
     /// Shortcut for a simple server on a specific address.
     #[inline]
@@ -243,6 +373,15 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// llmbox: [`Server::from_listener`] with chosen [`Limits`].
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -285,68 +424,127 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
+        // llmbox: upstream ended this loop at the first accept error and handed connections to
+        // a pool whose `thread::spawn` panicked at the thread limit: either closed the listener
+        // for good. Here nothing a peer does ends it: accept errors back off and retry, a
+        // connection that cannot get a descriptor or a thread is dropped, and one past
+        // `max_connections` gets a fast 503. Each connection has its own thread (the pool
+        // queued connections behind busy threads, so some of a burst were never read).
+        thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || {
+                let _end = AcceptEnd {
+                    close: Arc::clone(&inside_close_trigger),
+                    messages: Arc::clone(&inside_messages),
                 };
+                let open = Arc::new(AtomicUsize::new(0));
+                let deadlines = util::read_policy::Deadlines {
+                    head: limits.head_timeout,
+                    body_idle: limits.body_idle_timeout,
+                    keep_alive: limits.keep_alive_timeout,
+                };
+                let head_limits = client::HeadLimits {
+                    max_bytes: limits.max_head_bytes,
+                    max_headers: limits.max_headers,
+                };
+                let mut backoff = ACCEPT_BACKOFF_MIN;
+                let mut accept_failed = Throttled::new("http: accept failed; retrying");
+                let mut refused = Throttled::new("http: connections refused (503)");
+                let mut dropped = Throttled::new("http: connection dropped");
 
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    let sock = match server.accept() {
+                        Ok((sock, _)) => {
+                            backoff = ACCEPT_BACKOFF_MIN;
+                            sock
+                        }
+                        Err(e) => {
+                            if inside_close_trigger.load(Relaxed) {
+                                break;
                             }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
+                            accept_failed.warn(&e);
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                            continue;
+                        }
+                    };
+                    if inside_close_trigger.load(Relaxed) {
                         break;
                     }
+                    if open.load(SeqCst) >= limits.max_connections {
+                        refused.warn(&format_args!(
+                            "{} open, the limit",
+                            limits.max_connections
+                        ));
+                        refuse_busy(sock);
+                        continue;
+                    }
+                    let _ = sock.set_nodelay();
+                    let _ = sock.set_write_timeout(Some(limits.write_timeout));
+                    open.fetch_add(1, SeqCst);
+                    let slot = OpenSlot(Arc::clone(&open));
+                    let policy = Arc::new(util::read_policy::ReadPolicy::new(deadlines));
+
+                    use util::RefinedTcpStream;
+                    let streams = match ssl {
+                        None => RefinedTcpStream::new(sock, Some(Arc::clone(&policy))),
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            let sock = match ssl.accept(sock) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            };
+
+                            RefinedTcpStream::new(sock, Some(Arc::clone(&policy)))
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+                    let (read_closable, write_closable) = match streams {
+                        Ok(s) => s,
+                        Err(e) => {
+                            dropped.warn(&format_args!("cannot duplicate its socket: {e}"));
+                            continue;
+                        }
+                    };
+                    let client = ClientConnection::new(
+                        write_closable,
+                        read_closable,
+                        policy,
+                        head_limits,
+                    );
+
+                    let messages = inside_messages.clone();
+                    let spawned = thread::Builder::new()
+                        .name("http-conn".into())
+                        .stack_size(limits.connection_stack)
+                        .spawn(move || {
+                            let _slot = slot;
+                            // Synchronization is needed for HTTPS requests to avoid a deadlock
+                            if client.secure() {
+                                let (sender, receiver) = mpsc::channel();
+                                for rq in client {
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    if receiver.recv().is_err() {
+                                        break;
+                                    }
+                                }
+                            } else {
+                                for rq in client {
+                                    messages.push(rq.into());
+                                }
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        // The connection went down with the closure (closed, slot freed).
+                        dropped.warn(&format_args!("cannot start a thread: {e}"));
+                    }
                 }
-            }
-            log::debug!("Terminating accept thread");
-        });
+                log::debug!("Terminating accept thread");
+            })?;
 
         // result
         Ok(Server {

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
+use crate::util::read_policy::ReadPolicy;
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
@@ -74,6 +76,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // llmbox: the connection's read policy, told when a response closes the connection
+    policy: Option<Arc<ReadPolicy>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -108,6 +113,63 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// llmbox: the head does not say unambiguously where the body ends (RFC 9112 §6.3):
+    /// several different `Content-Length`s, one that is not a number, `Content-Length` beside
+    /// `Transfer-Encoding`, or a `Transfer-Encoding` other than `chunked`. Answered 400 and the
+    /// connection closed, so a proxy in front and this server never disagree on where the
+    /// next request starts (request smuggling).
+    BadFraming(&'static str),
+}
+
+/// llmbox: how the body of a request is delimited, strictly (RFC 9112 §6.1–6.3).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length` bytes.
+    Length(usize),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// llmbox: the body framing a head declares, or why it is ambiguous.
+pub(crate) fn framing(headers: &[Header]) -> Result<Framing, &'static str> {
+    let mut length: Option<usize> = None;
+    for h in headers.iter().filter(|h| h.field.equiv("Content-Length")) {
+        // A list of equal values ("5, 5") is allowed by the RFC; anything else is refused.
+        for part in h.value.as_str().split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("Content-Length is not a number");
+            }
+            let n: usize = part.parse().map_err(|_| "Content-Length is too large")?;
+            match length {
+                Some(m) if m != n => return Err("several different Content-Length values"),
+                _ => length = Some(n),
+            }
+        }
+    }
+    let mut codings = headers
+        .iter()
+        .filter(|h| h.field.equiv("Transfer-Encoding"))
+        .peekable();
+    if codings.peek().is_none() {
+        return Ok(length.map_or(Framing::None, Framing::Length));
+    }
+    if length.is_some() {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    let mut count = 0;
+    for h in codings {
+        for coding in h.value.as_str().split(',') {
+            count += 1;
+            if count > 1 || !coding.trim().eq_ignore_ascii_case("chunked") {
+                return Err("a Transfer-Encoding other than chunked");
+            }
+        }
+    }
+    Ok(Framing::Chunked)
 }
 
 impl From<IoError> for RequestCreationError {
@@ -135,27 +197,19 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    policy: Option<Arc<ReadPolicy>>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+    // llmbox: upstream ignored a Content-Length it could not parse (no body: the body's
+    // bytes were then read as the next request) and let Transfer-Encoding of any value win.
+    let framing = framing(&headers).map_err(RequestCreationError::BadFraming)?;
+    let transfer_encoding = (framing == Framing::Chunked).then_some(());
+    let content_length = match framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -238,6 +292,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        policy,
     })
 }
 
@@ -447,6 +502,12 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+        // llmbox: decided before writing, so the unread body is not drained meanwhile.
+        if response.closes_connection() {
+            if let Some(policy) = &self.policy {
+                policy.close();
+            }
+        }
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
@@ -516,3 +577,4 @@ mod tests {
         }
     }
 }
+

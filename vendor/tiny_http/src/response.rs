@@ -43,6 +43,8 @@ pub struct Response<R> {
     headers: Vec<Header>,
     data_length: Option<usize>,
     chunked_threshold: Option<usize>,
+    /// llmbox: the connection closes after this response (`Connection: close`).
+    close_connection: bool,
 }
 
 /// A `Response` without a template parameter.
@@ -206,6 +208,7 @@ where
             headers: Vec::with_capacity(16),
             data_length,
             chunked_threshold: None,
+            close_connection: false,
         };
 
         for h in headers {
@@ -229,6 +232,19 @@ where
     pub fn with_chunked_threshold(mut self, length: usize) -> Response<R> {
         self.chunked_threshold = Some(length);
         self
+    }
+
+    /// llmbox: sends `Connection: close` and closes the connection after this response,
+    /// without reading (draining) what is left of the request body. [`Response::add_header`]
+    /// ignores a `Connection` header, so this is the only way to ask for it.
+    pub fn with_connection_close(mut self) -> Response<R> {
+        self.close_connection = true;
+        self
+    }
+
+    /// llmbox: true when [`Response::with_connection_close`] was called.
+    pub fn closes_connection(&self) -> bool {
+        self.close_connection
     }
 
     /// Convert the response into the underlying `Read` type.
@@ -319,6 +335,7 @@ where
             status_code: self.status_code,
             data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
         }
     }
 
@@ -359,6 +376,11 @@ where
                 0,
                 Header::from_bytes(&b"Server"[..], &b"tiny-http (Rust)"[..]).unwrap(),
             );
+        }
+
+        if self.close_connection && upgrade.is_none() {
+            self.headers
+                .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
         }
 
         // handling upgrade
@@ -481,6 +503,7 @@ where
             headers: self.headers,
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
         }
     }
 }
@@ -569,6 +592,7 @@ impl Clone for Response<io::Empty> {
             headers: self.headers.clone(),
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
         }
     }
 }

@@ -5,7 +5,6 @@ pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::sequential::{SequentialWriter, SequentialWriterBuilder};
-pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
@@ -15,7 +14,7 @@ mod fused_reader;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
-mod task_pool;
+pub(crate) mod read_policy;
 
 /// Parses a the value of a header.
 /// Suitable for `Accept-*`, `TE`, etc.

@@ -73,6 +73,13 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
     }
 }
 
+impl<W: Write + Send> SequentialWriterBuilder<W> {
+    /// llmbox: runs `f` on the stream under the writers' lock (to end the write side).
+    pub fn with_writer<T>(&self, f: impl FnOnce(&mut W) -> T) -> T {
+        f(&mut self.writer.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 
@@ -112,35 +119,61 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
 
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let mut reader = match self.inner {
-            SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().unwrap(),
-            SequentialReaderInner::Empty => unreachable!(),
-        };
+        self.wait_turn()?;
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => reader.read(buf),
+            _ => Ok(0),
+        }
+    }
+}
 
-        let result = reader.read(buf);
-        self.inner = SequentialReaderInner::MyTurn(reader);
-        result
+impl<R: Read + Send> SequentialReader<R> {
+    /// llmbox: blocks until the previous reader of the stream is done, without reading. The
+    /// connection uses it to start its next request's deadline only when that request's turn
+    /// has come (not while the previous body is still being read). A previous reader that
+    /// vanished without handing the stream on (its thread died) ends this one with an error
+    /// instead of a panic.
+    pub fn wait_turn(&mut self) -> IoResult<()> {
+        if let SequentialReaderInner::Waiting(ref recv) = self.inner {
+            match recv.recv() {
+                Ok(reader) => self.inner = SequentialReaderInner::MyTurn(reader),
+                Err(_) => {
+                    self.inner = SequentialReaderInner::Empty;
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+            }
+        }
+        match self.inner {
+            SequentialReaderInner::Empty => Err(std::io::ErrorKind::BrokenPipe.into()),
+            _ => Ok(()),
+        }
     }
 }
 
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        // llmbox: a previous writer that vanished has finished too (no panic).
         if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
+            let _ = v.recv();
         }
         self.trigger = None;
 
-        self.writer.lock().unwrap().write(buf)
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(buf)
     }
 
     fn flush(&mut self) -> IoResult<()> {
         if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
+            let _ = v.recv();
         }
         self.trigger = None;
 
-        self.writer.lock().unwrap().flush()
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush()
     }
 }
 
@@ -156,8 +189,9 @@ where
                 self.next.send(reader).ok();
             }
             SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                if let Ok(reader) = recv.recv() {
+                    self.next.send(reader).ok();
+                }
             }
             SequentialReaderInner::Empty => (),
         }
