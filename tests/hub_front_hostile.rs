@@ -550,3 +550,78 @@ fn foreign_host_names_are_misdirected() {
         Some(200)
     );
 }
+
+#[test]
+fn mutated_heads_get_a_status_or_a_close_and_the_front_lives() {
+    // A seeded stand-in for a fuzzer on the head parser and body framing: valid requests
+    // with random damage, each answered by a well-formed status (never 500) or a close.
+    use llmbox::util::seeded::SeededRng;
+    let hub = HubProc::start("mutate", &[], &[]);
+    let a = hub.addr;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let seeds = [
+        format!("GET /healthz HTTP/1.1\r\nHost: {a}\r\n\r\n"),
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        ),
+    ];
+    let pieces: [&[u8]; 10] = [
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b":",
+        b" ",
+        b"\xff\xfe",
+        b"Content-Length: 99999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"HTTP/2.0",
+        b"\x00",
+    ];
+    let mut rng = SeededRng::from_env(10);
+    let fds = hub.fds();
+    for _ in 0..400 {
+        let mut req = rng.pick(&seeds).clone().into_bytes();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(req.len() + 1);
+            match rng.below(4) {
+                0 => req.truncate(at),
+                1 if at < req.len() => req[at] = (rng.next_u64() & 0xff) as u8,
+                _ => {
+                    let piece = rng.pick(&pieces);
+                    req.splice(at..at, piece.iter().copied());
+                }
+            }
+        }
+        let Ok(mut s) = TcpStream::connect(a) else {
+            panic!("the front stopped accepting");
+        };
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let _ = s.write_all(&req);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        if answer.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let status = status_of(&answer);
+        assert!(
+            text.starts_with("HTTP/1.") && status.is_some_and(|c| (100..600).contains(&c)),
+            "{:?} -> {text:?}",
+            String::from_utf8_lossy(&req)
+        );
+        assert_ne!(status, Some(500), "{:?}", String::from_utf8_lossy(&req));
+    }
+    assert!(hub.answers_within(Duration::from_secs(5)));
+    assert!(
+        hub.settles(Duration::from_secs(10), |h| h.fds() <= fds + 8),
+        "{} fds (were {fds})",
+        hub.fds()
+    );
+}
