@@ -143,7 +143,8 @@ fn main() {
     config.claude_bin = Some(fake_claude());
     let m = DockerBoxManager::new(config).expect("manager");
     m.ping().expect("the Docker daemon answers");
-    let script = llmbox::docker::boxspec::entrypoint_script("bench", "");
+    let script =
+        llmbox::docker::boxspec::entrypoint_script("bench", "", llmbox::docker::ExecUser::DEFAULT);
 
     let (mut ours_create, mut ours_exec, mut ours_destroy) = (vec![], vec![], vec![]);
     let (mut cli_create_t, mut cli_exec, mut cli_destroy) = (vec![], vec![], vec![]);

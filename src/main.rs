@@ -23,6 +23,7 @@ enum Command {
     Hub(cli::hub::Args),
     Spoke(cli::spoke::Args),
     Reap(cli::reap::Args),
+    Apikey(cli::apikey::Args),
     Version(VersionArgs),
 }
 
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Some(Command::Hub(args)) => cli::hub::run(args),
         Some(Command::Spoke(args)) => cli::spoke::run(args),
         Some(Command::Reap(args)) => cli::reap::run(args),
+        Some(Command::Apikey(args)) => cli::apikey::run(args),
         None => Err(CliError::usage(
             "no command given; run `llmbox help` for the commands",
         )),

@@ -38,6 +38,65 @@ pub struct State {
     /// Activation sessions, one per box created through the hub.
     #[serde(default)]
     pub sessions: Vec<Session>,
+    /// API keys MCP callers present (`llmbox apikey`). Absent in files written before keys
+    /// existed, and left out while empty so such files stay readable by older hubs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<ApiKeyRecord>,
+    /// Which API key created which box (see `hub::ownership`); beside the sessions rather than
+    /// in them so a session written by an older hub needs nothing new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub box_owners: Vec<BoxOwner>,
+}
+
+/// The API key that created a box through the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoxOwner {
+    /// The box's full container id (unique, unlike a box id that may be reused later).
+    pub container_id: String,
+    /// The owning key's id ([`ApiKeyRecord::id`]).
+    pub key_id: String,
+}
+
+/// An API key for MCP callers, known only by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRecord {
+    /// SHA-256 hex of the whole key (`llmbox_…`).
+    pub hash: String,
+    /// The operator's name for it (unique; shown in listings and the audit log).
+    pub name: String,
+    /// Sees and acts on every box, not only its own.
+    #[serde(default)]
+    pub admin: bool,
+    /// Minted at, unix seconds.
+    pub created: i64,
+    /// Expires at, unix seconds; `None` never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+    /// Last accepted at, unix seconds, to the minute or so (see `hub::apikeys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<i64>,
+}
+
+impl ApiKeyRecord {
+    /// The key's public handle for `apikey list` / `apikey revoke --id`: the first 12 hex
+    /// characters of its hash (reveals nothing of the key).
+    pub fn id(&self) -> &str {
+        hash_prefix(&self.hash)
+    }
+
+    /// True when the key has expired by unix second `now`.
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires.is_some_and(|at| at <= now)
+    }
+}
+
+/// The first 12 characters of a hash (never slicing inside a character: the file may have been
+/// edited by hand).
+fn hash_prefix(hash: &str) -> &str {
+    let end = hash.char_indices().nth(12).map_or(hash.len(), |(i, _)| i);
+    &hash[..end]
 }
 
 /// A join token, known only by its hash.
@@ -58,13 +117,7 @@ impl JoinTokenRecord {
     /// The token's public handle for `token list` / `token revoke --id`: the first 12 hex
     /// characters of its hash (reveals nothing of the token).
     pub fn id(&self) -> &str {
-        // The file may have been edited by hand: never slice inside a character.
-        let end = self
-            .hash
-            .char_indices()
-            .nth(12)
-            .map_or(self.hash.len(), |(i, _)| i);
-        &self.hash[..end]
+        hash_prefix(&self.hash)
     }
 }
 
@@ -518,6 +571,39 @@ mod tests {
                 .spokes
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn a_file_without_api_keys_loads_and_an_empty_list_is_not_written() {
+        let path = temp_path("keys");
+        fs::write(
+            &path,
+            br#"{"version":1,"join_tokens":[],"spokes":[],"sessions":[]}"#,
+        )
+        .expect("write");
+        let store = Store::open(&path).expect("an old file opens");
+        assert!(store.load().expect("load").api_keys.is_empty());
+        store.update(|s| s.spokes.push(spoke("a"))).expect("update");
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("api_keys"), "{text}");
+        store
+            .update(|s| {
+                s.api_keys.push(ApiKeyRecord {
+                    hash: "ab".repeat(32),
+                    name: "ci".into(),
+                    admin: false,
+                    created: 1,
+                    expires: None,
+                    last_used: None,
+                })
+            })
+            .expect("update");
+        let again = Store::open(&path).expect("reopen");
+        let keys = &again.load().expect("load").api_keys;
+        assert_eq!(
+            (keys[0].id(), keys[0].name.as_str()),
+            ("abababababab", "ci")
         );
     }
 

@@ -23,13 +23,10 @@ fn a_good_code_makes_the_box_ready_renamed_with_its_session_url() {
     assert_eq!(listed[0].name, format!("llmbox-{}", &c.id[..12]));
     let again = m.submit_code("web", "other").expect_err("already ready");
     assert!(again.to_string().contains("already activated"), "{again}");
-    let creds = m
-        .exec(
-            "web",
-            &["cat".into(), "/root/.claude/.credentials.json".into()],
-        )
-        .expect("exec");
-    assert!(creds.stdout.contains("claudeAiOauth"), "{creds:?}");
+    // The login wrote the credentials (read as root: `exec` may not; see docker_isolation.rs).
+    let (ok, creds, err) = support::docker::root_sh(&c.id, "cat /root/.claude/.credentials.json");
+    assert!(ok, "{err}");
+    assert!(creds.contains("claudeAiOauth"), "{creds}");
 }
 
 #[test]

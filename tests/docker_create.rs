@@ -145,25 +145,25 @@ fn injected_files_have_the_owner_and_mode_asked() {
         uid: 0,
         gid: 0,
     });
+    // Hook files under /workspace too: the entrypoint's isolation step leaves an existing
+    // project settings directory (and what is in it) as the hook made it.
+    o.files.push(InjectFile {
+        path: "/workspace/.claude/settings.json".into(),
+        content: b"{}".to_vec(),
+        mode: 0o640,
+        uid: 1234,
+        gid: 4321,
+    });
     let created = m.create(o).expect("create");
-    let r = m
-        .exec(
-            &created.id,
-            &[
-                "stat".into(),
-                "-c".into(),
-                "%n %a %u %g".into(),
-                "/opt/hooks/deep/hook.sh".into(),
-                "/etc/llmbox.json".into(),
-                "/usr/local/bin/claude".into(),
-                "/root/.claude.json".into(),
-                "/opt/hooks/deep".into(),
-                "/root".into(),
-            ],
-        )
-        .expect("exec");
-    assert_eq!(r.exit_code, 0, "{}", r.stderr);
-    let lines: Vec<&str> = r.stdout.lines().collect();
+    // Looked at as root through the docker CLI: `exec` itself runs unprivileged and may not
+    // see into /root.
+    let (ok, stdout, stderr) = support::docker::root_sh(
+        &created.id,
+        "stat -c '%n %a %u %g' /opt/hooks/deep/hook.sh /etc/llmbox.json /usr/local/bin/claude \
+         /root/.claude.json /opt/hooks/deep /root /workspace/.claude/settings.json /workspace",
+    );
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
         [
@@ -173,12 +173,13 @@ fn injected_files_have_the_owner_and_mode_asked() {
             "/root/.claude.json 600 0 0",
             "/opt/hooks/deep 755 0 0",
             "/root 700 0 0",
+            "/workspace/.claude/settings.json 640 1234 4321",
+            "/workspace 1777 0 0",
         ]
     );
-    let seed = m
-        .exec(&created.id, &["cat".into(), "/root/.claude.json".into()])
-        .expect("cat");
-    let v: serde_json::Value = serde_json::from_str(&seed.stdout).expect("seed is JSON");
+    let (ok, seed, stderr) = support::docker::root_sh(&created.id, "cat /root/.claude.json");
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&seed).expect("seed is JSON");
     assert_eq!(v["projects"]["/workspace"]["hasTrustDialogAccepted"], true);
 }
 

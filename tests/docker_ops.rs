@@ -317,6 +317,9 @@ fn boxes_cannot_reach_each_other_but_both_reach_a_box_peer() {
     let peer = t.helper("peer", &[]);
     let mut config = t.config();
     config.box_peers = vec![peer.clone()];
+    // busybox ping needs a raw socket, which only root has in a box: this test is about the
+    // network, so its probes run as root (the `--exec-user 0` opt-out).
+    config.exec_user = llmbox::docker::ExecUser { uid: 0, gid: 0 };
     let m = llmbox::docker::DockerBoxManager::new(config).expect("manager");
     let a = create(&m, "a");
     let b = create(&m, "b");

@@ -420,7 +420,7 @@ fn hook_files_land_in_a_real_box_and_destroy_gets_the_hook_state() {
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\nread req\nif [ \"$1\" = box.create ]; then\n  printf '%s\\n' '{{\"files\":[{{\"path\":\"/etc/llmbox/greeting.txt\",\"content\":\"hello from the hook\\n\",\"mode\":\"0640\"}}],\"state\":{{\"lease\":\"L-7\"}}}}'\nelse\n  echo \"$req\" > {}\nfi\n",
+            "#!/bin/sh\nread req\nif [ \"$1\" = box.create ]; then\n  printf '%s\\n' '{{\"files\":[{{\"path\":\"/etc/llmbox/greeting.txt\",\"content\":\"hello from the hook\\n\",\"mode\":\"0640\",\"uid\":1000,\"gid\":1000}}],\"state\":{{\"lease\":\"L-7\"}}}}'\nelse\n  echo \"$req\" > {}\nfi\n",
             replay.display()
         ),
     )
@@ -440,10 +440,11 @@ fn hook_files_land_in_a_real_box_and_destroy_gets_the_hook_state() {
     let out = call(
         hub.addr,
         "exec_llmbox",
-        json!({"box_id": "hooked", "command": "cat /etc/llmbox/greeting.txt; stat -c %a /etc/llmbox/greeting.txt"}),
+        json!({"box_id": "hooked", "command": "cat /etc/llmbox/greeting.txt; stat -c '%a %u:%g' /etc/llmbox/greeting.txt"}),
     );
+    // The hook gave the file to the exec user (1000:1000 by default), who can read it.
     assert_eq!(
-        out["structuredContent"]["stdout"], "hello from the hook\n640\n",
+        out["structuredContent"]["stdout"], "hello from the hook\n640 1000:1000\n",
         "{out}"
     );
     assert_eq!(
@@ -580,4 +581,158 @@ fn a_separate_spoke_process_serves_boxes_in_its_own_namespace() {
         false
     );
     assert!(edge.containers().is_empty());
+}
+
+/// One MCP tool call with an API key; returns the `result`.
+fn keyed_call(addr: SocketAddr, key: &str, tool: &str, args: Value) -> Value {
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":args}});
+    let auth = format!("Bearer {key}");
+    let r = request(
+        addr,
+        "POST",
+        "/mcp",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+            ("Authorization", &auth),
+        ],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{tool}: {}", r.text());
+    r.json()["result"].clone()
+}
+
+fn make_key(state: &Path, name: &str, admin: bool) -> String {
+    let mut args = vec!["apikey", "create", "--name", name, "--state"];
+    args.push(state.to_str().expect("utf8"));
+    if admin {
+        args.push("--admin");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args(&args)
+        .output()
+        .expect("apikey create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("key")
+        .to_string()
+}
+
+#[test]
+fn each_key_reaches_only_its_own_boxes_and_an_admin_key_all_of_them() {
+    let ns = support::docker::TestNs::new("e2e-owners");
+    let dir = temp_dir("owners");
+    let state = dir.join("state.json");
+    let (a, b, admin) = (
+        make_key(&state, "key-a", false),
+        make_key(&state, "key-b", false),
+        make_key(&state, "ops", true),
+    );
+    let hub = HubProcess::start(&ns.ns, &dir, &state, free_addr(), &[]);
+    let call = |key: &str, tool: &str, args: Value| keyed_call(hub.addr, key, tool, args);
+    for (key, id) in [(&a, "own-a"), (&b, "own-b")] {
+        let made = call(key, "create_llmbox", json!({"box_id": id}));
+        assert_eq!(made["isError"], false, "{made}");
+    }
+    // The same id by another key: refused without naming who holds it.
+    let taken = call(&b, "create_llmbox", json!({"box_id": "own-a"}));
+    assert_eq!(taken["isError"], true);
+    let text = taken["content"][0]["text"].as_str().expect("text");
+    assert!(
+        text.contains("already exists") && !text.contains("key-a"),
+        "{text}"
+    );
+
+    // Key b on a's box gets exactly what a box that does not exist gets, for every verb.
+    let per_box: [(&str, Value); 4] = [
+        ("get_llmbox", json!({})),
+        ("get_llmbox_logs", json!({"tail": 5})),
+        ("exec_llmbox", json!({"command": "id"})),
+        ("destroy_llmbox", json!({})),
+    ];
+    for (tool, extra) in &per_box {
+        let with = |id: &str| {
+            let mut args = extra.clone();
+            args["box_id"] = json!(id);
+            args
+        };
+        let foreign = call(&b, tool, with("own-a"));
+        let missing = call(&b, tool, with("own-zz"));
+        assert_eq!(foreign["isError"], true, "{tool}: {foreign}");
+        let shown = |v: &Value, id: &str| v.to_string().replace(id, "<ID>");
+        assert_eq!(
+            shown(&foreign, "own-a"),
+            shown(&missing, "own-zz"),
+            "{tool}"
+        );
+        // An admin sees the nonexistent box the same way too (no key is told more).
+        assert_eq!(
+            shown(&call(&admin, tool, with("own-zz")), "own-zz"),
+            shown(&missing, "own-zz"),
+            "{tool} for an admin"
+        );
+    }
+    // The box survived b's destroy; its owner reaches it.
+    let got = call(&a, "get_llmbox", json!({"box_id": "own-a"}));
+    assert_eq!(got["isError"], false, "{got}");
+    let ran = call(
+        &a,
+        "exec_llmbox",
+        json!({"box_id": "own-a", "command": "id -u"}),
+    );
+    assert_eq!(ran["structuredContent"]["stdout"], "1000\n", "{ran}");
+    assert_eq!(
+        call(&a, "get_llmbox_logs", json!({"box_id": "own-a"}))["isError"],
+        false
+    );
+
+    let listed = |key: &str| -> Vec<(String, Option<String>)> {
+        let l = call(key, "list_llmboxes", json!({}));
+        assert_eq!(l["isError"], false, "{l}");
+        let mut boxes: Vec<(String, Option<String>)> = l["structuredContent"]["boxes"]
+            .as_array()
+            .expect("boxes")
+            .iter()
+            .map(|b| {
+                (
+                    b["box_id"].as_str().expect("id").to_string(),
+                    b["owner"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        boxes.sort();
+        boxes
+    };
+    assert_eq!(listed(&a), [("own-a".to_string(), None)]);
+    assert_eq!(listed(&b), [("own-b".to_string(), None)]);
+    assert_eq!(
+        listed(&admin),
+        [
+            ("own-a".to_string(), Some("key-a".to_string())),
+            ("own-b".to_string(), Some("key-b".to_string()))
+        ]
+    );
+    // The admin acts on anyone's box.
+    let ran = call(
+        &admin,
+        "exec_llmbox",
+        json!({"box_id": "own-b", "command": "echo x"}),
+    );
+    assert_eq!(ran["structuredContent"]["stdout"], "x\n", "{ran}");
+    assert_eq!(
+        call(&admin, "destroy_llmbox", json!({"box_id": "own-b"}))["isError"],
+        false
+    );
+    assert_eq!(
+        call(&a, "destroy_llmbox", json!({"box_id": "own-a"}))["isError"],
+        false
+    );
+    assert!(listed(&admin).is_empty());
+    assert!(ns.containers().is_empty(), "{:?}", ns.containers());
 }

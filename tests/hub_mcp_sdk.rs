@@ -27,6 +27,12 @@ fn venv_python(venv: &str) -> PathBuf {
 }
 
 fn run_flow(venv: &str, test: &str, bad_code_first: bool, legacy: bool) {
+    run_flow_with(venv, test, bad_code_first, legacy, false);
+}
+
+/// The flow; with `keyed`, an API key exists and the SDK sends it as a bearer header (and the
+/// script first checks that the endpoint refuses a request without it).
+fn run_flow_with(venv: &str, test: &str, bad_code_first: bool, legacy: bool, keyed: bool) {
     let path = support::hub::state_path(test);
     let board = Arc::new(
         support::hub::Switchboard::default()
@@ -39,6 +45,11 @@ fn run_flow(venv: &str, test: &str, bad_code_first: bool, legacy: bool) {
     drop(probe);
     let public = format!("http://{addr}");
     let hub = support::hub::hub_on(&path, &board, HubConfig::new(&public));
+    let key = keyed.then(|| {
+        llmbox::hub::apikeys::create_key(hub.store(), "sdk", None, false)
+            .expect("key")
+            .0
+    });
     let front = HttpFront::start(Arc::clone(&hub), &addr.to_string()).expect("listen");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_flow.py");
     let mut cmd = Command::new(venv_python(venv));
@@ -52,13 +63,35 @@ fn run_flow(venv: &str, test: &str, bad_code_first: bool, legacy: bool) {
     if legacy {
         cmd.arg("--legacy");
     }
+    if let Some(key) = &key {
+        cmd.args(["--bearer", key]);
+    }
     let out = cmd.output().expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{venv}: {stdout}\n{stderr}");
     assert!(stdout.contains(": OK"), "{stdout}");
     println!("{stdout}");
+    if keyed {
+        let state = hub.store().load().expect("state");
+        assert!(state.api_keys[0].last_used.is_some(), "the key was used");
+    }
     front.stop();
+}
+
+#[test]
+fn python_sdk_1x_sends_the_api_key_as_a_bearer_header_through_the_whole_flow() {
+    run_flow_with(".venv-mcp1", "v1key", false, false, true);
+}
+
+#[test]
+fn python_sdk_2x_sends_the_api_key_as_a_bearer_header_through_the_whole_flow() {
+    run_flow_with(".venv-mcp2", "v2key", false, false, true);
+}
+
+#[test]
+fn python_sdk_2x_legacy_mode_sends_the_api_key_too() {
+    run_flow_with(".venv-mcp2", "v2legacykey", false, true, true);
 }
 
 #[test]

@@ -18,6 +18,8 @@ use crate::cluster::plane::{self, PlaneConfig};
 use crate::cluster::registry::Registry;
 use crate::cluster::{LOCAL_SPOKE, SpokeDirectory};
 use crate::docker::{DockerBoxManager, ManagerConfig};
+use crate::hub::audit::AuditLog;
+use crate::hub::auth::{Access, Surface};
 use crate::hub::http::{FrontLimits, HttpFront};
 use crate::hub::reaper::Reaper;
 use crate::hub::{Hub, HubConfig};
@@ -29,7 +31,7 @@ pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_SPOKE_LISTEN: &str = "127.0.0.1:8081";
 
 /// The usage line printed with a usage error.
-pub(crate) const USAGE: &str = "usage: llmbox hub [--listen ADDR] [--spoke-listen ADDR] [--public-url URL] [--state FILE] [--no-local] [--box-image IMAGE] [--claude-bin FILE] [--hook FILE]... (llmbox hub --help lists every flag)";
+pub(crate) const USAGE: &str = "usage: llmbox hub [--listen ADDR] [--mcp-listen ADDR] [--spoke-listen ADDR] [--public-url URL] [--state FILE] [--no-local] [--box-image IMAGE] [--claude-bin FILE] [--hook FILE]... (llmbox hub --help lists every flag)";
 
 /// Run the hub: MCP and activation page (HTTP), spoke plane (WebSocket), local spoke, reaper.
 #[derive(FromArgs, Debug, Default)]
@@ -38,6 +40,17 @@ pub struct Args {
     /// HTTP address for MCP and the activation page (default 127.0.0.1:8080)
     #[argh(option, default = "String::from(DEFAULT_LISTEN)")]
     pub(crate) listen: String,
+    /// serve MCP (and /metrics) only on this address; --listen then serves the activation page
+    /// and /healthz only
+    #[argh(option)]
+    pub(crate) mcp_listen: Option<String>,
+    /// serve MCP without API keys even beyond loopback (only behind a proxy that authenticates)
+    #[argh(switch)]
+    pub(crate) insecure_no_auth: bool,
+    /// append one JSON line per tool call and activation attempt to this file (0600; reopened
+    /// on SIGHUP)
+    #[argh(option)]
+    pub(crate) audit_log: Option<PathBuf>,
     /// spoke-plane address spokes dial (default 127.0.0.1:8081)
     #[argh(option, default = "String::from(DEFAULT_SPOKE_LISTEN)")]
     pub(crate) spoke_listen: String,
@@ -90,6 +103,10 @@ pub struct Args {
     /// process limit per box (default 4096)
     #[argh(option)]
     pub(crate) pids_limit: Option<i64>,
+    /// uid[:gid] exec_llmbox commands run as in the boxes (default 1000:1000); 0 runs them as
+    /// root, which exposes each person's Claude credentials to the caller
+    #[argh(option)]
+    pub(crate) exec_user: Option<String>,
     /// a container joined to every local box's network (repeatable)
     #[argh(option)]
     pub(crate) box_peer: Vec<String>,
@@ -103,6 +120,12 @@ pub struct Args {
 pub(crate) struct Config {
     /// HTTP front address.
     pub(crate) listen: SocketAddr,
+    /// The private MCP address (`--mcp-listen`); `None` serves MCP on `listen`.
+    pub(crate) mcp_listen: Option<SocketAddr>,
+    /// `--insecure-no-auth`.
+    pub(crate) insecure_no_auth: bool,
+    /// `--audit-log`.
+    pub(crate) audit_log: Option<PathBuf>,
     /// Spoke plane address.
     pub(crate) spoke_listen: SocketAddr,
     /// The hub layer's settings.
@@ -131,6 +154,11 @@ impl Config {
     pub(crate) fn from_args(args: &Args) -> Result<Config, CliError> {
         let usage = |e: CliError| CliError::usage(format!("{}\n{USAGE}", e.message));
         let listen = parse_addr("--listen", &args.listen)?;
+        let mcp_listen = args
+            .mcp_listen
+            .as_deref()
+            .map(|a| parse_addr("--mcp-listen", a))
+            .transpose()?;
         let spoke_listen = parse_addr("--spoke-listen", &args.spoke_listen)?;
         let heartbeat = parse_duration_flag("--heartbeat", &args.heartbeat).map_err(usage)?;
         let auth_ttl = parse_duration_flag("--auth-ttl", &args.auth_ttl).map_err(usage)?;
@@ -181,6 +209,9 @@ impl Config {
         let local = (!args.no_local).then(|| local_manager_config(args));
         Ok(Config {
             listen,
+            mcp_listen,
+            insecure_no_auth: args.insecure_no_auth,
+            audit_log: args.audit_log.clone(),
             spoke_listen,
             hub,
             state: args.state.clone(),
@@ -206,14 +237,15 @@ fn box_flags(args: &Args) -> super::BoxFlags<'_> {
         cpus: args.cpus,
         pids_limit: args.pids_limit,
         box_peers: &args.box_peer,
+        exec_user: args.exec_user.as_deref(),
     }
 }
 
-/// The warning logged when the HTTP front listens beyond loopback.
-fn exposure_warning(listen: &SocketAddr) -> Option<String> {
-    (!listen.ip().is_loopback()).then(|| {
+/// The warning logged when MCP is served beyond loopback with `--insecure-no-auth`.
+fn exposure_warning(mcp: &SocketAddr, insecure_no_auth: bool) -> Option<String> {
+    (insecure_no_auth && !mcp.ip().is_loopback()).then(|| {
         format!(
-            "--listen {listen} is not a loopback address: the MCP endpoint has no caller authentication yet; put it behind an authenticating proxy (and set --public-url to the address people use)"
+            "--insecure-no-auth: MCP on {mcp} is not a loopback address and, until an API key exists, has no caller authentication; only a proxy in front that authenticates callers keeps the boxes safe"
         )
     })
 }
@@ -226,6 +258,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
     init_logging(&args.log_level)?;
     crate::util::signal::exit_on_termination();
     let config = Config::from_args(&args)?;
+    if config.local.is_some() {
+        box_flags(&args).warn_if_root_exec();
+    }
     let nofile = match crate::util::rlimit::raise_nofile_limit() {
         Ok(n) => n,
         Err(e) => {
@@ -241,6 +276,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         fds.plane
     );
     let store = Arc::new(Store::open(&config.state).map_err(CliError::runtime)?);
+    let mcp_addr = config.mcp_listen.unwrap_or(config.listen);
+    if let Some(why) = crate::hub::auth::refuse_open_mcp(&store, mcp_addr, config.insecure_no_auth)
+    {
+        return Err(CliError::usage(why));
+    }
+    let audit = match &config.audit_log {
+        Some(path) => Some(Arc::new(AuditLog::open(path).map_err(|e| {
+            CliError::runtime(format!("--audit-log {}: {e}", path.display()))
+        })?)),
+        None => None,
+    };
     let registry = Arc::new(Registry::new(Arc::clone(&store)));
     if let Some(mc) = &config.local {
         let manager = Arc::new(
@@ -280,22 +326,48 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let _reaper = Reaper::start(Arc::clone(&hub))
         .map_err(|e| CliError::runtime(format!("cannot start the reaper: {e}")))?;
-    let front = HttpFront::start_limited(
-        Arc::clone(&hub),
-        &config.listen.to_string(),
-        FrontLimits::for_descriptors(fds.http),
-    )
-    .map_err(|e| CliError::runtime(format!("--listen: {e}")))?;
-    if let Some(warning) = exposure_warning(&config.listen) {
+    let access = |surface| Access {
+        surface,
+        insecure_no_auth: config.insecure_no_auth,
+        audit: audit.clone(),
+    };
+    // Two fronts share the HTTP descriptor budget.
+    let budget = if config.mcp_listen.is_some() {
+        fds.http / 2
+    } else {
+        fds.http
+    };
+    let start = |addr: SocketAddr, flag: &str, surface| {
+        HttpFront::start_serving(
+            Arc::clone(&hub),
+            &addr.to_string(),
+            FrontLimits::for_descriptors(budget),
+            access(surface),
+        )
+        .map_err(|e| CliError::runtime(format!("{flag}: {e}")))
+    };
+    let (front, mcp_front) = match config.mcp_listen {
+        None => (start(config.listen, "--listen", Surface::All)?, None),
+        Some(mcp) => (
+            start(config.listen, "--listen", Surface::Page)?,
+            Some(start(mcp, "--mcp-listen", Surface::Mcp)?),
+        ),
+    };
+    if let Some(warning) = exposure_warning(&mcp_addr, config.insecure_no_auth) {
         log::warn!("{warning}");
     }
+    let mcp_url = match &mcp_front {
+        Some(f) => format!("http://{}/mcp", f.local_addr()),
+        None => format!("{}/mcp", config.hub.public_url),
+    };
     log::info!(
-        "hub serving MCP at {}/mcp; spokes dial {} (state {})",
+        "hub serving MCP at {mcp_url}; activation pages at {}/auth/…; spokes dial {} (state {})",
         config.hub.public_url,
         plane.url(),
         config.state.display()
     );
     let served = front.wait();
+    drop(mcp_front);
     plane.stop();
     served.map_err(|e| {
         log::error!("{e}; exiting so a supervisor can restart the hub");
@@ -400,16 +472,19 @@ mod tests {
     }
 
     #[test]
-    fn only_a_non_loopback_listen_address_is_warned_about() {
+    fn only_insecure_mcp_beyond_loopback_is_warned_about() {
         for quiet in ["127.0.0.1:8080", "[::1]:80", "127.0.0.2:1"] {
             assert_eq!(
-                exposure_warning(&quiet.parse().expect("addr")),
+                exposure_warning(&quiet.parse().expect("addr"), true),
                 None,
                 "{quiet}"
             );
         }
         for loud in ["0.0.0.0:8080", "192.168.1.5:80", "[::]:80"] {
-            let w = exposure_warning(&loud.parse().expect("addr")).expect(loud);
+            let addr = loud.parse().expect("addr");
+            // Without --insecure-no-auth such a hub has keys (or does not start).
+            assert_eq!(exposure_warning(&addr, false), None, "{loud}");
+            let w = exposure_warning(&addr, true).expect(loud);
             assert!(w.contains("no caller authentication"), "{w}");
         }
     }
@@ -445,6 +520,14 @@ mod tests {
             (
                 Box::new(|a| a.local_namespace = Some("Bad NS".into())),
                 "--local-namespace",
+            ),
+            (
+                Box::new(|a| a.exec_user = Some("root".into())),
+                "--exec-user",
+            ),
+            (
+                Box::new(|a| a.mcp_listen = Some("localhost".into())),
+                "--mcp-listen",
             ),
         ];
         for (change, flag) in cases {

@@ -1,6 +1,7 @@
 //! One file per command: parse flags into a validated config, wire the parts, run.
 //! Only `main` turns a [`CliError`] into an exit code.
 
+pub mod apikey;
 pub mod hub;
 pub mod reap;
 pub mod spoke;
@@ -127,6 +128,8 @@ pub(crate) struct BoxFlags<'a> {
     pub(crate) pids_limit: Option<i64>,
     /// `--box-peer` (repeatable).
     pub(crate) box_peers: &'a [String],
+    /// `--exec-user UID[:GID]`.
+    pub(crate) exec_user: Option<&'a str>,
 }
 
 impl BoxFlags<'_> {
@@ -157,6 +160,7 @@ impl BoxFlags<'_> {
         if self.max_boxes == Some(0) {
             return Err(CliError::usage("invalid --max-boxes: use at least 1"));
         }
+        self.exec_user()?;
         if let Some(bin) = self.claude_bin
             && !bin.is_file()
         {
@@ -168,7 +172,27 @@ impl BoxFlags<'_> {
         Ok(())
     }
 
+    /// The user `exec` runs as: `--exec-user`, else [`crate::docker::ExecUser::DEFAULT`].
+    ///
+    /// # Errors
+    /// A usage error naming the flag.
+    pub fn exec_user(&self) -> Result<crate::docker::ExecUser, CliError> {
+        self.exec_user
+            .map_or(Ok(crate::docker::ExecUser::DEFAULT), |v| {
+                crate::docker::ExecUser::parse(v)
+                    .map_err(|e| CliError::usage(format!("invalid --exec-user: {e}")))
+            })
+    }
+
+    /// Logs, once at start, what `--exec-user 0` exposes (nothing when exec is unprivileged).
+    pub fn warn_if_root_exec(&self) {
+        if self.exec_user().is_ok_and(|u| u.is_root()) {
+            log::warn!("{}", crate::docker::ROOT_EXEC_WARNING);
+        }
+    }
+
     /// The manager settings for `namespace`: the defaults, overridden by every flag given.
+    /// (Call [`BoxFlags::validate`] first: an invalid `--exec-user` falls back to the default.)
     pub(crate) fn manager_config(&self, namespace: &str) -> crate::docker::ManagerConfig {
         let mut c = crate::docker::ManagerConfig::new(namespace);
         if let Some(h) = self.docker_host {
@@ -191,6 +215,7 @@ impl BoxFlags<'_> {
             c.pids_limit = n;
         }
         c.box_peers = self.box_peers.to_vec();
+        c.exec_user = self.exec_user().unwrap_or_default();
         c
     }
 }
@@ -198,6 +223,36 @@ impl BoxFlags<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::docker::ExecUser;
+
+    #[test]
+    fn exec_user_defaults_to_1000_and_takes_uid_or_uid_gid() {
+        let user = |v: Option<&str>| {
+            BoxFlags {
+                exec_user: v,
+                ..Default::default()
+            }
+            .manager_config("n")
+            .exec_user
+        };
+        assert_eq!(
+            user(None),
+            ExecUser {
+                uid: 1000,
+                gid: 1000
+            }
+        );
+        assert_eq!(
+            user(Some("1234")),
+            ExecUser {
+                uid: 1234,
+                gid: 1234
+            }
+        );
+        assert_eq!(user(Some("5:6")), ExecUser { uid: 5, gid: 6 });
+        assert!(user(Some("0")).is_root());
+        assert!(!user(None).is_root());
+    }
 
     #[test]
     fn box_flags_refuse_values_docker_would_misread() {
@@ -258,6 +313,27 @@ mod tests {
                     ..ok
                 },
                 "--claude-bin",
+            ),
+            (
+                BoxFlags {
+                    exec_user: Some("node"),
+                    ..ok
+                },
+                "--exec-user",
+            ),
+            (
+                BoxFlags {
+                    exec_user: Some("1000:"),
+                    ..ok
+                },
+                "--exec-user",
+            ),
+            (
+                BoxFlags {
+                    exec_user: Some("-1"),
+                    ..ok
+                },
+                "--exec-user",
             ),
         ] {
             let err = bad.validate().expect_err(flag);

@@ -66,6 +66,10 @@ pub struct Args {
     /// process limit per box (default 4096)
     #[argh(option)]
     pub(crate) pids_limit: Option<i64>,
+    /// uid[:gid] exec_llmbox commands run as in the boxes (default 1000:1000); 0 runs them as
+    /// root, which exposes each person's Claude credentials to the caller
+    #[argh(option)]
+    pub(crate) exec_user: Option<String>,
     /// a container joined to every box's network (repeatable)
     #[argh(option)]
     pub(crate) box_peer: Vec<String>,
@@ -103,6 +107,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return Err(usage("--max-workers must be at least 1".into()));
     }
     box_flags(&args).validate().map_err(|e| usage(e.message))?;
+    box_flags(&args).warn_if_root_exec();
     spoke_loop::parse_hub_url(&hub).map_err(|e| usage(e.to_string()))?;
     let mut config = SpokeConfig::new(&hub);
     config.token = args.token.clone();
@@ -142,6 +147,7 @@ fn box_flags(args: &Args) -> super::BoxFlags<'_> {
         cpus: args.cpus,
         pids_limit: args.pids_limit,
         box_peers: &args.box_peer,
+        exec_user: args.exec_user.as_deref(),
     }
 }
 

@@ -10,6 +10,7 @@ use argh::FromArgs;
 use crate::cluster::{ClusterError, tokens};
 use crate::store::Store;
 use crate::util::duration::format_duration;
+use crate::util::time::utc;
 use crate::util::unix_now;
 
 use super::{CliError, parse_duration_flag};
@@ -145,14 +146,25 @@ pub fn run(command: Command) -> Result<(), CliError> {
     print(&out)
 }
 
-fn print(text: &str) -> Result<(), CliError> {
+/// Writes a command's output to stdout; a closed pipe is not a failure.
+pub(super) fn print(text: &str) -> Result<(), CliError> {
     match std::io::stdout().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::runtime(e)),
         _ => Ok(()),
     }
 }
 
-fn open(path: &Path) -> Result<Store, CliError> {
+/// An EXPIRES column cell: the instant, marked when it has passed.
+pub(super) fn expires_cell(at: i64, now: i64) -> String {
+    if at <= now {
+        format!("{} (expired)", utc(at))
+    } else {
+        utc(at)
+    }
+}
+
+/// Opens the hub's state file for a command.
+pub(super) fn open(path: &Path) -> Result<Store, CliError> {
     Store::open(path).map_err(CliError::runtime)
 }
 
@@ -190,11 +202,7 @@ fn token_list(state: &Path, out: &mut String) -> Result<(), CliError> {
     let now = unix_now();
     out.push_str("ID            NAME                 CREATED                 EXPIRES\n");
     for t in &st.join_tokens {
-        let expires = if t.expires <= now {
-            format!("{} (expired)", utc(t.expires))
-        } else {
-            utc(t.expires)
-        };
+        let expires = expires_cell(t.expires, now);
         out.push_str(&format!(
             "{:<13} {:<20} {:<23} {expires}\n",
             t.id(),
@@ -247,28 +255,6 @@ fn spoke_list(state: &Path, out: &mut String) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -279,12 +265,5 @@ mod tests {
         assert!(random.message.starts_with("random source: "), "{random}");
         let usage = super::cluster_err(ClusterError::Invalid("bad name".into()));
         assert_eq!(usage.code, crate::cli::EXIT_USAGE);
-    }
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(super::utc(1_795_000_000), "2026-11-18 11:06:40 UTC");
     }
 }

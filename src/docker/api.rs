@@ -241,14 +241,21 @@ pub(crate) fn logs(c: &Client, id: &str, tail: usize) -> Result<Vec<u8>, DockerE
     .map(|r| r.body)
 }
 
-/// Creates an exec instance without a TTY; returns its id.
+/// Creates an exec instance without a TTY running as `user` (Docker's `uid:gid` form), with
+/// `env` added to the container's environment; returns its id.
 ///
 /// # Errors
 /// Any [`DockerError`].
-pub(crate) fn exec_create(c: &Client, id: &str, cmd: &[String]) -> Result<String, DockerError> {
+pub(crate) fn exec_create(
+    c: &Client,
+    id: &str,
+    cmd: &[String],
+    user: &str,
+    env: &[String],
+) -> Result<String, DockerError> {
     let body = json!({
         "AttachStdin": false, "AttachStdout": true, "AttachStderr": true,
-        "Tty": false, "Cmd": cmd,
+        "Tty": false, "Cmd": cmd, "User": user, "Env": env,
     });
     let v: Value = c.call_json(
         "POST",

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::ManagerConfig;
 use super::tar::{self, Entry, TarError};
+use super::{ExecUser, ManagerConfig};
 use crate::boxes::InjectFile;
 
 /// Label marking a container (or network) as made by llmbox.
@@ -87,11 +87,12 @@ pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The box's entrypoint (run by `/bin/sh -c`): log in until credentials exist, surviving a
-/// bad code, then become `claude remote-control` under `script` (which gives it a pty of its
-/// own). The login runs in the background with the TTY on fd 3 so that SIGTERM (docker stop)
-/// ends a pending box at once instead of after the 10 s grace.
-pub fn entrypoint_script(box_id: &str, remote_args: &str) -> String {
+/// The box's entrypoint (run by `/bin/sh -c`): close the box to the exec user
+/// ([`isolation_prelude`]), log in until credentials exist, surviving a bad code, then become
+/// `claude remote-control` under `script` (which gives it a pty of its own). The login runs in
+/// the background with the TTY on fd 3 so that SIGTERM (docker stop) ends a pending box at once
+/// instead of after the 10 s grace.
+pub fn entrypoint_script(box_id: &str, remote_args: &str, exec_user: ExecUser) -> String {
     let mut command = String::from("claude remote-control");
     for arg in remote_args.split_whitespace() {
         command.push(' ');
@@ -100,7 +101,7 @@ pub fn entrypoint_script(box_id: &str, remote_args: &str) -> String {
     command.push_str(" --name ");
     command.push_str(&sh_quote(&format!("{box_id}-default")));
     format!(
-        r#"pid=
+        r#"{}pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; exit 143' TERM INT
 exec 3<&0
 logged_in() {{ [ -n "${{CLAUDE_CODE_OAUTH_TOKEN:-}}" ] || [ -s "$HOME/.claude/.credentials.json" ]; }}
@@ -118,7 +119,39 @@ done
 exec 3<&-
 exec script -qfc {} /dev/null
 "#,
+        isolation_prelude(exec_user),
         sh_quote(&command)
+    )
+}
+
+/// Where Claude Code reads a project's settings (hooks run commands as Claude's user, root).
+pub const PROJECT_SETTINGS_DIR: &str = "/workspace/.claude";
+/// Where Claude Code reads a project's MCP servers.
+pub const PROJECT_MCP_JSON: &str = "/workspace/.mcp.json";
+
+/// The first lines of the entrypoint, run as root on every start, so that commands of the
+/// `exec` verb (an unprivileged user) cannot reach what belongs to the person's Claude: `$HOME`
+/// (`/root`: the credentials, `~/.claude*`) becomes 0700 whatever the image made it, and
+/// `/workspace` is writable by everyone but sticky, with Claude's project settings and MCP list
+/// pre-made root-owned there, so the exec user can add files but cannot plant a settings hook or
+/// an MCP server that the root Claude process would run (nor rename those away). Hook-injected
+/// files are left as they are (an existing `.claude` or `.mcp.json` is not touched). With
+/// `--exec-user 0` nothing changes: root reaches everything anyway.
+pub fn isolation_prelude(exec_user: ExecUser) -> String {
+    if exec_user.is_root() {
+        return String::new();
+    }
+    format!(
+        r#"umask 022
+chmod 700 "$HOME" || echo "llmbox: cannot make $HOME private" >&2
+mkdir -p {ws} && chown 0:0 {ws} && chmod 1777 {ws} || echo "llmbox: cannot open {ws} to uid {uid}" >&2
+[ -e {dir} ] || {{ mkdir {dir} && chmod 755 {dir}; }}
+[ -e {mcp} ] || {{ printf '{{"mcpServers":{{}}}}\n' > {mcp} && chmod 644 {mcp}; }}
+"#,
+        ws = WORKDIR,
+        uid = exec_user.uid,
+        dir = PROJECT_SETTINGS_DIR,
+        mcp = PROJECT_MCP_JSON,
     )
 }
 
@@ -149,7 +182,7 @@ pub(crate) fn create_body(
         "AttachStdin": true,
         "AttachStdout": true,
         "AttachStderr": true,
-        "Entrypoint": ["/bin/sh", "-c", entrypoint_script(box_id, &config.remote_args)],
+        "Entrypoint": ["/bin/sh", "-c", entrypoint_script(box_id, &config.remote_args, config.exec_user)],
         "Cmd": [],
         "Labels": labels,
         "HostConfig": {
@@ -255,6 +288,20 @@ mod tests {
             ),
             "{script}"
         );
+    }
+
+    #[test]
+    fn the_entrypoint_closes_home_and_opens_the_workspace_only_for_an_unprivileged_exec() {
+        let script = entrypoint_script("web", "", ExecUser::DEFAULT);
+        assert!(
+            script.starts_with("umask 022\nchmod 700 \"$HOME\""),
+            "{script}"
+        );
+        assert!(script.contains("chmod 1777 /workspace"), "{script}");
+        assert!(script.contains("[ -e /workspace/.claude ] ||"), "{script}");
+        let root = entrypoint_script("web", "", ExecUser { uid: 0, gid: 0 });
+        assert!(root.starts_with("pid=\n"), "{root}");
+        assert!(!root.contains("chmod"), "{root}");
     }
 
     #[test]

@@ -348,7 +348,15 @@ impl BoxManager for DockerBoxManager {
         }
         let b = self.resolve(id_or_name)?;
         let gone = backend_on(id_or_name);
-        let exec_id = api::exec_create(&self.client, &b.id, cmd).map_err(&gone)?;
+        let user = self.config.exec_user;
+        // The box's HOME (/root) is closed to an unprivileged user; /workspace is its own.
+        let env: Vec<String> = if user.is_root() {
+            Vec::new()
+        } else {
+            vec![format!("HOME={}", boxspec::WORKDIR)]
+        };
+        let exec_id =
+            api::exec_create(&self.client, &b.id, cmd, &user.docker_user(), &env).map_err(&gone)?;
         let limit = self.config.exec_timeout;
         let deadline = Instant::now() + limit;
         let mut stream = api::exec_start(&self.client, &exec_id, limit).map_err(&gone)?;

@@ -53,6 +53,64 @@ pub struct ManagerConfig {
     /// Longest an `exec` may run before the manager stops waiting for it
     /// ([`manager::EXEC_TIMEOUT`] by default).
     pub exec_timeout: Duration,
+    /// Who the `exec` verb runs as (`--exec-user`): unprivileged by default, so a chatbot's
+    /// commands cannot read the person's Claude credentials (root-only in the box).
+    pub exec_user: ExecUser,
+}
+
+/// The numeric user and group the `exec` verb runs its commands as (`--exec-user UID[:GID]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecUser {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl ExecUser {
+    /// The default: uid and gid 1000, the first ordinary user on most images (`node` in the
+    /// default box image), never root.
+    pub const DEFAULT: ExecUser = ExecUser {
+        uid: 1000,
+        gid: 1000,
+    };
+
+    /// Parses `UID` or `UID:GID` (numbers only: the box may have no `/etc/passwd` entry for
+    /// the user, and a name would resolve differently in every image). `UID` alone uses the
+    /// same number as group.
+    ///
+    /// # Errors
+    /// A sentence naming the accepted form.
+    pub fn parse(value: &str) -> Result<ExecUser, String> {
+        let bad = || format!("{value:?} is not UID or UID:GID (numbers, like 1000:1000)");
+        let (uid, gid) = value.split_once(':').unwrap_or((value, value));
+        let number = |s: &str| {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            s.parse::<u32>().map_err(|_| bad())
+        };
+        Ok(ExecUser {
+            uid: number(uid)?,
+            gid: number(gid)?,
+        })
+    }
+
+    /// True when commands would run as root (uid 0), the explicit opt-out.
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// The form Docker's `User` field takes.
+    pub fn docker_user(&self) -> String {
+        format!("{}:{}", self.uid, self.gid)
+    }
+}
+
+impl Default for ExecUser {
+    fn default() -> Self {
+        ExecUser::DEFAULT
+    }
 }
 
 /// The Docker socket used when neither `--docker-host` nor `DOCKER_HOST` is set.
@@ -75,9 +133,13 @@ impl ManagerConfig {
             pids_limit: 4096,
             box_peers: Vec::new(),
             exec_timeout: manager::EXEC_TIMEOUT,
+            exec_user: ExecUser::DEFAULT,
         }
     }
 }
+
+/// What an exec as root exposes, for the warning `--exec-user 0` prints at start.
+pub const ROOT_EXEC_WARNING: &str = "--exec-user 0: exec_llmbox commands run as root in every box, so the chatbot can read each person's Claude credentials (~/.claude/.credentials.json, ~/.claude.json), the Claude process's environment and memory, and replace the claude binary; use it only when every caller may act as every person who signs in";
 
 /// One box removed by [`reap`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,4 +184,29 @@ pub fn reap(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_user_takes_numbers_only_and_uid_alone_means_the_same_gid() {
+        for bad in [
+            "node",
+            "1000:",
+            ":1000",
+            "-1",
+            "1000:1000:1",
+            "",
+            "99999999999",
+            " 1",
+        ] {
+            assert!(ExecUser::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(ExecUser::parse("33:44"), Ok(ExecUser { uid: 33, gid: 44 }));
+        assert_eq!(ExecUser::parse("7"), Ok(ExecUser { uid: 7, gid: 7 }));
+        assert_eq!(ExecUser::DEFAULT.docker_user(), "1000:1000");
+        assert!(ExecUser::parse("0").is_ok_and(|u| u.is_root()));
+    }
 }

@@ -32,6 +32,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use crate::util::slot::Slots;
 use crate::util::stop::{Stop, StopHandle};
 
+use super::auth::{Access, Decision};
 use super::mcp::{self, McpHeaders, ServerInfo};
 use super::tools::HubTools;
 use super::{Hub, HubError, page};
@@ -148,6 +149,32 @@ impl HttpFront {
         listen: &str,
         limits: FrontLimits,
     ) -> Result<HttpFront, HubError> {
+        Self::start_serving(hub, listen, limits, Access::default())
+    }
+
+    /// [`HttpFront::start`] serving what `access` says (the paths of its surface, API keys, the
+    /// audit log; see [`super::auth`]), with the default limits.
+    ///
+    /// # Errors
+    /// [`HubError::Listen`].
+    pub fn start_with_access(
+        hub: Arc<Hub>,
+        listen: &str,
+        access: Access,
+    ) -> Result<HttpFront, HubError> {
+        Self::start_serving(hub, listen, FrontLimits::default(), access)
+    }
+
+    /// [`HttpFront::start_limited`] serving what `access` says.
+    ///
+    /// # Errors
+    /// [`HubError::Listen`].
+    pub fn start_serving(
+        hub: Arc<Hub>,
+        listen: &str,
+        limits: FrontLimits,
+        access: Access,
+    ) -> Result<HttpFront, HubError> {
         let listen_err = |reason: String| HubError::Listen {
             addr: listen.to_string(),
             reason,
@@ -164,6 +191,8 @@ impl HttpFront {
         let origins = Origins::new(&listen_origin(addr)).with(&origin_of(&public_url));
         let front = Front {
             hub,
+            access,
+            addr,
             origins,
             hosts: Hosts::new(&public_url),
             bodies: Arc::new(AtomicUsize::new(0)),
@@ -250,6 +279,10 @@ fn origin_of(url: &str) -> String {
 
 struct Front {
     hub: Arc<Hub>,
+    /// Which paths this listener serves, who may call MCP, the audit log.
+    access: Access,
+    /// The listener's own address (MCP without keys is open only on loopback).
+    addr: SocketAddr,
     origins: Origins,
     hosts: Hosts,
     /// Body bytes reserved by handlers now (see [`BodyReservation`]).
@@ -502,6 +535,9 @@ fn route(front: &Front, req: &mut Request, path: &str) -> Reply {
         )
         .closing();
     }
+    if !front.access.surface.serves(path) {
+        return Reply::text(404, "not found\n");
+    }
     match path {
         "/mcp" | "/" => match method {
             Method::Post => mcp_post(front, req),
@@ -576,6 +612,22 @@ fn read_body(
 }
 
 fn mcp_post(front: &Front, req: &mut Request) -> Reply {
+    let authorization: Vec<&str> = req
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str())
+        .collect();
+    let caller = match front
+        .access
+        .decide(front.hub.store(), front.addr, &authorization)
+    {
+        Decision::Allow(caller) => caller,
+        Decision::Deny(denial) => {
+            return jsonrpc_error(401, mcp::code::INVALID_REQUEST, &denial.message)
+                .header("WWW-Authenticate", &denial.www_authenticate());
+        }
+    };
     if let Some(origin) = header(req, "Origin")
         && !front.origins.allows(origin)
     {
@@ -619,7 +671,12 @@ fn mcp_post(front: &Front, req: &mut Request) -> Reply {
         method: header(req, "Mcp-Method"),
         name: header(req, "Mcp-Name"),
     };
-    let reply = mcp::handle(&body, &headers, &HubTools(&front.hub), &front.info);
+    let tools = HubTools {
+        hub: &front.hub,
+        caller: &caller,
+        audit: front.access.audit.as_deref(),
+    };
+    let reply = mcp::handle(&body, &headers, &tools, &front.info);
     match reply.body {
         None => Reply::empty(reply.status),
         Some(body) => Reply::json(reply.status, &body),
@@ -679,7 +736,17 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
                 Err(reply) => return reply,
             };
             let code = form_value(&String::from_utf8_lossy(&body), "code").unwrap_or_default();
-            front.hub.activate(token, &code)
+            let result = front.hub.activate(token, &code);
+            if let Some(audit) = &front.access.audit {
+                let page = result.as_ref().ok().and_then(Option::as_ref);
+                audit.activation(
+                    page.map(|p| p.box_id.as_str()),
+                    page.map(|p| p.spoke.as_str()),
+                    page.is_some_and(|p| matches!(p.state, super::PageState::Ready { .. })),
+                    req.remote_addr().copied(),
+                );
+            }
+            result
         }
         _ => return Reply::not_allowed("GET, POST"),
     };

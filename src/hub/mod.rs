@@ -22,12 +22,16 @@
 //! ([`reaper`]); each is named and owned by the handle that started it.
 
 mod activation;
+pub mod apikeys;
+pub mod audit;
+pub mod auth;
 pub(crate) mod hooks;
 pub mod http;
 mod ledger;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
 mod operations;
+pub(crate) mod ownership;
 pub(crate) mod page;
 pub mod reaper;
 pub(crate) mod redact;

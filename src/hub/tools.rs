@@ -10,12 +10,22 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::CreateRequest;
+use super::apikeys::Caller;
+use super::audit::{AuditLog, ToolCall};
 use super::mcp::{ToolHost, ToolOutcome};
+use super::ownership;
 use super::{Hub, HubError};
 use crate::boxes::DEFAULT_LOG_TAIL;
 
-/// The hub as an MCP tool host.
-pub(crate) struct HubTools<'a>(pub &'a Hub);
+/// The hub as an MCP tool host, for one request's caller.
+pub(crate) struct HubTools<'a> {
+    /// The hub.
+    pub(crate) hub: &'a Hub,
+    /// Who is calling (from the request's API key).
+    pub(crate) caller: &'a Caller,
+    /// Where each call is recorded, when `--audit-log` is on.
+    pub(crate) audit: Option<&'a AuditLog>,
+}
 
 /// Turns a hub result into MCP tool output (the single error → MCP function).
 pub(crate) fn outcome<T: Serialize>(tool: &str, result: Result<T, HubError>) -> ToolOutcome {
@@ -112,7 +122,97 @@ impl ToolHost for HubTools<'_> {
     }
 
     fn call(&self, name: &str, arguments: &Map<String, Value>) -> Option<ToolOutcome> {
-        let hub = self.0;
+        let started = std::time::Instant::now();
+        let out = self.owned_dispatch(name, arguments)?;
+        if let Some(audit) = self.audit {
+            self.record(audit, name, arguments, &out, started.elapsed());
+        }
+        Some(out)
+    }
+}
+
+impl HubTools<'_> {
+    /// One audit line for a finished call; the spoke comes from the answer, the arguments, or
+    /// the box's session, in that order.
+    fn record(
+        &self,
+        audit: &AuditLog,
+        tool: &str,
+        arguments: &Map<String, Value>,
+        out: &ToolOutcome,
+        took: std::time::Duration,
+    ) {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        let box_id = text(arguments.get("box_id"));
+        let session_spoke = || {
+            let id = box_id.as_deref()?;
+            let state = self.hub.store().load().ok()?;
+            let session = state.sessions.iter().find(|s| s.box_id == id)?;
+            Some(session.spoke.clone())
+        };
+        let spoke = text(out.structured.get("spoke"))
+            .or_else(|| text(arguments.get("spoke")))
+            .or_else(session_spoke);
+        audit.tool_call(
+            self.caller,
+            &ToolCall {
+                tool,
+                box_id: box_id.as_deref(),
+                spoke: spoke.as_deref(),
+                ok: !out.is_error,
+                error: out.is_error.then_some(out.text.as_str()),
+                ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                command: arguments.get("command").and_then(Value::as_str),
+                exit_code: out.structured.get("exit_code").and_then(Value::as_i64),
+            },
+        );
+    }
+
+    /// [`Self::dispatch`] within the caller's boxes (see [`ownership`]): a foreign box is
+    /// refused before the hub is asked, a new box is recorded as the caller's, a listing is
+    /// narrowed (or, for an admin, tagged with owners).
+    fn owned_dispatch(&self, name: &str, arguments: &Map<String, Value>) -> Option<ToolOutcome> {
+        let store = self.hub.store();
+        if !self.caller.sees_all() && ownership::PER_BOX_TOOLS.contains(&name) {
+            let box_id = arguments.get("box_id").and_then(Value::as_str);
+            let allowed = store
+                .load()
+                .map_err(HubError::from)
+                .and_then(|state| ownership::check(&state, self.caller, name, box_id));
+            if let Err(e) = allowed {
+                return Some(outcome::<Value>(name, Err(e)));
+            }
+        }
+        let mut out = self.dispatch(name, arguments)?;
+        if out.is_error || matches!(self.caller, Caller::Anonymous) {
+            return Some(out);
+        }
+        match name {
+            "create_llmbox" => {
+                let box_id = arguments
+                    .get("box_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if let Err(e) = ownership::record(store, self.caller, box_id) {
+                    // The box exists; only its owner is unknown, so other keys still cannot
+                    // reach it (nor, until an admin helps, its creator).
+                    log::error!("box {box_id:?}: cannot record its owner: {e}");
+                }
+            }
+            "list_llmboxes" => match store.load() {
+                Ok(state) => {
+                    ownership::shape_list(&state, self.caller, &mut out.structured);
+                    out.text = serde_json::to_string_pretty(&out.structured).unwrap_or_default();
+                }
+                Err(e) => return Some(outcome::<Value>(name, Err(e.into()))),
+            },
+            _ => {}
+        }
+        Some(out)
+    }
+
+    fn dispatch(&self, name: &str, arguments: &Map<String, Value>) -> Option<ToolOutcome> {
+        let hub = self.hub;
         let out = match name {
             "create_llmbox" => outcome(
                 name,
@@ -244,7 +344,7 @@ pub(crate) fn definitions() -> Vec<Value> {
         tool(
             "list_llmboxes",
             "List boxes",
-            "List every box on every reachable spoke with its status (pending, error, ready). Spokes that are away or failed are listed under 'unreachable'; their boxes are missing from the list.",
+            "List the boxes on every reachable spoke with their status (pending, error, ready): with an API key, the boxes that key created; with an admin key, every box, each with its owner. Spokes that are away or failed are listed under 'unreachable'; their boxes are missing from the list.",
             object(json!({}), &[]),
             json!({
                 "type": "object",
@@ -252,7 +352,8 @@ pub(crate) fn definitions() -> Vec<Value> {
                     "boxes": {"type": "array", "items": {"type": "object", "properties": {
                         "box_id": {"type": "string"}, "spoke": {"type": "string"}, "status": {"type": "string"},
                         "container_id": {"type": "string"}, "image": {"type": "string"}, "state": {"type": "string"},
-                        "description": {"type": "string"}, "created": {"type": "integer"}
+                        "description": {"type": "string"}, "created": {"type": "integer"},
+                        "owner": {"type": "string", "description": "For an admin key: the name of the API key that created the box"}
                     }}},
                     "unreachable": {"type": "array", "items": {"type": "object", "properties": {
                         "spoke": {"type": "string"}, "error": {"type": "string"}

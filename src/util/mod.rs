@@ -14,6 +14,7 @@ pub mod seeded;
 pub(crate) mod signal;
 pub(crate) mod slot;
 pub(crate) mod stop;
+pub(crate) mod time;
 
 /// Seconds since the unix epoch (0 if the clock is before 1970): the timestamps of state
 /// records, box listings and reaping.

@@ -14,6 +14,7 @@ import html.parser
 import importlib.metadata
 import json
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -170,28 +171,65 @@ class Flow:
             expect(code not in everything, f"an MCP output held the code {code!r}")
 
 
+def bearer_headers(args):
+    return {"Authorization": f"Bearer {args.bearer}"} if args.bearer else {}
+
+
+def refused_without_key(args):
+    """With --bearer, the same endpoint without the key must answer 401 + WWW-Authenticate."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    req = urllib.request.Request(args.url, data=body, headers=headers)
+    try:
+        urllib.request.urlopen(req, timeout=30)
+    except urllib.error.HTTPError as e:
+        expect(e.code == 401, f"without the key: HTTP {e.code}")
+        expect(e.headers.get("WWW-Authenticate", "").startswith('Bearer realm="llmbox"'), "no WWW-Authenticate")
+        return
+    raise Failed("the endpoint answered without the API key")
+
+
 async def main_v1(args):
-    import httpx
     from mcp import ClientSession
+
+    if args.bearer:
+        # The documented 1.x way to send a header on every request.
+        from mcp.client.streamable_http import streamablehttp_client
+
+        transport = streamablehttp_client(args.url, headers=bearer_headers(args), sse_read_timeout=300)
+        async with transport as streams:
+            return await session_flow(ClientSession, streams, args)
+    import httpx
     from mcp.client.streamable_http import streamable_http_client
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=300)) as hc:
         async with streamable_http_client(args.url, http_client=hc) as streams:
-            async with ClientSession(streams[0], streams[1]) as session:
-                init = await session.initialize()
-                version = field(init, "protocol_version", "protocolVersion")
-                expect(version == "2025-11-25", f"negotiated {version}")
-                await session.send_ping()
-                flow = Flow(session.call_tool, args)
-                await flow.run(session.list_tools)
-                return version
+            return await session_flow(ClientSession, streams, args)
+
+
+async def session_flow(ClientSession, streams, args):
+    async with ClientSession(streams[0], streams[1]) as session:
+        init = await session.initialize()
+        version = field(init, "protocol_version", "protocolVersion")
+        expect(version == "2025-11-25", f"negotiated {version}")
+        await session.send_ping()
+        flow = Flow(session.call_tool, args)
+        await flow.run(session.list_tools)
+        return version
 
 
 async def main_v2(args):
     from mcp import Client
 
     mode = "legacy" if args.legacy else "auto"
-    async with Client(args.url, read_timeout_seconds=300, mode=mode) as client:
+    server = args.url
+    if args.bearer:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        hc = httpx2.AsyncClient(headers=bearer_headers(args), timeout=httpx2.Timeout(30, read=300))
+        server = streamable_http_client(args.url, http_client=hc)
+    async with Client(server, read_timeout_seconds=300, mode=mode) as client:
         version = client.protocol_version
         want = "2025-11-25" if args.legacy else "2026-07-28"
         expect(version == want, f"the {mode} Client negotiated {version}, not {want}")
@@ -210,8 +248,11 @@ def main():
     p.add_argument("--bad-code-first", action="store_true")
     p.add_argument("--exec-echoes", action="store_true", help="the hub runs in-memory boxes")
     p.add_argument("--legacy", action="store_true", help="mcp 2.x: force the initialize handshake")
+    p.add_argument("--bearer", default="", help="an API key sent as Authorization: Bearer")
     args = p.parse_args()
     try:
+        if args.bearer:
+            refused_without_key(args)
         version = asyncio.run(main_v1(args) if MAJOR < 2 else main_v2(args))
     except Failed as e:
         print(f"mcp_flow (mcp {MCP_VERSION}): FAILED: {e}", file=sys.stderr)

@@ -66,6 +66,7 @@ class Cluster:
     prefix: str = field(default_factory=lambda: f"llmbox-mh-{os.getpid()}-{int(time.time()) % 100000}")
     port: int = field(default_factory=free_port)
     spokes: dict = field(default_factory=dict)
+    api_key: str = ""
 
     @property
     def net(self) -> str:
@@ -84,6 +85,15 @@ class Cluster:
     def start(self) -> None:
         docker("network", "create", "--label", f"llmbox-test={self.prefix}", self.net)
         docker("volume", "create", "--label", f"llmbox-test={self.prefix}", f"{self.prefix}-hubstate")
+        # The hub serves MCP beyond loopback (0.0.0.0 in its container): it starts only once an
+        # API key exists, so the operator mints one on the state volume first.
+        out = docker(
+            "run", "--rm", "--label", f"llmbox-test={self.prefix}",
+            "-v", f"{self.prefix}-hubstate:/data", IMAGE,
+            "apikey", "create", "--name", "multihost", "--state", "/data/state.json",
+        ).stdout
+        self.api_key = out.splitlines()[0]
+        assert re.fullmatch(r"llmbox_[0-9a-f]{64}", self.api_key), out
         self.create_hub()
         self.start_hub()
 
@@ -184,15 +194,18 @@ class Cluster:
 
     def call(self, tool: str, args: dict | None = None, timeout: float = 120) -> ToolResult:
         """One MCP tool call with the official Python SDK (1.x), a fresh session each time."""
+        import httpx
         from mcp import ClientSession
         from mcp.client.streamable_http import streamable_http_client
 
         async def go():
             with anyio.fail_after(timeout):
-                async with streamable_http_client(self.url + "/mcp") as streams:
-                    async with ClientSession(streams[0], streams[1]) as session:
-                        await session.initialize()
-                        return await session.call_tool(tool, args or {})
+                headers = {"Authorization": f"Bearer {self.api_key}"}
+                async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30, read=timeout)) as hc:
+                    async with streamable_http_client(self.url + "/mcp", http_client=hc) as streams:
+                        async with ClientSession(streams[0], streams[1]) as session:
+                            await session.initialize()
+                            return await session.call_tool(tool, args or {})
 
         res = anyio.run(go)
         text = "".join(getattr(c, "text", "") for c in res.content)

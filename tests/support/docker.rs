@@ -53,6 +53,13 @@ pub fn docker(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs `script` with `sh -c` in container `id` as root through the `docker` CLI, whatever user
+/// the box manager's `exec` runs as: a look inside the box independent of the code under test.
+/// Returns (success, stdout, stderr).
+pub fn root_sh(id: &str, script: &str) -> (bool, String, String) {
+    docker(&["exec", "-u", "0:0", id, "sh", "-c", script])
+}
+
 /// `docker inspect -f FORMAT target`, asserting success.
 pub fn inspect(target: &str, format: &str) -> String {
     let (ok, out, err) = docker(&["inspect", "-f", format, target]);
