@@ -176,7 +176,7 @@ impl BoxFlags<'_> {
     ///
     /// # Errors
     /// A usage error naming the flag.
-    pub fn exec_user(&self) -> Result<crate::docker::ExecUser, CliError> {
+    pub(crate) fn exec_user(&self) -> Result<crate::docker::ExecUser, CliError> {
         self.exec_user
             .map_or(Ok(crate::docker::ExecUser::DEFAULT), |v| {
                 crate::docker::ExecUser::parse(v)
@@ -185,7 +185,7 @@ impl BoxFlags<'_> {
     }
 
     /// Logs, once at start, what `--exec-user 0` exposes (nothing when exec is unprivileged).
-    pub fn warn_if_root_exec(&self) {
+    pub(crate) fn warn_if_root_exec(&self) {
         if self.exec_user().is_ok_and(|u| u.is_root()) {
             log::warn!("{}", crate::docker::ROOT_EXEC_WARNING);
         }

@@ -139,7 +139,7 @@ impl ManagerConfig {
 }
 
 /// What an exec as root exposes, for the warning `--exec-user 0` prints at start.
-pub const ROOT_EXEC_WARNING: &str = "--exec-user 0: exec_llmbox commands run as root in every box, so the chatbot can read each person's Claude credentials (~/.claude/.credentials.json, ~/.claude.json), the Claude process's environment and memory, and replace the claude binary; use it only when every caller may act as every person who signs in";
+pub(crate) const ROOT_EXEC_WARNING: &str = "--exec-user 0: exec_llmbox commands run as root in every box, so the chatbot can read each person's Claude credentials (~/.claude/.credentials.json, ~/.claude.json), the Claude process's environment and memory, and replace the claude binary; use it only when every caller may act as every person who signs in";
 
 /// One box removed by [`reap`].
 #[derive(Debug, Clone, PartialEq, Eq)]

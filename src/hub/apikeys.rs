@@ -18,13 +18,13 @@ use crate::util::secret::{ct_eq, random_hex_32, sha256_hex};
 use crate::util::unix_now;
 
 /// Every key starts with this, so secret scanners can find leaked ones.
-pub const KEY_PREFIX: &str = "llmbox_";
+pub(crate) const KEY_PREFIX: &str = "llmbox_";
 /// Fewest characters of a key id `apikey revoke --id` accepts.
-pub const MIN_KEY_ID_PREFIX: usize = 4;
+pub(crate) const MIN_KEY_ID_PREFIX: usize = 4;
 /// Longest key name.
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 /// How stale `last_used` may get: it is rewritten only when older than this.
-pub const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
+pub(crate) const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// Why a key operation failed.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ pub enum Caller {
 
 impl Caller {
     /// The name the audit log shows: the key's name, or `anonymous`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             Caller::Anonymous => "anonymous",
             Caller::Key { name, .. } => name,
@@ -90,7 +90,7 @@ impl Caller {
     }
 
     /// The key id, when a key was presented.
-    pub fn key_id(&self) -> Option<&str> {
+    pub(crate) fn key_id(&self) -> Option<&str> {
         match self {
             Caller::Anonymous => None,
             Caller::Key { id, .. } => Some(id),
@@ -99,7 +99,7 @@ impl Caller {
 
     /// True when the caller sees and acts on every box: an admin key, or anyone on a hub
     /// without keys (where there is no owner to tell apart).
-    pub fn sees_all(&self) -> bool {
+    pub(crate) fn sees_all(&self) -> bool {
         match self {
             Caller::Anonymous => true,
             Caller::Key { admin, .. } => *admin,
@@ -109,7 +109,7 @@ impl Caller {
 
 /// What the hub makes of one request's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The state holds no key at all: MCP is open (loopback only; see `hub::auth`).
     NoKeys,
     /// A valid key.
@@ -123,7 +123,7 @@ pub enum Verdict {
 ///
 /// # Errors
 /// [`ApiKeyError::Invalid`] saying what a name must look like.
-pub fn validate_name(name: &str) -> Result<(), ApiKeyError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), ApiKeyError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
@@ -143,7 +143,7 @@ pub fn validate_name(name: &str) -> Result<(), ApiKeyError> {
 ///
 /// # Errors
 /// [`ApiKeyError::Invalid`].
-pub fn validate_ttl(ttl: Duration) -> Result<(), ApiKeyError> {
+pub(crate) fn validate_ttl(ttl: Duration) -> Result<(), ApiKeyError> {
     if ttl.is_zero() {
         return Err(ApiKeyError::Invalid(
             "--ttl must be above zero (leave it out for a key that does not expire)".into(),
@@ -156,7 +156,7 @@ pub fn validate_ttl(ttl: Duration) -> Result<(), ApiKeyError> {
 ///
 /// # Errors
 /// [`ApiKeyError::Invalid`] saying how long it must be.
-pub fn validate_id_prefix(prefix: &str) -> Result<(), ApiKeyError> {
+pub(crate) fn validate_id_prefix(prefix: &str) -> Result<(), ApiKeyError> {
     if prefix.chars().count() < MIN_KEY_ID_PREFIX {
         return Err(ApiKeyError::Invalid(format!(
             "key id {prefix:?} is too short: give at least {MIN_KEY_ID_PREFIX} characters of the id `apikey list` shows"
@@ -250,7 +250,7 @@ pub fn revoke_by_name(store: &Store, name: &str) -> Result<ApiKeyRecord, ApiKeyE
 
 /// The stored key `presented` is, looked up by hash over every record in constant time (no
 /// early exit), or `None`. Expiry is not checked here.
-pub fn find<'a>(state: &'a State, presented: &str) -> Option<&'a ApiKeyRecord> {
+pub(crate) fn find<'a>(state: &'a State, presented: &str) -> Option<&'a ApiKeyRecord> {
     let hash = sha256_hex(presented.as_bytes());
     let mut found = None;
     for record in &state.api_keys {
@@ -268,7 +268,7 @@ pub fn find<'a>(state: &'a State, presented: &str) -> Option<&'a ApiKeyRecord> {
 ///
 /// # Errors
 /// The state file could not be read (the caller answers 500 then: it cannot tell).
-pub fn verify(store: &Store, presented: Option<&str>) -> Result<Verdict, StoreError> {
+pub(crate) fn verify(store: &Store, presented: Option<&str>) -> Result<Verdict, StoreError> {
     let state = store.load()?;
     if state.api_keys.is_empty() {
         return Ok(Verdict::NoKeys);

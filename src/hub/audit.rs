@@ -32,23 +32,23 @@ pub struct AuditLog {
 
 /// One tool call, as the tool layer saw it.
 #[derive(Debug, Clone, Default)]
-pub struct ToolCall<'a> {
+pub(crate) struct ToolCall<'a> {
     /// The tool's name.
-    pub tool: &'a str,
+    pub(crate) tool: &'a str,
     /// The `box_id` argument, when there was one.
-    pub box_id: Option<&'a str>,
+    pub(crate) box_id: Option<&'a str>,
     /// The spoke holding (or asked to hold) the box, when known.
-    pub spoke: Option<&'a str>,
+    pub(crate) spoke: Option<&'a str>,
     /// Whether the call succeeded.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// The error text given to the caller, on failure.
-    pub error: Option<&'a str>,
+    pub(crate) error: Option<&'a str>,
     /// How long the call took, in milliseconds.
-    pub ms: u64,
+    pub(crate) ms: u64,
     /// For `exec_llmbox`: the command line.
-    pub command: Option<&'a str>,
+    pub(crate) command: Option<&'a str>,
     /// For `exec_llmbox`: the command's exit code, when it ran.
-    pub exit_code: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -80,13 +80,8 @@ impl AuditLog {
         })
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Records a tool call by `caller`.
-    pub fn tool_call(&self, caller: &Caller, call: &ToolCall<'_>) {
+    pub(crate) fn tool_call(&self, caller: &Caller, call: &ToolCall<'_>) {
         let scrub = |s: &str| super::redact::scrub(s, &[], &[]);
         let mut line = json!({
             "ts": crate::util::time::rfc3339(SystemTime::now()),
@@ -109,7 +104,7 @@ impl AuditLog {
 
     /// Records an activation attempt (a code posted on the page). `box_id` is `None` for a
     /// page token that matched no box.
-    pub fn activation(
+    pub(crate) fn activation(
         &self,
         box_id: Option<&str>,
         spoke: Option<&str>,

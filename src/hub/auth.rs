@@ -20,9 +20,9 @@ use super::audit::AuditLog;
 use crate::store::Store;
 
 /// Longest `Authorization` value looked at; a longer one is refused unread.
-pub const MAX_AUTHORIZATION_LEN: usize = 1024;
+pub(crate) const MAX_AUTHORIZATION_LEN: usize = 1024;
 /// The `WWW-Authenticate` realm.
-pub const REALM: &str = "llmbox";
+pub(crate) const REALM: &str = "llmbox";
 
 /// What one listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,7 +38,7 @@ pub enum Surface {
 
 impl Surface {
     /// True when a request for `path` is served here; anything else is 404.
-    pub fn serves(self, path: &str) -> bool {
+    pub(crate) fn serves(self, path: &str) -> bool {
         let mcp = matches!(path, "/mcp" | "/" | "/metrics");
         match self {
             Surface::All => true,
@@ -61,16 +61,16 @@ pub struct Access {
 
 /// Why an MCP request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
+pub(crate) struct Denial {
     /// A key was presented (or the header was unusable): `error="invalid_token"` is added.
-    pub invalid_token: bool,
+    pub(crate) invalid_token: bool,
     /// The sentence in the JSON-RPC error body.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Denial {
     /// The `WWW-Authenticate` value of the 401.
-    pub fn www_authenticate(&self) -> String {
+    pub(crate) fn www_authenticate(&self) -> String {
         if self.invalid_token {
             format!("Bearer realm=\"{REALM}\", error=\"invalid_token\"")
         } else {
@@ -81,7 +81,7 @@ impl Denial {
 
 /// The outcome of [`Access::decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Go on, as this caller.
     Allow(Caller),
     /// Answer 401.
@@ -90,7 +90,7 @@ pub enum Decision {
 
 /// What the `Authorization` headers of a request hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Presented<'a> {
+pub(crate) enum Presented<'a> {
     /// No `Authorization` header.
     Nothing,
     /// One `Bearer` header with a plausible token.
@@ -101,7 +101,7 @@ pub enum Presented<'a> {
 
 /// Reads the `Authorization` header values of one request (every one of them, so that two
 /// headers are noticed).
-pub fn presented<'a>(values: &[&'a str]) -> Presented<'a> {
+pub(crate) fn presented<'a>(values: &[&'a str]) -> Presented<'a> {
     match values {
         [] => Presented::Nothing,
         [one] => {
@@ -128,7 +128,12 @@ pub fn presented<'a>(values: &[&'a str]) -> Presented<'a> {
 impl Access {
     /// Decides whether an MCP request that arrived on `local` (the listener's address) with
     /// these `Authorization` values may go on.
-    pub fn decide(&self, store: &Store, local: SocketAddr, authorization: &[&str]) -> Decision {
+    pub(crate) fn decide(
+        &self,
+        store: &Store,
+        local: SocketAddr,
+        authorization: &[&str],
+    ) -> Decision {
         let presented = presented(authorization);
         let key = match presented {
             Presented::Bearer(token) => Some(token),
@@ -174,7 +179,7 @@ impl Access {
 
 /// Why `llmbox hub` must not start: MCP would be open beyond loopback with no key. `None`
 /// when it may.
-pub fn refuse_open_mcp(
+pub(crate) fn refuse_open_mcp(
     store: &Store,
     mcp_listen: SocketAddr,
     insecure_no_auth: bool,

@@ -22,7 +22,7 @@ use super::apikeys::Caller;
 use crate::store::{BoxOwner, State, Store, StoreError};
 
 /// The tools that act on one named box.
-pub const PER_BOX_TOOLS: [&str; 4] = [
+pub(crate) const PER_BOX_TOOLS: [&str; 4] = [
     "get_llmbox",
     "destroy_llmbox",
     "get_llmbox_logs",
@@ -48,7 +48,7 @@ fn owner_of_container<'a>(state: &'a State, container_id: &str) -> Option<&'a st
 ///
 /// # Errors
 /// [`HubError::UnknownBox`], exactly as for a box that does not exist.
-pub fn check(
+pub(crate) fn check(
     state: &State,
     caller: &Caller,
     tool: &str,
@@ -78,7 +78,7 @@ pub fn check(
 ///
 /// # Errors
 /// The state file.
-pub fn record(store: &Store, caller: &Caller, box_id: &str) -> Result<(), StoreError> {
+pub(crate) fn record(store: &Store, caller: &Caller, box_id: &str) -> Result<(), StoreError> {
     let Some(key_id) = caller.key_id() else {
         return Ok(());
     };
@@ -108,7 +108,7 @@ pub fn record(store: &Store, caller: &Caller, box_id: &str) -> Result<(), StoreE
 
 /// Narrows a `list_llmboxes` result for `caller`: a non-admin key keeps only its own boxes; an
 /// admin key sees all, each with `owner` (the key's name) where an owner is known.
-pub fn shape_list(state: &State, caller: &Caller, structured: &mut Value) {
+pub(crate) fn shape_list(state: &State, caller: &Caller, structured: &mut Value) {
     let Caller::Key { id, admin, .. } = caller else {
         return;
     };

@@ -43,7 +43,7 @@ extern "C" fn note_hangup(_signum: i32) {
 
 /// Makes SIGHUP (logrotate's "reopen your files") harmless: instead of ending the process it is
 /// noted, and [`take_hangup`] reports it once.
-pub fn note_hangups() {
+pub(crate) fn note_hangups() {
     // SAFETY: installs a handler that only stores to a static atomic; `signal` with a valid
     // signal number and function pointer has no other effect.
     unsafe {
@@ -52,6 +52,6 @@ pub fn note_hangups() {
 }
 
 /// True once after each SIGHUP since the last call.
-pub fn take_hangup() -> bool {
+pub(crate) fn take_hangup() -> bool {
     HANGUP.swap(false, Ordering::SeqCst)
 }

@@ -2,7 +2,7 @@
 //! and in RFC 3339 for the audit log. No time zones, no leap seconds (unix time has none).
 
 /// (year, month, day, hour, minute, second) in UTC of unix second `secs`.
-pub fn civil_utc(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+pub(crate) fn civil_utc(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -19,13 +19,13 @@ pub fn civil_utc(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (the CLI's listings).
-pub fn utc(secs: i64) -> String {
+pub(crate) fn utc(secs: i64) -> String {
     let (y, m, d, hh, mm, ss) = civil_utc(secs);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
 /// `now` as RFC 3339 in UTC with milliseconds, like `2026-12-01T22:48:29.123Z`.
-pub fn rfc3339(now: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(now: std::time::SystemTime) -> String {
     let since = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
