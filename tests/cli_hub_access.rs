@@ -101,20 +101,6 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Dura
     start.elapsed()
 }
 
-fn create_key(state: &Path, name: &str) -> String {
-    let out = llmbox(&["apikey", "create", "--name", name, "--state", s(state)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .expect("key line")
-        .to_string()
-}
-
 #[test]
 fn mcp_beyond_loopback_without_a_key_exits_2_saying_to_create_one() {
     let dir = support::temp_dir("refuse");
@@ -148,7 +134,7 @@ fn mcp_beyond_loopback_without_a_key_exits_2_saying_to_create_one() {
     let logged = std::fs::read_to_string(&log).expect("log");
     assert!(logged.contains("no caller authentication"), "{logged}");
     drop(_hub);
-    let key = create_key(&state, "ops");
+    let key = support::apikey_create(&state, "ops", false);
     let port = free_port();
     let listen = format!("0.0.0.0:{port}");
     let _hub = spawn_hub(&state, &dir.join("keyed.log"), &["--listen", &listen]);
@@ -168,7 +154,7 @@ fn apikey_create_and_revoke_reach_a_running_hub_within_a_second() {
     wait_until("hub up", Duration::from_secs(10), || {
         mcp(port, None, PING) == 200
     });
-    let key = create_key(&state, "ci");
+    let key = support::apikey_create(&state, "ci", false);
     let took = wait_until("the key is required", Duration::from_secs(1), || {
         mcp(port, None, PING) == 401
     });
@@ -189,7 +175,7 @@ fn mcp_listen_splits_the_ports_and_the_audit_log_is_reopened_on_sighup() {
     let dir = support::temp_dir("ports");
     let state = dir.join("state.json");
     let audit = dir.join("audit.log");
-    let key = create_key(&state, "desk");
+    let key = support::apikey_create(&state, "desk", false);
     let (page, private) = (free_port(), free_port());
     let hub = spawn_hub(
         &state,

@@ -602,37 +602,15 @@ fn keyed_call(addr: SocketAddr, key: &str, tool: &str, args: Value) -> Value {
     r.json()["result"].clone()
 }
 
-fn make_key(state: &Path, name: &str, admin: bool) -> String {
-    let mut args = vec!["apikey", "create", "--name", name, "--state"];
-    args.push(state.to_str().expect("utf8"));
-    if admin {
-        args.push("--admin");
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_llmbox"))
-        .args(&args)
-        .output()
-        .expect("apikey create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .expect("key")
-        .to_string()
-}
-
 #[test]
 fn each_key_reaches_only_its_own_boxes_and_an_admin_key_all_of_them() {
     let ns = support::docker::TestNs::new("e2e-owners");
     let dir = temp_dir("owners");
     let state = dir.join("state.json");
     let (a, b, admin) = (
-        make_key(&state, "key-a", false),
-        make_key(&state, "key-b", false),
-        make_key(&state, "ops", true),
+        support::apikey_create(&state, "key-a", false),
+        support::apikey_create(&state, "key-b", false),
+        support::apikey_create(&state, "ops", true),
     );
     let hub = HubProcess::start(&ns.ns, &dir, &state, free_addr(), &[]);
     let call = |key: &str, tool: &str, args: Value| keyed_call(hub.addr, key, tool, args);

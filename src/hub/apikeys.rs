@@ -303,12 +303,13 @@ pub(crate) fn verify(store: &Store, presented: Option<&str>) -> Result<Verdict, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn store(tag: &str) -> Store {
+    /// A fresh state file of its own for a unit test (also used by `hub::auth`'s tests).
+    pub(crate) fn store(tag: &str) -> Store {
         let dir = std::env::temp_dir().join(format!(
-            "llmbox-apikeys-{}-{tag}-{:?}",
+            "llmbox-keys-{}-{tag}-{:?}",
             std::process::id(),
             std::thread::current().id()
         ));

@@ -198,17 +198,7 @@ pub(crate) fn refuse_open_mcp(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store(tag: &str) -> Store {
-        let dir = std::env::temp_dir().join(format!(
-            "llmbox-auth-{}-{tag}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        Store::open(dir.join("state.json")).expect("store")
-    }
+    use crate::hub::apikeys::tests::store;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")

@@ -69,3 +69,25 @@ pub fn root() -> PathBuf {
 pub fn fixtures() -> PathBuf {
     root().join("tests/fixtures")
 }
+
+/// Runs `llmbox apikey create --name NAME [--admin] --state STATE` and returns the key it
+/// printed (its first line).
+pub fn apikey_create(state: &std::path::Path, name: &str, admin: bool) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_llmbox"));
+    cmd.args(["apikey", "create", "--name", name, "--state"])
+        .arg(state);
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().expect("run llmbox apikey create");
+    assert!(
+        out.status.success(),
+        "apikey create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("the key line")
+        .to_string()
+}
