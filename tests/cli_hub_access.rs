@@ -10,19 +10,13 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::free_port;
+
 fn llmbox(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_llmbox"))
         .args(args)
         .output()
         .expect("run llmbox")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn s(p: &Path) -> &str {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use llmbox::util::secret::sha256_hex;
 use support::cluster::Hub;
-use support::{temp_dir, wait_for};
+use support::{free_port, temp_dir, wait_for};
 
 fn llmbox(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_llmbox"))
@@ -337,14 +337,6 @@ fn the_spoke_binary_enrolls_saves_0600_credentials_and_spoke_list_and_revoke_wor
     assert!(!stdout(&llmbox(&["spoke", "list", "--state", s])).contains("edge"));
     let missing = llmbox(&["spoke", "revoke", "--name", "edge", "--state", s]);
     assert_eq!(missing.status.code(), Some(1));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 #[test]

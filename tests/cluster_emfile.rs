@@ -5,32 +5,10 @@
 mod support;
 
 use std::fs::File;
-use std::process::Command;
 use std::time::Duration;
 
 use support::cluster::{Hub, RawSpoke, Spoke, welcome_credential};
-use support::wait_for;
-
-fn ulimit(flag: &str) -> String {
-    let out = Command::new("sh")
-        .args(["-c", &format!("ulimit {flag}")])
-        .output()
-        .expect("ulimit");
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
-}
-
-fn set_nofile(soft: &str) {
-    let hard = ulimit("-Hn");
-    let status = Command::new("prlimit")
-        .args(["--pid", &std::process::id().to_string()])
-        .arg(format!("--nofile={soft}:{}", hard.trim()))
-        .status()
-        .expect("prlimit (util-linux) must be installed");
-    assert!(status.success(), "prlimit failed");
-}
+use support::{set_nofile, ulimit, wait_for};
 
 #[test]
 fn the_plane_survives_emfile_and_accepts_again_afterwards() {

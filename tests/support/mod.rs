@@ -91,3 +91,36 @@ pub fn apikey_create(state: &std::path::Path, name: &str, admin: bool) -> String
         .expect("the key line")
         .to_string()
 }
+
+/// A loopback TCP port that was free a moment ago (for a child process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// What `ulimit <flag>` prints in a shell (e.g. `-Hn` for the hard open-file limit).
+pub fn ulimit(flag: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("ulimit {flag}")])
+        .output()
+        .expect("ulimit");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+/// Lowers this test process's soft open-file limit to `soft` (hard limit unchanged), with
+/// util-linux's `prlimit`, so a test can run the process out of descriptors.
+pub fn set_nofile(soft: &str) {
+    let hard = ulimit("-Hn");
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &std::process::id().to_string()])
+        .arg(format!("--nofile={soft}:{hard}"))
+        .status()
+        .expect("prlimit (util-linux) must be installed");
+    assert!(status.success(), "prlimit failed");
+}
