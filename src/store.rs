@@ -46,6 +46,26 @@ pub struct State {
     /// in them so a session written by an older hub needs nothing new.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub box_owners: Vec<BoxOwner>,
+    /// People signed in on the web pages (`hub::signin`); left out while empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signin_sessions: Vec<SigninSession>,
+}
+
+/// One person signed in through a sign-in provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigninSession {
+    /// SHA-256 hex of the session id in the cookie (the id itself never reaches disk).
+    pub id_hash: String,
+    /// The verified email, lowercased.
+    pub email: String,
+    /// Google's hosted domain (`hd`), when the provider sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_domain: Option<String>,
+    /// The provider's label.
+    pub provider: String,
+    /// Expires at, unix seconds.
+    pub expires: i64,
 }
 
 /// The API key that created a box through the hub.
@@ -183,6 +203,9 @@ pub struct Session {
     /// hub can still hide their TTY echo in the box's logs; the codes themselves never reach disk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) code_hashes: Vec<String>,
+    /// The signed-in person who activated the box, when sign-in is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_by: Option<String>,
 }
 
 impl Session {

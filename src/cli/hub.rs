@@ -22,6 +22,7 @@ use crate::hub::audit::AuditLog;
 use crate::hub::auth::{Access, Surface};
 use crate::hub::http::{FrontLimits, HttpFront};
 use crate::hub::reaper::Reaper;
+use crate::hub::signin::{OidcConfig, Rules, Signin, SigninConfig, SigninError};
 use crate::hub::{Hub, HubConfig};
 use crate::store::Store;
 
@@ -113,6 +114,33 @@ pub struct Args {
     /// log level: off, error, warn, info, debug, trace (default info)
     #[argh(option, default = "String::from(DEFAULT_LOG_LEVEL)")]
     pub(crate) log_level: String,
+    /// an OpenID Connect issuer people sign in with on the activation page (repeatable; each
+    /// with its own --oidc-client-id and --oidc-client-secret-file, in order)
+    #[argh(option)]
+    pub(crate) oidc_issuer: Vec<String>,
+    /// the hub's client id at the matching --oidc-issuer
+    #[argh(option)]
+    pub(crate) oidc_client_id: Vec<String>,
+    /// a file holding the client secret for the matching --oidc-issuer
+    #[argh(option)]
+    pub(crate) oidc_client_secret_file: Vec<PathBuf>,
+    /// the button label of the matching --oidc-issuer (default: Google for Google, else the
+    /// issuer's host)
+    #[argh(option)]
+    pub(crate) oidc_name: Vec<String>,
+    /// an email address that may activate boxes once signed in (repeatable)
+    #[argh(option)]
+    pub(crate) allow_email: Vec<String>,
+    /// a domain whose verified addresses may activate boxes (repeatable; Google's hd claim for
+    /// Google accounts)
+    #[argh(option)]
+    pub(crate) allow_domain: Vec<String>,
+    /// an email address that may use /admin (repeatable; also allowed to activate)
+    #[argh(option)]
+    pub(crate) admin_email: Vec<String>,
+    /// how long a sign-in lasts (default 12h)
+    #[argh(option, default = "String::from(\"12h\")")]
+    pub(crate) session_ttl: String,
 }
 
 /// The validated form of [`Args`].
@@ -136,6 +164,8 @@ pub(crate) struct Config {
     pub(crate) local: Option<ManagerConfig>,
     /// Spoke heartbeat.
     pub(crate) heartbeat: Duration,
+    /// Sign-in on the activation page; `None` without `--oidc-issuer`.
+    pub(crate) signin: Option<SigninConfig>,
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, CliError> {
@@ -207,6 +237,7 @@ impl Config {
             )));
         }
         let local = (!args.no_local).then(|| local_manager_config(args));
+        let signin = signin_config(args, &public_url)?;
         Ok(Config {
             listen,
             mcp_listen,
@@ -217,8 +248,97 @@ impl Config {
             state: args.state.clone(),
             local,
             heartbeat,
+            signin,
         })
     }
+}
+
+/// The sign-in flags, checked; client secrets read from their files. `None` without any.
+fn signin_config(args: &Args, public_url: &str) -> Result<Option<SigninConfig>, CliError> {
+    let usage = |m: String| CliError::usage(format!("{m}\n{USAGE}"));
+    let session_ttl =
+        parse_duration_flag("--session-ttl", &args.session_ttl).map_err(|e| usage(e.message))?;
+    let n = args.oidc_issuer.len();
+    let rules = Rules {
+        emails: lowercased(&args.allow_email),
+        domains: lowercased(&args.allow_domain),
+        admins: lowercased(&args.admin_email),
+    };
+    let any_rule =
+        !(rules.emails.is_empty() && rules.domains.is_empty() && rules.admins.is_empty());
+    if n == 0 {
+        if any_rule || !args.oidc_client_id.is_empty() || !args.oidc_client_secret_file.is_empty() {
+            return Err(usage(
+                "--allow-email, --allow-domain, --admin-email and --oidc-client-* need --oidc-issuer".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if args.oidc_client_id.len() != n || args.oidc_client_secret_file.len() != n {
+        return Err(usage(format!(
+            "each --oidc-issuer needs its own --oidc-client-id and --oidc-client-secret-file ({n} issuers, {} ids, {} secret files)",
+            args.oidc_client_id.len(),
+            args.oidc_client_secret_file.len()
+        )));
+    }
+    if args.oidc_name.len() > n {
+        return Err(usage("more --oidc-name than --oidc-issuer".into()));
+    }
+    if !any_rule {
+        return Err(usage(
+            "a sign-in provider needs at least one --allow-email, --allow-domain or --admin-email: without one nobody could activate a box".into(),
+        ));
+    }
+    if session_ttl.is_zero() {
+        return Err(usage("--session-ttl must be above zero".into()));
+    }
+    let mut oidc = Vec::new();
+    for i in 0..n {
+        let issuer = args.oidc_issuer[i].trim_end_matches('/').to_string();
+        if !crate::hub::signin::oidc::endpoint_allowed(&issuer) {
+            return Err(usage(format!(
+                "--oidc-issuer {issuer:?}: use https:// (plain http only for a provider on loopback)"
+            )));
+        }
+        let file = &args.oidc_client_secret_file[i];
+        let secret = std::fs::read_to_string(file)
+            .map_err(|e| usage(format!("--oidc-client-secret-file {}: {e}", file.display())))?;
+        let secret = secret.trim().to_string();
+        if secret.is_empty() {
+            return Err(usage(format!(
+                "--oidc-client-secret-file {}: the file is empty",
+                file.display()
+            )));
+        }
+        let label = args.oidc_name.get(i).cloned().unwrap_or_else(|| {
+            if issuer == "https://accounts.google.com" {
+                "Google".into()
+            } else {
+                issuer
+                    .split("://")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .unwrap_or("OpenID Connect")
+                    .to_string()
+            }
+        });
+        oidc.push(OidcConfig {
+            label,
+            issuer,
+            client_id: args.oidc_client_id[i].clone(),
+            client_secret: secret,
+        });
+    }
+    Ok(Some(SigninConfig {
+        public_url: public_url.trim_end_matches('/').to_string(),
+        oidc,
+        rules,
+        session_ttl,
+    }))
+}
+
+fn lowercased(list: &[String]) -> Vec<String> {
+    list.iter().map(|s| s.trim().to_ascii_lowercase()).collect()
 }
 
 /// The local spoke's Docker manager settings from the box flags shared with `llmbox spoke`.
@@ -326,10 +446,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let _reaper = Reaper::start(Arc::clone(&hub))
         .map_err(|e| CliError::runtime(format!("cannot start the reaper: {e}")))?;
+    let signin = match &config.signin {
+        Some(sc) => Some(Arc::new(Signin::start(sc.clone()).map_err(
+            |e| match e {
+                SigninError::Config(_) => CliError::usage(e),
+                _ => CliError::runtime(e),
+            },
+        )?)),
+        None => None,
+    };
     let access = |surface| Access {
         surface,
         insecure_no_auth: config.insecure_no_auth,
         audit: audit.clone(),
+        signin: signin.clone(),
     };
     // Two fronts share the HTTP descriptor budget.
     let budget = if config.mcp_listen.is_some() {

@@ -120,6 +120,19 @@ impl Hub {
     /// # Errors
     /// The state file.
     pub fn activate(&self, token: &str, code: &str) -> Result<Option<ActivationPage>, HubError> {
+        self.activate_as(token, code, None)
+    }
+
+    /// [`Hub::activate`] by a signed-in person, whose email is recorded on the session.
+    ///
+    /// # Errors
+    /// The state file.
+    pub fn activate_as(
+        &self,
+        token: &str,
+        code: &str,
+        activated_by: Option<&str>,
+    ) -> Result<Option<ActivationPage>, HubError> {
         let Some(s) = self.ledger.by_token(token)? else {
             return Ok(None);
         };
@@ -151,7 +164,8 @@ impl Hub {
             .verb("submit_code", || manager.submit_code(&s.container_id, code));
         let page = match submitted {
             Ok(session_url) => {
-                self.ledger.mark_ready(&s.container_id, &session_url)?;
+                self.ledger
+                    .mark_ready(&s.container_id, &session_url, activated_by)?;
                 log::info!("box {:?} on spoke {:?} activated", s.box_id, s.spoke);
                 page_of(&s, PageState::Ready { session_url }, None)
             }

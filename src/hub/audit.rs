@@ -110,13 +110,39 @@ impl AuditLog {
         spoke: Option<&str>,
         ok: bool,
         remote_addr: Option<std::net::SocketAddr>,
+        by: Option<&str>,
     ) {
-        self.write(&json!({
+        let mut line = json!({
             "ts": crate::util::time::rfc3339(SystemTime::now()),
             "event": "activate",
             "box_id": box_id,
             "spoke": spoke,
             "ok": ok,
+            "remote_addr": remote_addr.map(|a| a.to_string()),
+        });
+        if let Some(by) = by {
+            line["by"] = json!(by);
+        }
+        self.write(&line);
+    }
+
+    /// Records a sign-in step (`event` is `signin`, `signin_refused` or `signout`): who, with
+    /// which provider, and why it failed. Never a code, token or session id.
+    pub(crate) fn signin(
+        &self,
+        event: &str,
+        email: Option<&str>,
+        provider: Option<&str>,
+        reason: Option<&str>,
+        remote_addr: Option<std::net::SocketAddr>,
+    ) {
+        self.write(&json!({
+            "ts": crate::util::time::rfc3339(SystemTime::now()),
+            "event": event,
+            "email": email,
+            "provider": provider,
+            "ok": reason.is_none(),
+            "reason": reason,
             "remote_addr": remote_addr.map(|a| a.to_string()),
         }));
     }
@@ -194,7 +220,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        log.activation(Some("web"), Some("local"), true, "127.0.0.1:5".parse().ok());
+        log.activation(
+            Some("web"),
+            Some("local"),
+            true,
+            "127.0.0.1:5".parse().ok(),
+            None,
+        );
         let got = lines(&path);
         assert_eq!(got.len(), 4);
         assert_eq!(got[0]["old"], true, "appended, not truncated");

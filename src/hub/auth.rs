@@ -57,6 +57,8 @@ pub struct Access {
     pub insecure_no_auth: bool,
     /// Where tool calls and activation attempts are recorded (`--audit-log`).
     pub audit: Option<Arc<AuditLog>>,
+    /// Sign-in on the web pages (`--oidc-*`); `None` leaves the activation page a bearer link.
+    pub signin: Option<Arc<super::signin::Signin>>,
 }
 
 /// Why an MCP request is refused.

@@ -21,6 +21,7 @@
 //! handler threads finish their one request and end. If tiny_http's accept thread dies anyway, the receiving thread
 //! logs an ERROR and ends, and [`HttpFront::wait`] reports it so the process exits non-zero.
 
+use super::signin::web::{Gate, WebReply, WebRequest};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -516,7 +517,16 @@ fn serve(front: &Front, mut request: Request) {
 /// (`//auth/<token>`, `/auth/<token>/`), which is answered 404 but would still be logged.
 fn loggable_path(path: &str) -> &str {
     match path {
-        "/mcp" | "/" | "/healthz" | "/metrics" | "/favicon.svg" | "/favicon.ico" => path,
+        "/mcp"
+        | "/"
+        | "/healthz"
+        | "/metrics"
+        | "/favicon.svg"
+        | "/favicon.ico"
+        | "/signin"
+        | "/signin/oidc"
+        | "/signin/oidc/callback"
+        | "/signout" => path,
         p if p.starts_with("/auth/") => "/auth/…",
         _ => "(other path)",
     }
@@ -562,7 +572,10 @@ fn route(front: &Front, req: &mut Request, path: &str) -> Reply {
         },
         _ => match path.strip_prefix("/auth/") {
             Some(token) => auth(front, req, token, method),
-            None => Reply::text(404, "not found\n"),
+            None => match &front.access.signin {
+                Some(signin) => signin_route(front, signin, req, path, method),
+                None => Reply::text(404, "not found\n"),
+            },
         },
     }
 }
@@ -683,6 +696,71 @@ fn mcp_post(front: &Front, req: &mut Request) -> Reply {
     }
 }
 
+/// The sign-in routes (see [`super::signin::web`]); 404 for any other path.
+fn signin_route(
+    front: &Front,
+    signin: &super::signin::Signin,
+    req: &mut Request,
+    path: &str,
+    method: Method,
+) -> Reply {
+    let post = method == Method::Post;
+    let form = if post {
+        match read_form(front, req) {
+            Ok(f) => f,
+            Err(reply) => return reply,
+        }
+    } else {
+        String::new()
+    };
+    let url = req.url().to_string();
+    let web = WebRequest {
+        post,
+        path,
+        query: url.split_once('?').map_or("", |(_, q)| q),
+        cookies: header(req, "Cookie"),
+        form: &form,
+        remote: req.remote_addr().copied(),
+    };
+    match signin.serve(front.hub.store(), front.access.audit.as_deref(), &web) {
+        Some(reply) => web_reply(reply),
+        None => Reply::text(404, "not found\n"),
+    }
+}
+
+fn web_reply(w: WebReply) -> Reply {
+    let mut reply = match w.location {
+        Some(location) => Reply::empty(w.status).header("Location", &location),
+        None => Reply::html(w.status, w.html),
+    };
+    for c in w.cookies {
+        reply.headers.push(("Set-Cookie", c));
+    }
+    reply
+}
+
+/// Reads a small urlencoded form (the activation code, a CSRF token).
+fn read_form(front: &Front, req: &mut Request) -> Result<String, Reply> {
+    if header(req, "Content-Type").map(media_type).as_deref()
+        != Some("application/x-www-form-urlencoded")
+    {
+        return Err(Reply::html(
+            415,
+            page::message("Unsupported form", "Send the page's own form."),
+        ));
+    }
+    let (body, _reservation) = read_body(front, req, MAX_FORM_BODY, || {
+        Reply::html(
+            413,
+            page::message(
+                "Too large",
+                "That form was far too large; paste only the code.",
+            ),
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 fn accepts_json(accept: &str) -> bool {
     accept
         .split(',')
@@ -693,6 +771,55 @@ fn accepts_json(accept: &str) -> bool {
 fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply {
     if !crate::util::secret::is_hex_64(token) {
         return Reply::html(404, page::not_found());
+    }
+    let mut person = None;
+    let mut form = None;
+    if let Some(signin) = &front.access.signin {
+        let post = method == Method::Post;
+        if post {
+            match read_form(front, req) {
+                Ok(f) => form = Some(f),
+                Err(reply) => return reply,
+            }
+        }
+        let path = format!("/auth/{token}");
+        let web = WebRequest {
+            post,
+            path: &path,
+            cookies: header(req, "Cookie"),
+            form: form.as_deref().unwrap_or(""),
+            remote: req.remote_addr().copied(),
+            ..WebRequest::default()
+        };
+        // An unknown token is 404 before anything about sign-in is said.
+        match front.hub.activation_page(token) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Reply::html(404, page::not_found()),
+            Err(e) => {
+                log::error!("activation page: {e}");
+                return Reply::html(
+                    500,
+                    page::message(
+                        "Something went wrong",
+                        "The hub could not read its state; try again in a moment.",
+                    ),
+                );
+            }
+        }
+        match signin.gate(front.hub.store(), &web, front.access.audit.as_deref()) {
+            Ok(Gate::Allowed(p)) => person = Some((signin, p)),
+            Ok(Gate::Refused(reply)) => return web_reply(reply),
+            Err(e) => {
+                log::error!("activation page: {e}");
+                return Reply::html(
+                    500,
+                    page::message(
+                        "Something went wrong",
+                        "The hub could not read its state; try again in a moment.",
+                    ),
+                );
+            }
+        }
     }
     let result = match method {
         Method::Get | Method::Head => front.hub.activation_page(token),
@@ -712,31 +839,16 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
                     ),
                 );
             }
-            if header(req, "Content-Type").map(media_type).as_deref()
-                != Some("application/x-www-form-urlencoded")
-            {
-                return Reply::html(
-                    415,
-                    page::message(
-                        "Unsupported form",
-                        "Send the code with the page's own form.",
-                    ),
-                );
-            }
-            let (body, _reservation) = match read_body(front, req, MAX_FORM_BODY, || {
-                Reply::html(
-                    413,
-                    page::message(
-                        "Too large",
-                        "That form was far too large; paste only the code.",
-                    ),
-                )
-            }) {
-                Ok(b) => b,
-                Err(reply) => return reply,
+            let body = match form.take() {
+                Some(f) => f,
+                None => match read_form(front, req) {
+                    Ok(f) => f,
+                    Err(reply) => return reply,
+                },
             };
-            let code = form_value(&String::from_utf8_lossy(&body), "code").unwrap_or_default();
-            let result = front.hub.activate(token, &code);
+            let code = form_value(&body, "code").unwrap_or_default();
+            let by = person.as_ref().map(|(_, p)| p.email.as_str());
+            let result = front.hub.activate_as(token, &code, by);
             if let Some(audit) = &front.access.audit {
                 let page = result.as_ref().ok().and_then(Option::as_ref);
                 audit.activation(
@@ -744,6 +856,7 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
                     page.map(|p| p.spoke.as_str()),
                     page.is_some_and(|p| matches!(p.state, super::PageState::Ready { .. })),
                     req.remote_addr().copied(),
+                    by,
                 );
             }
             result
@@ -751,7 +864,17 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
         _ => return Reply::not_allowed("GET, POST"),
     };
     match result {
-        Ok(Some(view)) => Reply::html(200, page::render(&view)),
+        Ok(Some(view)) => match &person {
+            Some((signin, p)) => Reply::html(
+                200,
+                page::render_with(
+                    &view,
+                    &signin.who(p, &format!("/auth/{token}")),
+                    &super::signin::Signin::csrf_field(p),
+                ),
+            ),
+            None => Reply::html(200, page::render(&view)),
+        },
         Ok(None) => Reply::html(404, page::not_found()),
         Err(e) => {
             log::error!("activation page: {e}");

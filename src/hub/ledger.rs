@@ -179,6 +179,7 @@ impl Ledger {
             created: unix_now(),
             more_token_hashes: Vec::new(),
             code_hashes: Vec::new(),
+            activated_by: None,
         };
         let record = session.clone();
         self.store.update(|state| state.sessions.push(record))?;
@@ -238,12 +239,18 @@ impl Ledger {
     ///
     /// # Errors
     /// The state file.
-    pub fn mark_ready(&self, id: &ContainerId, session_url: &str) -> Result<(), StoreError> {
+    pub fn mark_ready(
+        &self,
+        id: &ContainerId,
+        session_url: &str,
+        activated_by: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.store.update(|state| {
             if let Some(s) = state.sessions.iter_mut().find(|s| s.container_id == *id) {
                 s.status = SessionStatus::Ready;
                 s.session_url = session_url.to_string();
                 s.error.clear();
+                s.activated_by = activated_by.map(str::to_string);
             }
         })
     }
@@ -495,7 +502,7 @@ mod tests {
         );
 
         t.ledger
-            .mark_ready(&s.container_id, "https://claude.ai/code/s")
+            .mark_ready(&s.container_id, "https://claude.ai/code/s", None)
             .expect("ready");
         let late = t
             .ledger

@@ -36,6 +36,7 @@ pub(crate) mod page;
 pub mod reaper;
 pub(crate) mod redact;
 mod routing;
+pub mod signin;
 pub(crate) mod tools;
 mod upkeep;
 mod views;

@@ -59,7 +59,8 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
-fn document(title: &str, body: &str) -> String {
+/// A whole page: `body` inside the common frame (style, favicon, no referrer).
+pub(crate) fn document(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -78,7 +79,7 @@ fn is_web_link(url: &str) -> bool {
     lower.starts_with("https://") || lower.starts_with("http://")
 }
 
-fn signin_and_form(authorize_url: &str) -> String {
+fn signin_and_form(authorize_url: &str, hidden: &str) -> String {
     let signin = if is_web_link(authorize_url) {
         format!(
             "<a id=\"signin\" class=\"button\" href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">Sign in with Claude</a>",
@@ -90,7 +91,7 @@ fn signin_and_form(authorize_url: &str) -> String {
     format!(
         "<ol><li>Sign in with your own Claude account: {signin}</li>\
 <li>Copy the code shown after signing in and paste it below.</li></ol>\
-<form method=\"post\" id=\"activate\"><label for=\"code\">Code</label>\
+<form method=\"post\" id=\"activate\">{hidden}<label for=\"code\">Code</label>\
 <input name=\"code\" id=\"code\" type=\"text\" autocomplete=\"off\" autocapitalize=\"off\" autocorrect=\"off\" spellcheck=\"false\" inputmode=\"text\">\
 <button id=\"activate-button\" type=\"submit\">Activate</button></form>\
 <p class=\"muted\">The code goes straight to your box; it is never shown to the chatbot.</p>"
@@ -99,7 +100,15 @@ fn signin_and_form(authorize_url: &str) -> String {
 
 /// Renders the activation page.
 pub(crate) fn render(page: &ActivationPage) -> String {
-    let mut body = String::from("<h1>Activate your box</h1><dl>");
+    render_with(page, "", "")
+}
+
+/// [`render`] with sign-in: `before` (who is signed in, already HTML) above the details and
+/// `hidden` (the CSRF field, already HTML) inside the form.
+pub(crate) fn render_with(page: &ActivationPage, before: &str, hidden: &str) -> String {
+    let mut body = String::from("<h1>Activate your box</h1>");
+    body.push_str(before);
+    body.push_str("<dl>");
     body.push_str(&format!(
         "<dt>Box</dt><dd id=\"box-id\">{}</dd><dt>Spoke</dt><dd id=\"spoke\">{}</dd>",
         escape(&page.box_id),
@@ -133,20 +142,20 @@ pub(crate) fn render(page: &ActivationPage) -> String {
                 escape(session_url)
             ));
         }
-        PageState::Pending => body.push_str(&signin_and_form(&page.authorize_url)),
+        PageState::Pending => body.push_str(&signin_and_form(&page.authorize_url, hidden)),
         PageState::Error { message } => {
             body.push_str(&format!(
                 "<p id=\"error\" role=\"alert\">{}</p><p>Sign in again with the fresh link below and paste the new code.</p>",
                 escape(message)
             ));
-            body.push_str(&signin_and_form(&page.authorize_url));
+            body.push_str(&signin_and_form(&page.authorize_url, hidden));
         }
         PageState::Unusable { message } => {
             body.push_str(&format!(
                 "<p id=\"error\" role=\"alert\">{}</p>",
                 escape(message)
             ));
-            body.push_str(&signin_and_form(&page.authorize_url));
+            body.push_str(&signin_and_form(&page.authorize_url, hidden));
         }
     }
     document(&format!("Activate {} · llmbox", page.box_id), &body)

@@ -109,6 +109,9 @@ pub struct BoxView {
     pub created: i64,
     /// What the caller should do next.
     pub next_step: String,
+    /// The signed-in person who activated the box (sign-in configured only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activated_by: Option<String>,
 }
 
 impl BoxView {
@@ -142,6 +145,7 @@ impl BoxView {
             description: s.description.clone(),
             created: s.created,
             next_step: next_step.to_string(),
+            activated_by: s.activated_by.clone().filter(|_| ready),
         }
     }
 
@@ -161,6 +165,7 @@ impl BoxView {
             container_id: info.container_id.short().to_string(),
             description: info.description,
             created: info.created,
+            activated_by: None,
         }
     }
 
@@ -183,6 +188,7 @@ impl BoxView {
             description,
             created,
             next_step: "The box and its files are gone; create_llmbox makes a new one.".into(),
+            activated_by: None,
         }
     }
 }
@@ -261,6 +267,7 @@ mod tests {
             created: 7,
             more_token_hashes: Vec::new(),
             code_hashes: Vec::new(),
+            activated_by: None,
         }
     }
 

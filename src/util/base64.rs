@@ -56,9 +56,39 @@ pub fn decode(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Encodes `data` as unpadded base64url (RFC 4648 §5), as JOSE and PKCE write it.
+pub fn encode_url(data: &[u8]) -> String {
+    encode(data)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+/// Decodes unpadded base64url; standard-alphabet bytes and padding are refused, since JOSE
+/// allows neither.
+///
+/// # Errors
+/// A message naming what is wrong.
+pub fn decode_url(text: &str) -> Result<Vec<u8>, String> {
+    if text.contains(['+', '/', '=']) {
+        return Err("invalid base64url: '+', '/' or padding".into());
+    }
+    decode(&text.replace('-', "+").replace('_', "/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64url_round_trips_without_padding_and_refuses_the_standard_alphabet() {
+        let data = [0xfbu8, 0xff, 0xfe, 0x00, 0x01];
+        let text = encode_url(&data);
+        assert_eq!(text, "-__-AAE");
+        assert_eq!(decode_url(&text).unwrap(), data);
+        assert!(decode_url("+//+AAE").is_err());
+        assert!(decode_url("AA==").is_err());
+    }
 
     #[test]
     fn rfc4648_vectors_round_trip() {
