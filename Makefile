@@ -53,13 +53,19 @@ static:
 
 ## Real MCP clients for the hub's end-to-end tests: the official Python SDK 1.x and 2.x, each in
 ## its own virtualenv (tests/clients/*.py run in them), and Debian's chromium + chromedriver
-## with selenium for the activation-page test.
+## with selenium for the activation-page test; django-oauth-toolkit (a real OpenID provider,
+## tests/fixtures/oidc/provider.py) with selenium for the sign-in test.
 PYTHON ?= python3
-test-clients: .venv-mcp1/ok .venv-mcp2/ok browser
+test-clients: .venv-mcp1/ok .venv-mcp2/ok .venv-oidc/ok browser
 
 .venv-mcp1/ok: tests/clients/requirements-mcp1.txt
 	rm -rf .venv-mcp1 && $(PYTHON) -m venv .venv-mcp1
 	.venv-mcp1/bin/pip install -q -r tests/clients/requirements-mcp1.txt
+	touch $@
+
+.venv-oidc/ok: tests/clients/requirements-oidc.txt
+	rm -rf .venv-oidc && $(PYTHON) -m venv .venv-oidc
+	.venv-oidc/bin/pip install -q -r tests/clients/requirements-oidc.txt
 	touch $@
 
 .venv-mcp2/ok: tests/clients/requirements-mcp2.txt

@@ -1,0 +1,407 @@
+//! Sign-in on the activation page (issue 13) against a real OpenID provider: django-oauth-toolkit
+//! from PyPI with OIDC on (`tests/fixtures/oidc/provider.py`, its own login form, a fresh RSA
+//! key), started by each test on a free loopback port, and a real browser (chromium driven by
+//! selenium) signing in through that form. Checks the page gate over raw HTTP too.
+//!
+//! Needs `make test-clients` (`.venv-oidc`, chromium, chromedriver); fails loudly without them.
+//! What a real provider will not do on demand (bad signatures, `alg: none`, wrong `iss`/`aud`,
+//! expired tokens, replayed nonces, unverified email, rotated keys) is in the unit tests of
+//! `hub::signin::jwt` and `hub::signin::oidc`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmbox::hub::audit::AuditLog;
+use llmbox::hub::auth::Access;
+use llmbox::hub::http::HttpFront;
+use llmbox::hub::signin::{OidcConfig, Rules, Signin, SigninConfig};
+use llmbox::hub::{CreateRequest, Hub, HubConfig};
+use llmbox::store::SigninSession;
+use sha2::{Digest, Sha256};
+use support::http::request;
+
+const CLIENT_ID: &str = "llmbox-test-hub";
+
+fn require(path: &Path) {
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test-clients` (make test does) to install the OpenID provider, chromium and chromedriver",
+        path.display()
+    );
+}
+
+fn python() -> PathBuf {
+    let p = support::root().join(".venv-oidc/bin/python");
+    require(&p);
+    p
+}
+
+/// The provider process; killed when dropped (also when the test fails).
+struct Provider {
+    child: Child,
+    issuer: String,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_provider(dir: &Path, redirect_uri: &str, users: &[&str]) -> Provider {
+    let secret = dir.join("client-secret");
+    std::fs::write(&secret, "provider-test-secret-1\n").expect("secret");
+    let port = support::free_port();
+    let mut cmd = Command::new(python());
+    cmd.arg(support::fixtures().join("oidc/provider.py"))
+        .args(["--port", &port.to_string(), "--client-id", CLIENT_ID])
+        .arg("--client-secret-file")
+        .arg(&secret)
+        .args(["--redirect-uri", redirect_uri]);
+    for u in users {
+        cmd.args(["--user", u]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the provider");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut provider = Provider {
+        child,
+        issuer: String::new(),
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    // Django prints its banner first; the fixture prints `ready ISSUER` once discovery answers.
+    provider.issuer = loop {
+        let line = lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("the provider exited before it was ready"));
+        if let Some(issuer) = line.strip_prefix("ready ") {
+            break issuer.to_string();
+        }
+        assert!(!line.contains("never answered"), "provider: {line}");
+    };
+    // Keep draining its stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    provider
+}
+
+struct Setup {
+    hub: Arc<Hub>,
+    front: HttpFront,
+    addr: SocketAddr,
+    audit: PathBuf,
+    _provider: Provider,
+}
+
+/// A hub on a free port whose page is gated by the provider; `ada@example.org` is allowed by
+/// email, `eve@other.example` by nothing.
+fn setup(tag: &str) -> Setup {
+    let dir = support::temp_dir(tag);
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .expect("addr");
+    let public = format!("http://{addr}");
+    let provider = start_provider(
+        &dir,
+        &format!("{public}/signin/oidc/callback"),
+        &["ada@example.org:ada-pw-1", "eve@other.example:eve-pw-2"],
+    );
+    let board = Arc::new(support::hub::Switchboard::default().with("local"));
+    let hub = support::hub::hub_on(&dir.join("state.json"), &board, HubConfig::new(&public));
+    let signin = Signin::start(SigninConfig {
+        public_url: public,
+        oidc: vec![OidcConfig {
+            label: "Test IdP".into(),
+            issuer: provider.issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: "provider-test-secret-1".into(),
+        }],
+        rules: Rules {
+            emails: vec!["ada@example.org".into()],
+            ..Rules::default()
+        },
+        session_ttl: Duration::from_secs(3600),
+    })
+    .expect("discovery at the real provider");
+    let audit = dir.join("audit.log");
+    let access = Access {
+        audit: Some(Arc::new(AuditLog::open(&audit).expect("audit"))),
+        signin: Some(Arc::new(signin)),
+        ..Access::default()
+    };
+    let front =
+        HttpFront::start_with_access(Arc::clone(&hub), &addr.to_string(), access).expect("listen");
+    Setup {
+        hub,
+        front,
+        addr,
+        audit,
+        _provider: provider,
+    }
+}
+
+fn new_box(hub: &Hub, box_id: &str) -> (String, String) {
+    let view = hub
+        .create_box(CreateRequest {
+            box_id: box_id.into(),
+            description: "sign-in test".into(),
+            ..Default::default()
+        })
+        .expect("create");
+    let url = view.activation_url.expect("link");
+    let path = format!("/auth/{}", support::hub::token_of(&url));
+    (url, path)
+}
+
+fn browser(page: &str, email: &str, password: &str, expect: &str) {
+    require(Path::new("/usr/bin/chromium"));
+    require(Path::new("/usr/bin/chromedriver"));
+    let out = Command::new(python())
+        .arg(support::root().join("tests/clients/signin_flow.py"))
+        .args(["--page", page, "--email", email, "--password", password])
+        .args(["--expect", expect])
+        .arg("--shots")
+        .arg(support::root().join("target/browser-shots"))
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+}
+
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn a_person_signs_in_at_a_real_provider_and_activates_while_a_stranger_is_refused() {
+    let s = setup("signin-browser");
+    let (page, _) = new_box(&s.hub, "signed");
+    browser(&page, "ada@example.org", "ada-pw-1", "activated");
+    let view = s.hub.get_box("signed").expect("get");
+    assert_eq!(view.status, "ready");
+    assert_eq!(view.activated_by.as_deref(), Some("ada@example.org"));
+    let json = serde_json::to_value(&view).expect("json");
+    assert_eq!(json["activated_by"], "ada@example.org");
+
+    let (page, _) = new_box(&s.hub, "stranger");
+    browser(&page, "eve@other.example", "eve-pw-2", "refused");
+    assert_eq!(s.hub.get_box("stranger").expect("get").status, "pending");
+
+    let lines = audit_lines(&s.audit);
+    let has = |event: &str, email: &str| {
+        lines
+            .iter()
+            .any(|l| l["event"] == event && (l["email"] == email || l["by"] == email))
+    };
+    assert!(has("signin", "ada@example.org"), "{lines:?}");
+    assert!(has("activate", "ada@example.org"), "{lines:?}");
+    assert!(has("signin_refused", "eve@other.example"), "{lines:?}");
+    assert!(has("activate_refused", "eve@other.example"), "{lines:?}");
+    // The state file holds session hashes only: no cookie value in it.
+    let state = std::fs::read_to_string(s.hub.store().path()).expect("state");
+    assert!(state.contains("\"signin_sessions\""), "{state}");
+    s.front.stop();
+}
+
+/// Stores a session for `email` as a sign-in would; the cookie value and its CSRF token.
+fn plant_session(hub: &Hub, email: &str) -> (String, String) {
+    let id = format!("{:0>64}", email.len());
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    hub.store()
+        .update(|st| {
+            st.signin_sessions.push(SigninSession {
+                id_hash: hex(&Sha256::digest(id.as_bytes())),
+                email: email.into(),
+                hosted_domain: None,
+                provider: "Test IdP".into(),
+                expires: 4_000_000_000,
+            })
+        })
+        .expect("store");
+    let csrf = hex(&Sha256::digest(format!("llmbox-csrf:{id}").as_bytes()));
+    (format!("llmbox={id}"), csrf)
+}
+
+#[test]
+fn the_gated_page_shows_only_sign_in_and_refuses_posts_without_a_session_or_csrf() {
+    let s = setup("signin-gate");
+    let (_, path) = new_box(&s.hub, "gated");
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+
+    let anon = request(s.addr, "GET", &path, &[], b"");
+    assert_eq!(anon.status, 200);
+    let html = anon.text();
+    assert!(html.contains("id=\"provider-0\""), "{html}");
+    for hidden in [
+        "id=\"activate\"",
+        "id=\"signin\"",
+        "oauth/authorize",
+        "id=\"box-id\"",
+    ] {
+        assert!(
+            !html.contains(hidden),
+            "anonymous page shows {hidden}: {html}"
+        );
+    }
+    let post = request(s.addr, "POST", &path, &[form], b"code=abc");
+    assert_eq!(post.status, 401, "{}", post.text());
+
+    let (cookie, csrf) = plant_session(&s.hub, "ada@example.org");
+    let page = request(s.addr, "GET", &path, &[("Cookie", &cookie)], b"");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text()
+            .contains(&format!("name=\"csrf\" value=\"{csrf}\""))
+    );
+    let bad = request(
+        s.addr,
+        "POST",
+        &path,
+        &[form, ("Cookie", &cookie)],
+        b"code=abc&csrf=0000",
+    );
+    assert_eq!(bad.status, 403, "{}", bad.text());
+    let none = request(
+        s.addr,
+        "POST",
+        &path,
+        &[form, ("Cookie", &cookie)],
+        b"code=abc",
+    );
+    assert_eq!(none.status, 403);
+    assert_eq!(s.hub.get_box("gated").expect("get").status, "pending");
+    let body = format!("code=good-code-1&csrf={csrf}");
+    let ok = request(
+        s.addr,
+        "POST",
+        &path,
+        &[form, ("Cookie", &cookie)],
+        body.as_bytes(),
+    );
+    assert_eq!(ok.status, 200);
+    assert!(ok.text().contains("id=\"session-url\""), "{}", ok.text());
+    assert_eq!(
+        s.hub.get_box("gated").expect("get").activated_by.as_deref(),
+        Some("ada@example.org")
+    );
+
+    let (_, path2) = new_box(&s.hub, "gated2");
+    let (eve, eve_csrf) = plant_session(&s.hub, "eve@other.example");
+    let refused = request(s.addr, "GET", &path2, &[("Cookie", &eve)], b"");
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.text().contains("signed in as eve@other.example"),
+        "{}",
+        refused.text()
+    );
+    let body = format!("code=x&csrf={eve_csrf}");
+    let refused = request(
+        s.addr,
+        "POST",
+        &path2,
+        &[form, ("Cookie", &eve)],
+        body.as_bytes(),
+    );
+    assert_eq!(refused.status, 403);
+    assert_eq!(s.hub.get_box("gated2").expect("get").status, "pending");
+    s.front.stop();
+}
+
+#[test]
+fn sign_in_starts_with_pkce_and_a_bound_state_that_works_once() {
+    let s = setup("signin-start");
+    let (_, path) = new_box(&s.hub, "flow");
+    let start = request(
+        s.addr,
+        "GET",
+        &format!("/signin/oidc?p=0&next={path}"),
+        &[],
+        b"",
+    );
+    assert_eq!(start.status, 303);
+    let location = start.header("Location").expect("location").to_string();
+    for part in [
+        "response_type=code",
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "nonce=",
+        &format!("client_id={CLIENT_ID}"),
+    ] {
+        assert!(location.contains(part), "{location}");
+    }
+    let cookie = start.header("Set-Cookie").expect("cookie");
+    assert!(cookie.starts_with("llmbox-login="), "{cookie}");
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    let state = location
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("state="))
+        .expect("state");
+    let login = format!("llmbox-login={state}");
+    let callback = format!("/signin/oidc/callback?state={state}&code=not-a-real-code");
+    // Another browser (no login cookie) cannot use this state.
+    let foreign = request(s.addr, "GET", &callback, &[], b"");
+    assert_eq!(foreign.status, 400);
+    assert!(foreign.text().contains("Sign-in expired"));
+    // The real provider refuses the made-up code: a page saying so.
+    let refused = request(s.addr, "GET", &callback, &[("Cookie", &login)], b"");
+    assert_eq!(refused.status, 502, "{}", refused.text());
+    assert!(
+        refused.text().contains("invalid_grant"),
+        "{}",
+        refused.text()
+    );
+    // The state was spent by that attempt: replaying it is refused.
+    let replay = request(s.addr, "GET", &callback, &[("Cookie", &login)], b"");
+    assert_eq!(replay.status, 400);
+    assert!(replay.text().contains("already used"));
+    // An open redirect is not possible: a foreign `next` falls back to /signin.
+    let evil = request(
+        s.addr,
+        "GET",
+        "/signin/oidc?p=0&next=https://evil.example/",
+        &[],
+        b"",
+    );
+    assert_eq!(evil.status, 303);
+    s.front.stop();
+}
+
+#[test]
+fn a_provider_without_allow_rules_refuses_to_start_with_exit_2() {
+    let dir = support::temp_dir("signin-norules");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "x\n").expect("secret");
+    let out = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args(["hub", "--oidc-issuer", "https://accounts.google.com"])
+        .args(["--oidc-client-id", "abc", "--oidc-client-secret-file"])
+        .arg(&secret)
+        .arg("--state")
+        .arg(dir.join("state.json"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow-email"), "{err}");
+}
