@@ -378,7 +378,7 @@ impl Signin {
                 .config
                 .rules
                 .allows(&s.email, s.hosted_domain.as_deref(), google),
-            admin: self.config.rules.admins.iter().any(|a| *a == s.email),
+            admin: self.config.rules.admins.contains(&s.email),
         }
     }
 

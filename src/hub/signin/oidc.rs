@@ -276,6 +276,115 @@ impl OidcProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::signin::jwt::tests::{NOW, Signer, claims};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An in-process provider for what a real one will not do on demand: rotate its keys
+    /// between discovery and a sign-in. Serves discovery, the JWKS (whatever `keys` holds now,
+    /// counting fetches) and a token endpoint answering `token`.
+    struct Fake {
+        issuer: String,
+        keys: Arc<Mutex<serde_json::Value>>,
+        token: Arc<Mutex<String>>,
+        jwks_fetches: Arc<AtomicUsize>,
+        server: Arc<tiny_http::Server>,
+    }
+
+    impl Fake {
+        fn start(keys: serde_json::Value) -> Fake {
+            let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+            let port = server.server_addr().to_ip().unwrap().port();
+            let issuer = format!("http://127.0.0.1:{port}");
+            let fake = Fake {
+                issuer: issuer.clone(),
+                keys: Arc::new(Mutex::new(keys)),
+                token: Arc::new(Mutex::new(String::new())),
+                jwks_fetches: Arc::new(AtomicUsize::new(0)),
+                server: Arc::clone(&server),
+            };
+            let (keys, token, fetches) = (
+                Arc::clone(&fake.keys),
+                Arc::clone(&fake.token),
+                Arc::clone(&fake.jwks_fetches),
+            );
+            // Owns the fake's socket; ends when the server is unblocked in Drop.
+            std::thread::spawn(move || {
+                for req in server.incoming_requests() {
+                    let body = match req.url() {
+                        u if u.ends_with("/.well-known/openid-configuration") => {
+                            serde_json::json!({
+                                "issuer": issuer,
+                                "authorization_endpoint": format!("{issuer}/authorize"),
+                                "token_endpoint": format!("{issuer}/token"),
+                                "jwks_uri": format!("{issuer}/jwks"),
+                            })
+                            .to_string()
+                        }
+                        "/jwks" => {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            keys.lock().unwrap().to_string()
+                        }
+                        _ => serde_json::json!({"id_token": *token.lock().unwrap()}).to_string(),
+                    };
+                    let _ = req.respond(tiny_http::Response::from_string(body));
+                }
+            });
+            fake
+        }
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            self.server.unblock();
+        }
+    }
+
+    fn claims_for(issuer: &str) -> serde_json::Value {
+        let mut c = claims();
+        c["iss"] = serde_json::json!(issuer);
+        c
+    }
+
+    #[test]
+    fn rotated_keys_are_refetched_once_and_an_unknown_kid_is_refused_after_that_one_fetch() {
+        let old = Signer::ec("old");
+        let new = Signer::rsa("new");
+        let fake = Fake::start(serde_json::json!({ "keys": [old.jwk()] }));
+        let p = OidcProvider::discover("Fake", &fake.issuer, "hub-client", "s").unwrap();
+        assert_eq!(fake.jwks_fetches.load(Ordering::SeqCst), 1);
+        let finish = |p: &OidcProvider| p.finish("code", "verifier", "http://h/cb", "n-1", NOW);
+
+        // Signed with the cached key: no fetch.
+        *fake.token.lock().unwrap() = old.sign(&claims_for(&fake.issuer));
+        assert_eq!(finish(&p).unwrap().email, "ada@example.org");
+        assert_eq!(fake.jwks_fetches.load(Ordering::SeqCst), 1);
+
+        // The provider rotated: one fetch, then the new key verifies.
+        *fake.keys.lock().unwrap() = serde_json::json!({ "keys": [new.jwk()] });
+        *fake.token.lock().unwrap() = new.sign(&claims_for(&fake.issuer));
+        assert_eq!(finish(&p).unwrap().email, "ada@example.org");
+        assert_eq!(fake.jwks_fetches.load(Ordering::SeqCst), 2);
+
+        // A kid the provider does not publish: one fetch, then refused.
+        let stranger = Signer::ec("stranger");
+        *fake.token.lock().unwrap() = stranger.sign(&claims_for(&fake.issuer));
+        match finish(&p) {
+            Err(SigninError::Token(JwtError::UnknownKey(k))) => assert_eq!(k, "stranger"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fake.jwks_fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn discovery_naming_another_issuer_is_refused() {
+        let fake = Fake::start(serde_json::json!({"keys": []}));
+        let claimed = format!("{}/other", fake.issuer);
+        match OidcProvider::discover("Fake", &claimed, "c", "s") {
+            Err(SigninError::Provider(m)) => assert!(m.contains("names issuer"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn endpoints_must_be_https_except_on_loopback() {

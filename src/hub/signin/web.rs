@@ -29,6 +29,9 @@ pub(crate) struct WebRequest<'a> {
     pub(crate) remote: Option<SocketAddr>,
 }
 
+/// Writes one audit line: event, email, provider, why it failed (`None`: it did not).
+type Note<'a> = dyn Fn(&str, Option<&str>, Option<&str>, Option<&str>) + 'a;
+
 /// What to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WebReply {
@@ -322,12 +325,7 @@ impl Signin {
         WebReply::page(200, document("Sign in · llmbox", &body))
     }
 
-    fn callback(
-        &self,
-        store: &Store,
-        req: &WebRequest<'_>,
-        note: &dyn Fn(&str, Option<&str>, Option<&str>, Option<&str>),
-    ) -> WebReply {
+    fn callback(&self, store: &Store, req: &WebRequest<'_>, note: &Note<'_>) -> WebReply {
         let retry = "/signin";
         if let Some(err) = form_value(req.query, "error") {
             let detail = form_value(req.query, "error_description").unwrap_or_default();
