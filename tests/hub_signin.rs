@@ -126,6 +126,7 @@ fn setup(tag: &str) -> Setup {
             client_id: CLIENT_ID.into(),
             client_secret: "provider-test-secret-1".into(),
         }],
+        github: None,
         rules: Rules {
             emails: vec!["ada@example.org".into()],
             ..Rules::default()

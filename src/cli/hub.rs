@@ -22,7 +22,7 @@ use crate::hub::audit::AuditLog;
 use crate::hub::auth::{Access, Surface};
 use crate::hub::http::{FrontLimits, HttpFront};
 use crate::hub::reaper::Reaper;
-use crate::hub::signin::{OidcConfig, Rules, Signin, SigninConfig, SigninError};
+use crate::hub::signin::{GithubConfig, OidcConfig, Rules, Signin, SigninConfig, SigninError};
 use crate::hub::{Hub, HubConfig};
 use crate::store::Store;
 
@@ -128,6 +128,12 @@ pub struct Args {
     /// issuer's host)
     #[argh(option)]
     pub(crate) oidc_name: Vec<String>,
+    /// a GitHub OAuth app's client id: people sign in with GitHub (their primary, verified email)
+    #[argh(option)]
+    pub(crate) github_client_id: Option<String>,
+    /// a file holding that GitHub app's client secret
+    #[argh(option)]
+    pub(crate) github_client_secret_file: Option<PathBuf>,
     /// an email address that may activate boxes once signed in (repeatable)
     #[argh(option)]
     pub(crate) allow_email: Vec<String>,
@@ -266,10 +272,22 @@ fn signin_config(args: &Args, public_url: &str) -> Result<Option<SigninConfig>, 
     };
     let any_rule =
         !(rules.emails.is_empty() && rules.domains.is_empty() && rules.admins.is_empty());
-    if n == 0 {
+    let github = match (&args.github_client_id, &args.github_client_secret_file) {
+        (Some(id), Some(file)) => Some(GithubConfig::new(
+            id,
+            &read_secret("--github-client-secret-file", file).map_err(usage)?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(usage(
+                "--github-client-id and --github-client-secret-file go together".into(),
+            ));
+        }
+    };
+    if n == 0 && github.is_none() {
         if any_rule || !args.oidc_client_id.is_empty() || !args.oidc_client_secret_file.is_empty() {
             return Err(usage(
-                "--allow-email, --allow-domain, --admin-email and --oidc-client-* need --oidc-issuer".into(),
+                "--allow-email, --allow-domain, --admin-email and --oidc-client-* need a sign-in provider (--oidc-issuer or --github-client-id)".into(),
             ));
         }
         return Ok(None);
@@ -300,16 +318,11 @@ fn signin_config(args: &Args, public_url: &str) -> Result<Option<SigninConfig>, 
                 "--oidc-issuer {issuer:?}: use https:// (plain http only for a provider on loopback)"
             )));
         }
-        let file = &args.oidc_client_secret_file[i];
-        let secret = std::fs::read_to_string(file)
-            .map_err(|e| usage(format!("--oidc-client-secret-file {}: {e}", file.display())))?;
-        let secret = secret.trim().to_string();
-        if secret.is_empty() {
-            return Err(usage(format!(
-                "--oidc-client-secret-file {}: the file is empty",
-                file.display()
-            )));
-        }
+        let secret = read_secret(
+            "--oidc-client-secret-file",
+            &args.oidc_client_secret_file[i],
+        )
+        .map_err(usage)?;
         let label = args.oidc_name.get(i).cloned().unwrap_or_else(|| {
             if issuer == "https://accounts.google.com" {
                 "Google".into()
@@ -332,9 +345,21 @@ fn signin_config(args: &Args, public_url: &str) -> Result<Option<SigninConfig>, 
     Ok(Some(SigninConfig {
         public_url: public_url.trim_end_matches('/').to_string(),
         oidc,
+        github,
         rules,
         session_ttl,
     }))
+}
+
+/// A client secret from its file, trimmed; an empty file is refused.
+fn read_secret(flag: &str, file: &std::path::Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("{flag} {}: {e}", file.display()))?;
+    let secret = text.trim().to_string();
+    if secret.is_empty() {
+        return Err(format!("{flag} {}: the file is empty", file.display()));
+    }
+    Ok(secret)
 }
 
 fn lowercased(list: &[String]) -> Vec<String> {

@@ -526,6 +526,8 @@ fn loggable_path(path: &str) -> &str {
         | "/signin"
         | "/signin/oidc"
         | "/signin/oidc/callback"
+        | "/signin/github"
+        | "/signin/github/callback"
         | "/signout" => path,
         p if p.starts_with("/auth/") => "/auth/…",
         _ => "(other path)",

@@ -19,6 +19,7 @@
 //! ([`super::page`]). No threads; the pending logins sit behind one mutex held for a map
 //! operation only, never across a provider call.
 
+pub(crate) mod github;
 pub mod jwt;
 pub(crate) mod oidc;
 pub(crate) mod web;
@@ -63,6 +64,40 @@ impl fmt::Debug for OidcConfig {
     }
 }
 
+/// A GitHub OAuth app (`--github-client-id`, `--github-client-secret-file`).
+#[derive(Clone)]
+pub struct GithubConfig {
+    /// The app's client id.
+    pub client_id: String,
+    /// The contents of `--github-client-secret-file`, trimmed.
+    pub client_secret: String,
+    /// Authorize and token endpoints' base ([`github::GITHUB_WEB`]; a local fake in tests).
+    pub web_base: String,
+    /// The API's base ([`github::GITHUB_API`]; a local fake in tests).
+    pub api_base: String,
+}
+
+impl GithubConfig {
+    /// The app `client_id` on github.com.
+    pub fn new(client_id: &str, client_secret: &str) -> GithubConfig {
+        GithubConfig {
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            web_base: github::GITHUB_WEB.into(),
+            api_base: github::GITHUB_API.into(),
+        }
+    }
+}
+
+impl fmt::Debug for GithubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GithubConfig")
+            .field("client_id", &self.client_id)
+            .field("web_base", &self.web_base)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Who may do what once signed in.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
@@ -98,6 +133,8 @@ pub struct SigninConfig {
     pub public_url: String,
     /// The OpenID Connect providers.
     pub oidc: Vec<OidcConfig>,
+    /// The GitHub app, if any.
+    pub github: Option<GithubConfig>,
     /// The allow and admin rules.
     pub rules: Rules,
     /// `--session-ttl`.
@@ -113,6 +150,8 @@ pub enum SigninError {
     Provider(String),
     /// The ID token was refused.
     Token(jwt::JwtError),
+    /// The provider vouched for nobody usable (no verified email).
+    Refused(String),
     /// The state file.
     Store(StoreError),
     /// The system's random source failed.
@@ -125,6 +164,7 @@ impl fmt::Display for SigninError {
             SigninError::Config(m) => write!(f, "sign-in: {m}"),
             SigninError::Provider(m) => write!(f, "sign-in provider: {m}"),
             SigninError::Token(e) => write!(f, "sign-in: {e}"),
+            SigninError::Refused(m) => write!(f, "sign-in: {m}"),
             SigninError::Store(e) => write!(f, "sign-in: {e}"),
             SigninError::Random(e) => write!(f, "sign-in: random source: {e}"),
         }
@@ -167,6 +207,30 @@ fn csrf_of(id: &str) -> String {
     sha256_hex(format!("llmbox-csrf:{id}").as_bytes())
 }
 
+/// One sign-in button.
+#[derive(Debug)]
+enum Provider {
+    Oidc(oidc::OidcProvider),
+    Github(github::GithubProvider),
+}
+
+impl Provider {
+    fn label(&self) -> &str {
+        match self {
+            Provider::Oidc(p) => &p.label,
+            Provider::Github(_) => "GitHub",
+        }
+    }
+
+    /// The path segment of its routes: `/signin/<kind>`, `/signin/<kind>/callback`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Provider::Oidc(_) => "oidc",
+            Provider::Github(_) => "github",
+        }
+    }
+}
+
 /// A started sign-in, waiting for the provider's callback.
 struct Pending {
     provider: usize,
@@ -194,7 +258,7 @@ pub(crate) struct Person {
 /// The configured sign-in: providers, rules, the pending logins.
 pub struct Signin {
     config: SigninConfig,
-    providers: Vec<oidc::OidcProvider>,
+    providers: Vec<Provider>,
     pending: Mutex<HashMap<String, Pending>>,
 }
 
@@ -222,9 +286,9 @@ impl Signin {
         let rules = &config.rules;
         let has_rules =
             !rules.emails.is_empty() || !rules.domains.is_empty() || !rules.admins.is_empty();
-        if config.oidc.is_empty() {
+        if config.oidc.is_empty() && config.github.is_none() {
             return Err(SigninError::Config(
-                "--allow-email, --allow-domain and --admin-email need a sign-in provider (--oidc-issuer …)".into(),
+                "--allow-email, --allow-domain and --admin-email need a sign-in provider (--oidc-issuer … or --github-client-id …)".into(),
             ));
         }
         if !has_rules {
@@ -234,12 +298,15 @@ impl Signin {
         }
         let mut providers = Vec::new();
         for p in &config.oidc {
-            providers.push(oidc::OidcProvider::discover(
+            providers.push(Provider::Oidc(oidc::OidcProvider::discover(
                 &p.label,
                 &p.issuer,
                 &p.client_id,
                 &p.client_secret,
-            )?);
+            )?));
+        }
+        if let Some(g) = &config.github {
+            providers.push(Provider::Github(github::GithubProvider::new(g.clone())?));
         }
         Ok(Signin {
             config,
@@ -275,13 +342,38 @@ impl Signin {
         format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
     }
 
-    /// The labels of the buttons, in order.
-    pub(crate) fn labels(&self) -> Vec<&str> {
-        self.providers.iter().map(|p| p.label.as_str()).collect()
+    /// The buttons, in order: label and the path that starts each.
+    pub(crate) fn buttons_of(&self) -> Vec<(&str, String)> {
+        let mut oidc = 0;
+        self.providers
+            .iter()
+            .map(|p| match p {
+                Provider::Oidc(_) => {
+                    oidc += 1;
+                    (p.label(), format!("/signin/oidc?p={}", oidc - 1))
+                }
+                Provider::Github(_) => (p.label(), "/signin/github?p=0".to_string()),
+            })
+            .collect()
     }
 
-    fn redirect_uri(&self) -> String {
-        format!("{}/signin/oidc/callback", self.config.public_url)
+    /// The label of provider `index`.
+    pub(crate) fn label_of(&self, index: usize) -> Option<&str> {
+        self.providers.get(index).map(Provider::label)
+    }
+
+    /// The index of the `n`th provider of `kind` (`oidc` or `github`).
+    pub(crate) fn index_of(&self, kind: &str, n: usize) -> Option<usize> {
+        self.providers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.kind() == kind)
+            .nth(n)
+            .map(|(i, _)| i)
+    }
+
+    fn redirect_uri(&self, kind: &str) -> String {
+        format!("{}/signin/{kind}/callback", self.config.public_url)
     }
 
     /// Starts a sign-in with provider `index`, coming back to `next`: the provider's URL and
@@ -292,12 +384,12 @@ impl Signin {
             .get(index)
             .ok_or_else(|| SigninError::Config(format!("no sign-in provider number {index}")))?;
         let (state, nonce, verifier) = (random()?, random()?, random()?);
-        let url = provider.authorize_url(
-            &self.redirect_uri(),
-            &state,
-            &nonce,
-            &pkce_challenge(&verifier),
-        );
+        let redirect = self.redirect_uri(provider.kind());
+        let challenge = pkce_challenge(&verifier);
+        let url = match provider {
+            Provider::Oidc(p) => p.authorize_url(&redirect, &state, &nonce, &challenge),
+            Provider::Github(p) => p.authorize_url(&redirect, &state, &challenge),
+        };
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.retain(|_, p| p.started.elapsed() < LOGIN_TTL);
         if pending.len() >= MAX_PENDING
@@ -324,14 +416,19 @@ impl Signin {
 
     /// Takes the pending sign-in `state`, which the browser's login cookie must name too (so a
     /// callback link planted by someone else does not sign this browser in).
-    fn take_pending(&self, state: &str, cookies: Option<&str>) -> Option<Pending> {
+    /// The callback must be the provider's own (`kind`).
+    fn take_pending(&self, state: &str, cookies: Option<&str>, kind: &str) -> Option<Pending> {
         let bound = cookie_value(cookies, self.login_cookie_name())?;
         if !ct_eq(&bound, state) {
             return None;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let p = pending.remove(state)?;
-        (p.started.elapsed() < LOGIN_TTL).then_some(p)
+        let right_kind = self
+            .providers
+            .get(p.provider)
+            .is_some_and(|v| v.kind() == kind);
+        (p.started.elapsed() < LOGIN_TTL && right_kind).then_some(p)
     }
 
     /// Finishes a sign-in: the identity, made into a stored session. Returns the session
@@ -347,14 +444,18 @@ impl Signin {
             .get(p.provider)
             .ok_or_else(|| SigninError::Config("provider gone".into()))?;
         let now = now_secs();
-        let id = provider.finish(code, &p.verifier, &self.redirect_uri(), &p.nonce, now)?;
+        let redirect = self.redirect_uri(provider.kind());
+        let id = match provider {
+            Provider::Oidc(o) => o.finish(code, &p.verifier, &redirect, &p.nonce, now)?,
+            Provider::Github(g) => g.finish(code, &p.verifier, &redirect)?,
+        };
         let session_id = random()?;
         let ttl = self.config.session_ttl.as_secs();
         let record = SigninSession {
             id_hash: sha256_hex(session_id.as_bytes()),
             email: id.email.clone(),
             hosted_domain: id.hosted_domain.clone(),
-            provider: provider.label.clone(),
+            provider: provider.label().to_string(),
             expires: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
         };
         store.update(|state| {
@@ -369,7 +470,7 @@ impl Signin {
         let google = self
             .providers
             .iter()
-            .any(|p| p.label == s.provider && p.is_google());
+            .any(|p| matches!(p, Provider::Oidc(o) if o.label == s.provider && o.is_google()));
         Person {
             email: s.email.clone(),
             provider: s.provider.clone(),

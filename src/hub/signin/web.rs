@@ -108,9 +108,10 @@ impl Signin {
     /// The sign-in buttons, each coming back to `next`.
     fn buttons(&self, next: &str) -> String {
         let mut out = String::from("<p id=\"providers\">");
-        for (i, label) in self.labels().iter().enumerate() {
+        for (i, (label, start)) in self.buttons_of().iter().enumerate() {
             out.push_str(&format!(
-                "<a class=\"button provider\" id=\"provider-{i}\" href=\"/signin/oidc?p={i}&amp;next={}\">Sign in with {}</a> ",
+                "<a class=\"button provider\" id=\"provider-{i}\" href=\"{}&amp;next={}\">Sign in with {}</a> ",
+                escape(start),
                 escape(&super::url_encode(next)),
                 escape(label)
             ));
@@ -242,13 +243,20 @@ impl Signin {
         };
         let reply = match (req.path, req.post) {
             ("/signin", false) => self.landing(store, req),
-            ("/signin/oidc", false) => {
-                let index = form_value(req.query, "p")
+            ("/signin/oidc" | "/signin/github", false) => {
+                let kind = &req.path["/signin/".len()..];
+                let n = form_value(req.query, "p")
                     .and_then(|p| p.parse::<usize>().ok())
                     .unwrap_or(0);
                 let next = form_value(req.query, "next").filter(|n| safe_next(n));
                 let next = next.as_deref().unwrap_or("/signin");
-                match self.begin(index, next) {
+                let started = match self.index_of(kind, n) {
+                    Some(index) => self.begin(index, next),
+                    None => Err(SigninError::Config(format!(
+                        "this hub has no such {kind} sign-in"
+                    ))),
+                };
+                match started {
                     Ok((url, cookie)) => WebReply::redirect(url, vec![cookie]),
                     Err(e) => {
                         note("signin", None, None, Some(&e.to_string()));
@@ -262,7 +270,8 @@ impl Signin {
                     }
                 }
             }
-            ("/signin/oidc/callback", false) => self.callback(store, req, &note),
+            ("/signin/oidc/callback", false) => self.callback(store, req, "oidc", &note),
+            ("/signin/github/callback", false) => self.callback(store, req, "github", &note),
             ("/signout", true) => {
                 let person = self.viewer(store, req.cookies).ok().flatten();
                 let sent = form_value(req.form, "csrf").unwrap_or_default();
@@ -297,7 +306,15 @@ impl Signin {
                     },
                 }
             }
-            ("/signin" | "/signin/oidc" | "/signin/oidc/callback" | "/signout", _) => failure(
+            (
+                "/signin"
+                | "/signin/oidc"
+                | "/signin/oidc/callback"
+                | "/signin/github"
+                | "/signin/github/callback"
+                | "/signout",
+                _,
+            ) => failure(
                 405,
                 "Wrong method",
                 "This address is not used that way.",
@@ -325,7 +342,13 @@ impl Signin {
         WebReply::page(200, document("Sign in · llmbox", &body))
     }
 
-    fn callback(&self, store: &Store, req: &WebRequest<'_>, note: &Note<'_>) -> WebReply {
+    fn callback(
+        &self,
+        store: &Store,
+        req: &WebRequest<'_>,
+        kind: &str,
+        note: &Note<'_>,
+    ) -> WebReply {
         let retry = "/signin";
         if let Some(err) = form_value(req.query, "error") {
             let detail = form_value(req.query, "error_description").unwrap_or_default();
@@ -341,7 +364,7 @@ impl Signin {
         }
         let state = form_value(req.query, "state").unwrap_or_default();
         let code = form_value(req.query, "code").unwrap_or_default();
-        let Some(pending) = self.take_pending(&state, req.cookies) else {
+        let Some(pending) = self.take_pending(&state, req.cookies, kind) else {
             note("signin", None, None, Some("unknown, used or expired state"));
             return failure(
                 400,
@@ -351,7 +374,7 @@ impl Signin {
                 Some(retry),
             );
         };
-        let label = self.labels().get(pending.provider).map(|s| s.to_string());
+        let label = self.label_of(pending.provider).map(str::to_string);
         match self.complete(store, &pending, &code) {
             Ok((cookie, person)) => {
                 let why = (!person.allowed).then_some("outside the allow rules");
@@ -376,7 +399,7 @@ impl Signin {
                         502,
                         "The hub could not finish talking to the sign-in provider. Try again in a moment; if it keeps failing, tell whoever runs this hub (the hub's log has the details).",
                     ),
-                    SigninError::Token(_) => (
+                    SigninError::Token(_) | SigninError::Refused(_) => (
                         403,
                         "The provider's answer was refused for the reason above. Try again; if it keeps failing, tell whoever runs this hub.",
                     ),
