@@ -132,6 +132,7 @@ fn setup(tag: &str) -> Setup {
             ..Rules::default()
         },
         session_ttl: Duration::from_secs(3600),
+        spoke_url: "ws://127.0.0.1:1".into(),
     })
     .expect("discovery at the real provider");
     let audit = dir.join("audit.log");
@@ -405,4 +406,170 @@ fn a_provider_without_allow_rules_refuses_to_start_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--allow-email"), "{err}");
+}
+
+#[test]
+fn admins_mint_a_join_token_a_real_spoke_enrolls_with_and_revoke_it_others_are_refused() {
+    use llmbox::cluster::SpokeDirectory;
+    let plane = support::cluster::Hub::start("signin-admin", Duration::from_millis(200));
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .expect("addr");
+    let public = format!("http://{addr}");
+    let provider = start_provider(
+        &plane.dir,
+        &format!("{public}/signin/oidc/callback"),
+        &["root@example.org:root-pw"],
+    );
+    let directory: Arc<dyn SpokeDirectory> = Arc::clone(&plane.registry) as _;
+    let hub = Arc::new(Hub::new(
+        HubConfig::new(&public),
+        Arc::clone(&plane.store),
+        directory,
+    ));
+    let signin = Signin::start(SigninConfig {
+        public_url: public,
+        oidc: vec![OidcConfig {
+            label: "Test IdP".into(),
+            issuer: provider.issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: "provider-test-secret-1".into(),
+        }],
+        github: None,
+        rules: Rules {
+            emails: vec!["eve@other.example".into()],
+            admins: vec!["root@example.org".into()],
+            ..Rules::default()
+        },
+        session_ttl: Duration::from_secs(3600),
+        spoke_url: plane.url.clone(),
+    })
+    .expect("signin");
+    let access = Access {
+        signin: Some(Arc::new(signin)),
+        ..Access::default()
+    };
+    let front =
+        HttpFront::start_with_access(Arc::clone(&hub), &addr.to_string(), access).expect("listen");
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+
+    let anon = request(addr, "GET", "/admin", &[], b"");
+    assert!(anon.text().contains("id=\"provider-0\""), "{}", anon.text());
+    assert!(!anon.text().contains("id=\"mint\""));
+    let anon = request(addr, "POST", "/admin/token", &[form], b"name=x&ttl=1h");
+    assert_eq!(anon.status, 401);
+    let (eve, eve_csrf) = plant_session(&hub, "eve@other.example");
+    let body = format!("name=x&ttl=1h&csrf={eve_csrf}");
+    let refused = request(
+        addr,
+        "POST",
+        "/admin/token",
+        &[form, ("Cookie", &eve)],
+        body.as_bytes(),
+    );
+    assert_eq!(refused.status, 403);
+    assert!(refused.text().contains("signed in as eve@other.example"));
+
+    let (root, csrf) = plant_session(&hub, "root@example.org");
+    let page = request(addr, "GET", "/admin", &[("Cookie", &root)], b"");
+    assert_eq!(page.status, 200);
+    for id in [
+        "id=\"spokes\"",
+        "id=\"tokens\"",
+        "id=\"boxes\"",
+        "id=\"apikeys\"",
+        "id=\"mint\"",
+    ] {
+        assert!(page.text().contains(id), "{id}: {}", page.text());
+    }
+    let bad = request(
+        addr,
+        "POST",
+        "/admin/token",
+        &[form, ("Cookie", &root)],
+        b"name=edge-9&ttl=10m&csrf=00",
+    );
+    assert_eq!(bad.status, 403);
+    assert!(plane.store.load().expect("load").join_tokens.is_empty());
+
+    let body = format!("name=edge-9&ttl=10m&csrf={csrf}");
+    let minted = request(
+        addr,
+        "POST",
+        "/admin/token",
+        &[form, ("Cookie", &root)],
+        body.as_bytes(),
+    );
+    assert_eq!(minted.status, 200);
+    let html = minted.text();
+    assert!(
+        html.contains("id=\"docker-line\"") && html.contains("id=\"systemd-unit\""),
+        "{html}"
+    );
+    let line_start =
+        html.find("id=\"spoke-line\">").expect("spoke line") + "id=\"spoke-line\">".len();
+    let line = &html[line_start..line_start + html[line_start..].find('<').expect("end")];
+    assert!(
+        line.starts_with(&format!("llmbox spoke --hub {} --token ", plane.url)),
+        "{line}"
+    );
+    let token = line.rsplit(' ').next().expect("token").to_string();
+    assert_eq!(token.len(), 64, "{line}");
+
+    // A real spoke (the spoke loop the binary runs, over a real WebSocket) enrolls with it.
+    let creds = plane.dir.join("edge-9-creds.json");
+    let spoke = support::cluster::Spoke::run(support::cluster::Spoke::config(
+        &plane,
+        Some(token),
+        creds,
+        Duration::from_millis(200),
+    ));
+    plane.wait_connected("edge-9");
+    let page = request(addr, "GET", "/admin", &[("Cookie", &root)], b"");
+    assert!(
+        page.text().contains("<td>edge-9</td><td>yes</td>"),
+        "{}",
+        page.text()
+    );
+
+    let body = format!("name=edge-9&csrf={csrf}");
+    let revoked = request(
+        addr,
+        "POST",
+        "/admin/spoke/revoke",
+        &[form, ("Cookie", &root)],
+        body.as_bytes(),
+    );
+    assert_eq!(revoked.status, 200);
+    assert!(
+        revoked.text().contains("revoked spoke edge-9"),
+        "{}",
+        revoked.text()
+    );
+    plane.wait_disconnected("edge-9");
+    drop(spoke);
+
+    let body = format!("name=ci-bot&ttl=&csrf={csrf}");
+    let key = request(
+        addr,
+        "POST",
+        "/admin/apikey",
+        &[form, ("Cookie", &root)],
+        body.as_bytes(),
+    );
+    assert!(key.text().contains("id=\"api-key\""), "{}", key.text());
+    let id = plane.store.load().expect("load").api_keys[0]
+        .id()
+        .to_string();
+    let body = format!("id={id}&csrf={csrf}");
+    let gone = request(
+        addr,
+        "POST",
+        "/admin/apikey/revoke",
+        &[form, ("Cookie", &root)],
+        body.as_bytes(),
+    );
+    assert!(gone.text().contains("revoked API key"), "{}", gone.text());
+    assert!(plane.store.load().expect("load").api_keys.is_empty());
+    front.stop();
 }

@@ -198,6 +198,7 @@ fn github_sign_in_takes_the_primary_verified_email_and_refuses_an_account_withou
             ..Rules::default()
         },
         session_ttl: Duration::from_secs(600),
+        spoke_url: "ws://127.0.0.1:1".into(),
     })
     .expect("signin");
     let access = Access {

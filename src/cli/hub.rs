@@ -243,7 +243,7 @@ impl Config {
             )));
         }
         let local = (!args.no_local).then(|| local_manager_config(args));
-        let signin = signin_config(args, &public_url)?;
+        let signin = signin_config(args, &public_url, spoke_listen)?;
         Ok(Config {
             listen,
             mcp_listen,
@@ -260,7 +260,11 @@ impl Config {
 }
 
 /// The sign-in flags, checked; client secrets read from their files. `None` without any.
-fn signin_config(args: &Args, public_url: &str) -> Result<Option<SigninConfig>, CliError> {
+fn signin_config(
+    args: &Args,
+    public_url: &str,
+    spoke_listen: SocketAddr,
+) -> Result<Option<SigninConfig>, CliError> {
     let usage = |m: String| CliError::usage(format!("{m}\n{USAGE}"));
     let session_ttl =
         parse_duration_flag("--session-ttl", &args.session_ttl).map_err(|e| usage(e.message))?;
@@ -348,7 +352,26 @@ fn signin_config(args: &Args, public_url: &str) -> Result<Option<SigninConfig>, 
         github,
         rules,
         session_ttl,
+        spoke_url: spoke_url(public_url, spoke_listen),
     }))
+}
+
+/// The URL spokes dial, for the lines `/admin` hands out: the public URL's host on the spoke
+/// plane's port, `wss://` when the public URL is https (a TLS proxy in front), else `ws://`.
+fn spoke_url(public_url: &str, spoke_listen: SocketAddr) -> String {
+    let (scheme, rest) = match public_url.strip_prefix("https://") {
+        Some(rest) => ("wss", rest),
+        None => (
+            "ws",
+            public_url.strip_prefix("http://").unwrap_or(public_url),
+        ),
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.find(']') {
+        Some(end) if authority.starts_with('[') => &authority[..=end],
+        _ => authority.split(':').next().unwrap_or(""),
+    };
+    format!("{scheme}://{host}:{}", spoke_listen.port())
 }
 
 /// A client secret from its file, trimmed; an empty file is refused.

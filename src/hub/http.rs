@@ -529,6 +529,7 @@ fn loggable_path(path: &str) -> &str {
         | "/signin/github"
         | "/signin/github/callback"
         | "/signout" => path,
+        p if p == "/admin" || p.starts_with("/admin/") => "/admin/…",
         p if p.starts_with("/auth/") => "/auth/…",
         _ => "(other path)",
     }
@@ -724,7 +725,11 @@ fn signin_route(
         form: &form,
         remote: req.remote_addr().copied(),
     };
-    match signin.serve(front.hub.store(), front.access.audit.as_deref(), &web) {
+    let audit = front.access.audit.as_deref();
+    match signin
+        .serve(front.hub.store(), audit, &web)
+        .or_else(|| signin.admin(&front.hub, audit, &web))
+    {
         Some(reply) => web_reply(reply),
         None => Reply::text(404, "not found\n"),
     }

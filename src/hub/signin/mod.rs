@@ -19,6 +19,7 @@
 //! ([`super::page`]). No threads; the pending logins sit behind one mutex held for a map
 //! operation only, never across a provider call.
 
+pub(crate) mod admin;
 pub(crate) mod github;
 pub mod jwt;
 pub(crate) mod oidc;
@@ -139,6 +140,8 @@ pub struct SigninConfig {
     pub rules: Rules,
     /// `--session-ttl`.
     pub session_ttl: Duration,
+    /// The URL spokes dial (`ws://…` or `wss://…`), for the lines `/admin` hands out.
+    pub spoke_url: String,
 }
 
 /// Why sign-in failed or cannot start.

@@ -106,7 +106,7 @@ fn safe_next(next: &str) -> bool {
 
 impl Signin {
     /// The sign-in buttons, each coming back to `next`.
-    fn buttons(&self, next: &str) -> String {
+    pub(crate) fn buttons(&self, next: &str) -> String {
         let mut out = String::from("<p id=\"providers\">");
         for (i, (label, start)) in self.buttons_of().iter().enumerate() {
             out.push_str(&format!(
