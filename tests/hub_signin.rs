@@ -114,7 +114,11 @@ fn setup(tag: &str) -> Setup {
     let provider = start_provider(
         &dir,
         &format!("{public}/signin/oidc/callback"),
-        &["ada@example.org:ada-pw-1", "eve@other.example:eve-pw-2"],
+        &[
+            "ada@example.org:ada-pw-1",
+            "eve@other.example:eve-pw-2",
+            "una@example.org:una-pw-3:unverified",
+        ],
     );
     let board = Arc::new(support::hub::Switchboard::default().with("local"));
     let hub = support::hub::hub_on(&dir.join("state.json"), &board, HubConfig::new(&public));
@@ -165,13 +169,18 @@ fn new_box(hub: &Hub, box_id: &str) -> (String, String) {
     (url, path)
 }
 
-fn browser(page: &str, email: &str, password: &str, expect: &str) {
+fn browser(page: &str, email: &str, password: &str, expect: &str) -> String {
+    browser_with(page, email, password, expect, &[])
+}
+
+fn browser_with(page: &str, email: &str, password: &str, expect: &str, extra: &[&str]) -> String {
     require(Path::new("/usr/bin/chromium"));
     require(Path::new("/usr/bin/chromedriver"));
     let out = Command::new(python())
         .arg(support::root().join("tests/clients/signin_flow.py"))
         .args(["--page", page, "--email", email, "--password", password])
         .args(["--expect", expect])
+        .args(extra)
         .arg("--shots")
         .arg(support::root().join("target/browser-shots"))
         .output()
@@ -183,6 +192,7 @@ fn browser(page: &str, email: &str, password: &str, expect: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{stdout}");
+    stdout.into_owned()
 }
 
 fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
@@ -207,6 +217,9 @@ fn a_person_signs_in_at_a_real_provider_and_activates_while_a_stranger_is_refuse
     let (page, _) = new_box(&s.hub, "stranger");
     browser(&page, "eve@other.example", "eve-pw-2", "refused");
     assert_eq!(s.hub.get_box("stranger").expect("get").status, "pending");
+    // The provider itself says una's email is unverified: refused at the callback.
+    browser(&page, "una@example.org", "una-pw-3", "unverified");
+    assert_eq!(s.hub.get_box("stranger").expect("get").status, "pending");
 
     let lines = audit_lines(&s.audit);
     let has = |event: &str, email: &str| {
@@ -218,6 +231,14 @@ fn a_person_signs_in_at_a_real_provider_and_activates_while_a_stranger_is_refuse
     assert!(has("activate", "ada@example.org"), "{lines:?}");
     assert!(has("signin_refused", "eve@other.example"), "{lines:?}");
     assert!(has("activate_refused", "eve@other.example"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l["event"] == "signin"
+            && l["ok"] == false
+            && l["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("not verified"))),
+        "{lines:?}"
+    );
     // The state file holds session hashes only: no cookie value in it.
     let state = std::fs::read_to_string(s.hub.store().path()).expect("state");
     assert!(state.contains("\"signin_sessions\""), "{state}");
@@ -445,13 +466,44 @@ fn admins_mint_a_join_token_a_real_spoke_enrolls_with_and_revoke_it_others_are_r
         spoke_url: plane.url.clone(),
     })
     .expect("signin");
+    let audit = plane.dir.join("audit.log");
     let access = Access {
         signin: Some(Arc::new(signin)),
+        audit: Some(Arc::new(AuditLog::open(&audit).expect("audit"))),
         ..Access::default()
     };
     let front =
         HttpFront::start_with_access(Arc::clone(&hub), &addr.to_string(), access).expect("listen");
     let form = ("Content-Type", "application/x-www-form-urlencoded");
+
+    // Chromium on a phone-sized screen signs in at the provider and mints a token with the
+    // page's own form; a real spoke enrolls with the line it shows.
+    let out = browser_with(
+        &format!("http://{addr}/admin"),
+        "root@example.org",
+        "root-pw",
+        "admin",
+        &["--width", "390", "--spoke-name", "edge-7"],
+    );
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SPOKE-LINE "))
+        .expect("spoke line");
+    let token = line.rsplit(' ').next().expect("token").to_string();
+    let spoke7 = support::cluster::Spoke::run(support::cluster::Spoke::config(
+        &plane,
+        Some(token.clone()),
+        plane.dir.join("edge-7-creds.json"),
+        Duration::from_millis(200),
+    ));
+    plane.wait_connected("edge-7");
+    drop(spoke7);
+    let logged = std::fs::read_to_string(&audit).expect("audit");
+    assert!(logged.contains("minted join token"), "{logged}");
+    assert!(
+        !logged.contains(&token),
+        "a join token reached the audit log"
+    );
 
     let anon = request(addr, "GET", "/admin", &[], b"");
     assert!(anon.text().contains("id=\"provider-0\""), "{}", anon.text());

@@ -28,6 +28,8 @@ input{width:100%;padding:.6rem;font:inherit;font-family:ui-monospace,monospace;b
 #ready,#notice{background:var(--ok-bg);color:var(--ok-fg);padding:.75rem;border-radius:8px}\
 a{color:var(--accent)}#session-url{overflow-wrap:anywhere;font-family:ui-monospace,monospace}\
 .muted{color:var(--muted);font-size:.9rem}\
+h2{font-size:1.1rem;margin:1.5rem 0 .5rem}table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;vertical-align:top;padding:.3rem .4rem;border-bottom:1px solid var(--border);overflow-wrap:anywhere}\
+form.inline{display:inline}form.inline button,#signout button{padding:.3rem .6rem}pre{white-space:pre-wrap;overflow-wrap:anywhere;background:var(--bg);padding:.5rem;border-radius:8px}\
 @media (max-width:600px){main{margin:0;border-radius:0;border-left:0;border-right:0;min-height:100vh;padding:1.25rem}}";
 
 /// The page's Content-Security-Policy: nothing loads except the hashed inline style, the

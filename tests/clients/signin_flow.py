@@ -35,7 +35,9 @@ def main():
     p.add_argument("--page", required=True)
     p.add_argument("--email", required=True)
     p.add_argument("--password", required=True)
-    p.add_argument("--expect", choices=["activated", "refused"], required=True)
+    p.add_argument("--expect", choices=["activated", "refused", "unverified", "admin"], required=True)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--spoke-name", default="edge-from-admin")
     p.add_argument("--code", default="signin-good-code-42")
     p.add_argument("--shots", required=True)
     a = p.parse_args()
@@ -43,16 +45,20 @@ def main():
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900"):
+                f"--window-size={max(a.width, 500)},900"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    if a.width < 500:  # headless windows do not shrink below 500 px: emulate the phone instead
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": a.width, "height": 844, "deviceScaleFactor": 2, "mobile": True})
     shot = lambda what: driver.save_screenshot(os.path.join(a.shots, f"signin-{a.expect}-{what}.png"))  # noqa: E731
     wait = WebDriverWait(driver, 60)
     try:
         driver.get(a.page)
         wait.until(ec.presence_of_element_located((By.ID, "provider-0")))
-        # Anonymous: only the sign-in buttons, no Claude link and no code form.
+        # Anonymous: only the sign-in buttons, no Claude link, no code form, no admin tables.
+        expect(not driver.find_elements(By.ID, "mint"), "anonymous visitor sees the admin forms")
         expect(not driver.find_elements(By.ID, "activate"), "anonymous visitor sees the code form")
         expect(not driver.find_elements(By.ID, "signin"), "anonymous visitor sees the Claude link")
         expect(not driver.find_elements(By.ID, "box-id"), "anonymous visitor sees the box")
@@ -64,6 +70,35 @@ def main():
         driver.find_element(By.ID, "id_username").send_keys(a.email)
         driver.find_element(By.ID, "id_password").send_keys(a.password)
         driver.find_element(By.ID, "login-button").click()
+        if a.expect == "unverified":
+            wait.until(ec.presence_of_element_located((By.ID, "error")))
+            text = driver.find_element(By.ID, "error").text
+            expect(driver.title.startswith("Sign-in failed"), f"title {driver.title!r}")
+            expect("not verified" in text, f"error {text!r}")
+            expect(driver.find_elements(By.ID, "retry"), "no way to try again")
+            shot("unverified")
+            print(f"signin_flow: unverified email refused: {text}")
+            return 0
+        if a.expect == "admin":
+            wait.until(ec.presence_of_element_located((By.ID, "mint")))
+            shot("admin")
+            name = driver.find_element(By.ID, "token-name")
+            name.send_keys(a.spoke_name)
+            driver.find_element(By.ID, "mint-button").click()
+            wait.until(ec.presence_of_element_located((By.ID, "spoke-line")))
+            line = driver.find_element(By.ID, "spoke-line").text
+            expect(driver.find_element(By.ID, "docker-line").text.startswith("docker run"), "no docker line")
+            expect("[Service]" in driver.find_element(By.ID, "systemd-unit").text, "no systemd unit")
+            # Nothing runs off the page's own origin and nothing needs JavaScript.
+            overflow = driver.execute_script(
+                "return document.documentElement.scrollWidth > window.innerWidth + 1")
+            expect(not overflow, "the admin page scrolls sideways")
+            shot("minted")
+            problems = [e["message"] for e in driver.get_log("browser")
+                        if "Content Security Policy" in e["message"]]
+            expect(not problems, f"browser console: {problems}")
+            print(f"SPOKE-LINE {line}")
+            return 0
         if a.expect == "refused":
             wait.until(ec.presence_of_element_located((By.ID, "signed-in-as")))
             expect(driver.title.startswith("Not allowed"), f"title {driver.title!r}")
