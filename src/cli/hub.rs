@@ -266,8 +266,6 @@ fn signin_config(
     spoke_listen: SocketAddr,
 ) -> Result<Option<SigninConfig>, CliError> {
     let usage = |m: String| CliError::usage(format!("{m}\n{USAGE}"));
-    let session_ttl =
-        parse_duration_flag("--session-ttl", &args.session_ttl).map_err(|e| usage(e.message))?;
     let n = args.oidc_issuer.len();
     let rules = Rules {
         emails: lowercased(&args.allow_email),
@@ -296,6 +294,8 @@ fn signin_config(
         }
         return Ok(None);
     }
+    let session_ttl =
+        parse_duration_flag("--session-ttl", &args.session_ttl).map_err(|e| usage(e.message))?;
     if args.oidc_client_id.len() != n || args.oidc_client_secret_file.len() != n {
         return Err(usage(format!(
             "each --oidc-issuer needs its own --oidc-client-id and --oidc-client-secret-file ({n} issuers, {} ids, {} secret files)",
@@ -665,6 +665,81 @@ mod tests {
             let w = exposure_warning(&addr, true).expect(loud);
             assert!(w.contains("no caller authentication"), "{w}");
         }
+    }
+
+    #[test]
+    fn sign_in_flags_are_checked_and_secrets_read_from_files() {
+        let dir = std::env::temp_dir().join(format!("llmbox-cli-signin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "  s3cret\n").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let with = |f: &dyn Fn(&mut Args)| {
+            let mut a = args();
+            a.oidc_issuer = vec!["https://accounts.google.com".into()];
+            a.oidc_client_id = vec!["cid".into()];
+            a.oidc_client_secret_file = vec![secret.clone()];
+            a.allow_domain = vec!["Example.ORG".into()];
+            a.session_ttl = "12h".into();
+            f(&mut a);
+            Config::from_args(&a)
+        };
+        let c = with(&|_| {}).unwrap().signin.unwrap();
+        assert_eq!(c.oidc[0].client_secret, "s3cret");
+        assert_eq!(c.oidc[0].label, "Google");
+        assert_eq!(c.rules.domains, vec!["example.org"]);
+        assert_eq!(c.spoke_url, "ws://127.0.0.1:8081");
+        assert_eq!(c.session_ttl, crate::hub::signin::DEFAULT_SESSION_TTL);
+        type Change = Box<dyn Fn(&mut Args)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|a| a.allow_domain.clear()), "--allow-email"),
+            (Box::new(|a| a.oidc_client_id.clear()), "--oidc-client-id"),
+            (
+                Box::new(|a| a.oidc_issuer = vec!["http://idp.example".into()]),
+                "https",
+            ),
+            (Box::new(|a| a.session_ttl = "0s".into()), "--session-ttl"),
+            (
+                Box::new(|a| a.oidc_client_secret_file = vec!["/no/such".into()]),
+                "--oidc-client-secret-file",
+            ),
+            (
+                Box::new(|a| a.github_client_id = Some("g".into())),
+                "--github-client-secret-file",
+            ),
+        ];
+        for (change, flag) in cases {
+            let err = with(&*change).unwrap_err();
+            assert_eq!(err.code, super::super::EXIT_USAGE, "{flag}");
+            assert!(err.message.contains(flag), "{flag}: {}", err.message);
+        }
+        let err = with(&|a| a.oidc_client_secret_file = vec![empty.clone()]).unwrap_err();
+        assert!(err.message.contains("empty"), "{}", err.message);
+        let mut a = args();
+        a.allow_email = vec!["a@b.c".into()];
+        assert!(
+            Config::from_args(&a)
+                .unwrap_err()
+                .message
+                .contains("need a sign-in provider")
+        );
+        assert!(Config::from_args(&args()).unwrap().signin.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn spokes_dial_the_public_host_on_the_plane_port() {
+        let plane: SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        assert_eq!(
+            spoke_url("https://hub.example/x", plane),
+            "wss://hub.example:8081"
+        );
+        assert_eq!(
+            spoke_url("http://10.0.0.5:8080", plane),
+            "ws://10.0.0.5:8081"
+        );
+        assert_eq!(spoke_url("http://[::1]:8080", plane), "ws://[::1]:8081");
     }
 
     #[test]
