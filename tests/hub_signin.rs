@@ -1,7 +1,10 @@
 //! Sign-in on the activation page (issue 13) against a real OpenID provider: django-oauth-toolkit
 //! from PyPI with OIDC on (`tests/fixtures/oidc/provider.py`, its own login form, a fresh RSA
 //! key), started by each test on a free loopback port, and a real browser (chromium driven by
-//! selenium) signing in through that form. Checks the page gate over raw HTTP too.
+//! selenium) signing in through that form: activating a box, being refused outside the allow
+//! rules or with an unverified email, and minting on `/admin` (phone width) a join token that
+//! the real `llmbox spoke` binary then enrolls with. Checks the page gate, the admin actions and
+//! the sign-in start over raw HTTP too.
 //!
 //! Needs `make test-clients` (`.venv-oidc`, chromium, chromedriver); fails loudly without them.
 //! What a real provider will not do on demand (bad signatures, `alg: none`, wrong `iss`/`aud`,
@@ -40,6 +43,16 @@ fn python() -> PathBuf {
     let p = support::root().join(".venv-oidc/bin/python");
     require(&p);
     p
+}
+
+/// A child process this test started, killed and reaped when dropped (also on failure).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The provider process; killed when dropped (also when the test fails).
@@ -490,12 +503,20 @@ fn admins_mint_a_join_token_a_real_spoke_enrolls_with_and_revoke_it_others_are_r
         .find_map(|l| l.strip_prefix("SPOKE-LINE "))
         .expect("spoke line");
     let token = line.rsplit(' ').next().expect("token").to_string();
-    let spoke7 = support::cluster::Spoke::run(support::cluster::Spoke::config(
-        &plane,
-        Some(token.clone()),
-        plane.dir.join("edge-7-creds.json"),
-        Duration::from_millis(200),
-    ));
+    // The real `llmbox spoke` binary runs the very line the page showed (its Docker is this
+    // host's; it creates nothing until asked for a box).
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words[..2], ["llmbox", "spoke"], "{line}");
+    let spoke7 = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args(&words[1..])
+        .arg("--credentials")
+        .arg(plane.dir.join("edge-7-creds.json"))
+        .args(["--heartbeat", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("llmbox spoke");
+    let spoke7 = KillOnDrop(spoke7);
     plane.wait_connected("edge-7");
     drop(spoke7);
     let logged = std::fs::read_to_string(&audit).expect("audit");
