@@ -58,6 +58,11 @@ pub struct Args {
     /// base of the links handed out, as people reach this hub (default http://<listen>)
     #[argh(option)]
     pub(crate) public_url: Option<String>,
+    /// the URL spokes dial, as /admin and the start-up log show it (default: the public URL's
+    /// host on the --spoke-listen port, wss:// when the public URL is https); set it when a
+    /// proxy publishes the spoke plane elsewhere, like wss://hub.example
+    #[argh(option)]
+    pub(crate) spoke_url: Option<String>,
     /// state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root, else
     /// $XDG_STATE_HOME/llmbox/llmbox-state.json); checked at start, locked while the hub runs
     #[argh(option)]
@@ -171,6 +176,8 @@ pub(crate) struct Config {
     pub(crate) local: Option<ManagerConfig>,
     /// Spoke heartbeat.
     pub(crate) heartbeat: Duration,
+    /// The URL spokes dial (`--spoke-url`, else derived from the public URL).
+    pub(crate) spoke_url: String,
     /// Sign-in on the activation page; `None` without `--oidc-issuer`.
     pub(crate) signin: Option<SigninConfig>,
 }
@@ -244,7 +251,21 @@ impl Config {
             )));
         }
         let local = (!args.no_local).then(|| local_manager_config(args));
-        let signin = signin_config(args, &public_url, spoke_listen)?;
+        let spoke_url = match &args.spoke_url {
+            Some(u) => {
+                let u = u.trim_end_matches('/');
+                if !(u.starts_with("ws://") || u.starts_with("wss://"))
+                    || u.contains(char::is_whitespace)
+                {
+                    return Err(CliError::usage(format!(
+                        "invalid --spoke-url {u:?}: use ws://host[:port] or wss://host[:port]\n{USAGE}"
+                    )));
+                }
+                u.to_string()
+            }
+            None => spoke_url(&public_url, spoke_listen),
+        };
+        let signin = signin_config(args, &public_url, &spoke_url)?;
         Ok(Config {
             listen,
             mcp_listen,
@@ -255,6 +276,7 @@ impl Config {
             state: args.state.clone(),
             local,
             heartbeat,
+            spoke_url,
             signin,
         })
     }
@@ -264,7 +286,7 @@ impl Config {
 fn signin_config(
     args: &Args,
     public_url: &str,
-    spoke_listen: SocketAddr,
+    spoke_url: &str,
 ) -> Result<Option<SigninConfig>, CliError> {
     let usage = |m: String| CliError::usage(format!("{m}\n{USAGE}"));
     let n = args.oidc_issuer.len();
@@ -353,7 +375,7 @@ fn signin_config(
         github,
         rules,
         session_ttl,
-        spoke_url: spoke_url(public_url, spoke_listen),
+        spoke_url: spoke_url.to_string(),
     }))
 }
 
@@ -587,7 +609,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     log::info!(
         "spoke plane: {} (spokes dial {})",
         plane.url(),
-        spoke_url(&config.hub.public_url, config.spoke_listen)
+        config.spoke_url
     );
     log::info!(
         "hub serving (state {})",
@@ -778,6 +800,20 @@ mod tests {
     }
 
     #[test]
+    fn spoke_url_overrides_what_spokes_are_told_to_dial() {
+        let mut a = args();
+        assert_eq!(
+            Config::from_args(&a).expect("config").spoke_url,
+            "ws://127.0.0.1:8081"
+        );
+        a.spoke_url = Some("wss://hub.example/".into());
+        assert_eq!(
+            Config::from_args(&a).expect("config").spoke_url,
+            "wss://hub.example"
+        );
+    }
+
+    #[test]
     fn spokes_dial_the_public_host_on_the_plane_port() {
         let plane: SocketAddr = "0.0.0.0:8081".parse().unwrap();
         assert_eq!(
@@ -819,6 +855,10 @@ mod tests {
                 "--claude-bin",
             ),
             (Box::new(|a| a.box_image = " ".into()), "--box-image"),
+            (
+                Box::new(|a| a.spoke_url = Some("https://hub.example".into())),
+                "--spoke-url",
+            ),
             (
                 Box::new(|a| a.local_namespace = Some("Bad NS".into())),
                 "--local-namespace",
