@@ -427,4 +427,16 @@ fn list_spokes_shows_a_remote_spokes_docker_error_after_a_reaper_pass() {
         docker.contains("cannot reach Docker") && docker.contains("missing.sock"),
         "{docker}"
     );
+    // The spoke itself says so at start and on every verb its Docker fails.
+    let log = support::wait_for("the spoke to log the failed verb", || {
+        let log = std::fs::read_to_string(dir.join("spoke.log")).ok()?;
+        log.lines()
+            .any(|l| l.contains("[WARN]") && l.contains("failed: cannot reach Docker"))
+            .then_some(log)
+    });
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[WARN]") && l.contains("boxes cannot be created on this spoke")),
+        "{log}"
+    );
 }

@@ -579,6 +579,11 @@ fn admins_mint_a_join_token_a_real_spoke_enrolls_with_and_revoke_it_others_are_r
         html.contains("id=\"docker-line\"") && html.contains("id=\"systemd-unit\""),
         "{html}"
     );
+    // The unit shown is the shipped, hardened one with this spoke's arguments.
+    assert!(
+        html.contains("ProtectSystem=strict") && html.contains("LLMBOX_SPOKE_ARGS=--hub "),
+        "{html}"
+    );
     let line_start =
         html.find("id=\"spoke-line\">").expect("spoke line") + "id=\"spoke-line\">".len();
     let line = &html[line_start..line_start + html[line_start..].find('<').expect("end")];

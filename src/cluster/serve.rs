@@ -72,7 +72,15 @@ pub fn handle(manager: &dyn BoxManager, policy: &Policy, frame: &Frame) -> Frame
     let run = std::panic::AssertUnwindSafe(|| dispatch(manager, policy, frame));
     match std::panic::catch_unwind(run) {
         Ok(Ok(payload)) => Frame::resp_ok(frame.id, payload),
-        Ok(Err(f)) => Frame::resp_failed(frame.id, f.error, f.kind),
+        Ok(Err(f)) => {
+            // Docker down on this host fails every verb while the spoke stays connected: say
+            // so here too, not only to the hub. (Other failures are the caller's to report;
+            // their text may hold a box's own words.)
+            if f.kind == Some(ErrorKind::Unavailable) {
+                log::warn!("spoke: {} failed: {}", frame.method, f.error);
+            }
+            Frame::resp_failed(frame.id, f.error, f.kind)
+        }
         Err(_) => {
             log::error!("spoke: {} (id {}) panicked", frame.method, frame.id);
             Frame::resp_err(

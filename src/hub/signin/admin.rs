@@ -162,10 +162,8 @@ impl Signin {
                             "docker run -d --name llmbox-spoke-{0} --restart unless-stopped -v /var/run/docker.sock:/var/run/docker.sock -v llmbox-spoke-{0}:/data llmbox:latest spoke --hub {hub_url} --token {token} --credentials /data/llmbox-spoke.json",
                             rec.name
                         );
-                        let unit = format!(
-                            "[Unit]\nDescription=llmbox spoke {0}\nAfter=network-online.target docker.service\nWants=network-online.target\n\n[Service]\nExecStart=/usr/local/bin/llmbox spoke --hub {hub_url} --token {token} --credentials /var/lib/llmbox/llmbox-spoke.json\nRestart=always\n\n[Install]\nWantedBy=multi-user.target",
-                            rec.name
-                        );
+                        let unit =
+                            spoke_unit(&rec.name, &format!("--hub {hub_url} --token {token}"));
                         ok(
                             format!("minted join token {} for spoke {}", rec.id(), rec.name),
                             format!(
@@ -391,5 +389,51 @@ fn web_page(status: u16, body: String) -> WebReply {
         html: document("Admin · llmbox", &format!("<div id=\"admin\">{body}</div>")),
         location: None,
         cookies: Vec::new(),
+    }
+}
+
+/// The shipped, hardened spoke unit (`deploy/llmbox-spoke.service`, checked by
+/// `tests/deploy_units.rs`), with the spoke's arguments filled in: one unit, not a second copy.
+const SPOKE_UNIT: &str = include_str!("../../../deploy/llmbox-spoke.service");
+
+/// [`SPOKE_UNIT`] for spoke `name` run with `args`, without its install comments.
+fn spoke_unit(name: &str, args: &str) -> String {
+    let body = SPOKE_UNIT
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| {
+            if l == "Environment=LLMBOX_SPOKE_ARGS=" {
+                format!("Environment=\"LLMBOX_SPOKE_ARGS={args}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "# /etc/systemd/system/llmbox-spoke.service for spoke {name}; then: systemctl enable --now llmbox-spoke\n{body}"
+    )
+}
+
+#[cfg(test)]
+mod unit_tests {
+    #[test]
+    fn the_spoke_unit_shown_is_the_shipped_one_with_the_arguments_filled_in() {
+        let unit = super::spoke_unit("edge-1", "--hub wss://hub.example --token t0k");
+        assert!(unit.starts_with("# /etc/systemd/system/llmbox-spoke.service for spoke edge-1"));
+        assert!(
+            unit.contains(
+                "\nEnvironment=\"LLMBOX_SPOKE_ARGS=--hub wss://hub.example --token t0k\"\n"
+            ),
+            "{unit}"
+        );
+        assert!(!unit.contains("Environment=LLMBOX_SPOKE_ARGS=\n"), "{unit}");
+        for hardening in [
+            "DynamicUser=yes",
+            "ProtectSystem=strict",
+            "SupplementaryGroups=docker",
+        ] {
+            assert!(unit.contains(hardening), "{hardening}");
+        }
     }
 }
