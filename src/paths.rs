@@ -199,7 +199,12 @@ pub(crate) fn choose(kind: FileKind, flag: Option<&Path>, env: &Env) -> Result<L
 /// # Errors
 /// [`PathError`]: no home to default to, or the directory could not be made.
 pub fn locate(kind: FileKind, flag: Option<&Path>) -> Result<Located, PathError> {
-    let located = choose(kind, flag, &Env::of_process(kind))?;
+    locate_in(kind, flag, &Env::of_process(kind))
+}
+
+/// [`locate`] against `env`.
+fn locate_in(kind: FileKind, flag: Option<&Path>, env: &Env) -> Result<Located, PathError> {
+    let located = choose(kind, flag, env)?;
     if located.source == Source::Default
         && let Some(dir) = located.path.parent()
         && !dir.is_dir()
@@ -296,6 +301,30 @@ mod tests {
         let text = l.to_string();
         assert!(text.starts_with("state file /"), "{text}");
         assert!(text.ends_with("/s.json (from --state)"), "{text}");
+    }
+
+    #[test]
+    fn a_default_directory_is_made_0700_and_a_named_one_is_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("llmbox-paths-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let xdg = base.join("xdg");
+        let e = env(None, xdg.to_str(), Some("/nonexistent-home"), false);
+        let l = locate_in(FileKind::State, None, &e).expect("located");
+        assert_eq!(l.path, xdg.join("llmbox/llmbox-state.json"));
+        let mode = std::fs::metadata(xdg.join("llmbox"))
+            .expect("made")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let named = base.join("named/s.json");
+        let l = locate_in(FileKind::State, Some(&named), &e).expect("located");
+        assert_eq!(l.path, named);
+        assert!(
+            !base.join("named").exists(),
+            "a path the operator named is used as given"
+        );
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

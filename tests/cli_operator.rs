@@ -440,3 +440,47 @@ fn list_spokes_shows_a_remote_spokes_docker_error_after_a_reaper_pass() {
         "{log}"
     );
 }
+
+#[test]
+fn as_a_user_the_default_is_the_xdg_state_directory_made_0700_whatever_the_cwd() {
+    use std::os::unix::fs::PermissionsExt;
+    // An unprivileged user (nobody), so the root default (/var/lib/llmbox) is not the one taken.
+    let dir = temp_dir("op-xdg");
+    let home = dir.join("home");
+    let cwd = dir.join("somewhere");
+    let mut as_root = true;
+    for d in [&home, &cwd] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        // Not root (chown refused): the test already runs unprivileged.
+        as_root &= std::os::unix::fs::chown(d, Some(65534), Some(65534)).is_ok();
+    }
+    let mut cmd = if as_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_llmbox"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_llmbox"))
+    };
+    let out = cmd
+        .args(["spoke", "token", "create", "--name", "edge-1"])
+        .env_clear()
+        .env("HOME", &home)
+        .current_dir(&cwd)
+        .output()
+        .expect("setpriv (util-linux) must be installed");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let state = home.join(".local/state/llmbox/llmbox-state.json");
+    assert!(
+        err.contains(&format!("state file {} (from default)", s(&state))),
+        "{err}"
+    );
+    assert!(state.is_file(), "{err}");
+    let mode = std::fs::metadata(state.parent().expect("dir"))
+        .expect("dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(std::fs::read_dir(&cwd).expect("ls").next().is_none());
+}
