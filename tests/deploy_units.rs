@@ -2,7 +2,8 @@
 //! verify` (with `ExecStart=` pointing at the binary under test, since verify checks it is
 //! there), carries the hardening the issue asks for, and scores "OK" or better on `systemd-analyze
 //! security --offline`. And the command line each unit runs starts the real binary on the
-//! files the unit names.
+//! files the unit names. Also the packaging targets: `make run` and `make image` honour
+//! `CARGO_TARGET_DIR`, and the image is `llmbox:VERSION` from `deploy/Dockerfile`.
 
 mod support;
 
@@ -152,4 +153,43 @@ fn the_hub_units_command_line_starts_the_real_hub_on_the_units_files() {
         dir.join("audit.log").exists(),
         "the unit's audit log is opened"
     );
+}
+
+/// `make -n TARGET` with `CARGO_TARGET_DIR` set: the commands make would run.
+fn make_dry_run(target: &str, target_dir: &str) -> String {
+    let out = Command::new("make")
+        .args(["-n", "-C", s(&support::root()), target])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .output()
+        .expect("make must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
+#[test]
+fn make_run_and_make_image_honour_cargo_target_dir() {
+    let run = make_dry_run("run", "/elsewhere/tgt");
+    assert!(
+        run.lines()
+            .any(|l| l.trim() == "/elsewhere/tgt/release/llmbox hub"),
+        "{run}"
+    );
+    let image = make_dry_run("image", "/elsewhere/tgt");
+    assert!(
+        image.contains("cp /elsewhere/tgt/x86_64-unknown-linux-musl/release/llmbox"),
+        "{image}"
+    );
+    assert!(
+        image.contains(&format!("-t llmbox:{}", env!("CARGO_PKG_VERSION"))),
+        "{image}"
+    );
+    assert!(image.contains("deploy/Dockerfile"), "{image}");
 }
