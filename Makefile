@@ -1,12 +1,15 @@
 # llmbox — build, test, run. `make test` is the one command CI runs (via .ci/run).
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
-STATIC_BIN := target/$(MUSL_TARGET)/release/llmbox
+# Cargo's output directory: $CARGO_TARGET_DIR when set (make run and make image use it).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+STATIC_BIN := $(TARGET_DIR)/$(MUSL_TARGET)/release/llmbox
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 # The library's test doubles (in-memory box manager, static spoke directory, seeded generator):
 # the integration tests, benches and lints need them; `build`/`static` leave them out.
 TEST_FEATURES := --features test-doubles
 
-.PHONY: build test lint unit run static image-test bench-cluster bench-docker bench-scale test-multihost box-image test-image test-clients browser
+.PHONY: build test lint unit run static image image-test bench-cluster bench-docker bench-scale test-multihost box-image test-image test-clients browser
 
 build:
 	$(CARGO) build --release
@@ -33,7 +36,7 @@ bench-docker: test-image
 
 ## Build and start the hub with its defaults.
 run: build
-	./target/release/llmbox hub
+	$(TARGET_DIR)/release/llmbox hub
 
 ## Cluster benchmark: verb round trip, throughput and idle-spoke RSS vs a bare tungstenite echo.
 bench-cluster:
@@ -81,6 +84,13 @@ browser:
 ## The real box image (Claude Code on Debian); needs a reachable registry, not used by tests.
 box-image:
 	docker build -t llmbox-box:latest box/
+
+## The release image: FROM scratch with only the static binary, as llmbox:$(VERSION) and
+## llmbox:latest (docs/deploy.md has the docker run lines).
+image: static
+	@ctx=$$(mktemp -d) && cp $(STATIC_BIN) "$$ctx/llmbox" && cp deploy/Dockerfile "$$ctx/Dockerfile" && \
+	  docker build -q --label org.opencontainers.image.version=$(VERSION) -t llmbox:$(VERSION) -t llmbox:latest "$$ctx" >/dev/null; \
+	  rc=$$?; rm -rf "$$ctx"; [ $$rc -eq 0 ] && echo "built llmbox:$(VERSION) and llmbox:latest"; exit $$rc
 
 ## The release image users run anywhere: FROM scratch with only the static binary.
 image-test: static

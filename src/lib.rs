@@ -9,5 +9,6 @@ pub mod cli;
 pub mod cluster;
 pub mod docker;
 pub mod hub;
+pub mod paths;
 pub mod store;
 pub mod util;

@@ -604,6 +604,22 @@ fn admins_mint_a_join_token_a_real_spoke_enrolls_with_and_revoke_it_others_are_r
         "{}",
         page.text()
     );
+    // Whether a remote spoke's Docker answered, as list_spokes has it: unknown until a reaper
+    // pass asks (its reap verb goes to the spoke's Docker), then its answer.
+    assert!(
+        page.text()
+            .contains("<td>edge-9</td><td>yes</td><td class=\"docker\">not asked yet"),
+        "{}",
+        page.text()
+    );
+    hub.reap_once();
+    let page = request(addr, "GET", "/admin", &[("Cookie", &root)], b"");
+    assert!(
+        page.text()
+            .contains("<td>edge-9</td><td>yes</td><td class=\"docker\">yes</td>"),
+        "{}",
+        page.text()
+    );
 
     let body = format!("name=edge-9&csrf={csrf}");
     let revoked = request(

@@ -1,5 +1,6 @@
 //! The HTTP front on tiny_http: MCP (`POST /mcp`, `POST /`), the activation page
-//! (`GET|POST /auth/<token>`), `/healthz`, `/metrics` and the favicon.
+//! (`GET|POST /auth/<token>`), `/healthz` (liveness), `/readyz` (state file and local Docker),
+//! `/metrics` and the favicon.
 //!
 //! Transport rules live here, protocol rules in [`super::mcp`]: a `Host` that names neither an
 //! IP address, `localhost` nor the `--public-url`'s host is 421 (DNS rebinding), a foreign
@@ -520,6 +521,7 @@ fn loggable_path(path: &str) -> &str {
         "/mcp"
         | "/"
         | "/healthz"
+        | "/readyz"
         | "/metrics"
         | "/favicon.svg"
         | "/favicon.ico"
@@ -537,8 +539,9 @@ fn loggable_path(path: &str) -> &str {
 
 fn route(front: &Front, req: &mut Request, path: &str) -> Reply {
     let method = req.method().clone();
-    // `/healthz` answers any name (probes use internal ones) and tells nothing.
+    // `/healthz` and `/readyz` answer any name (probes use internal ones).
     if path != "/healthz"
+        && path != "/readyz"
         && let Some(host) = header(req, "Host")
         && !front.hosts.allows(host)
     {
@@ -558,6 +561,17 @@ fn route(front: &Front, req: &mut Request, path: &str) -> Reply {
         },
         "/healthz" => match method {
             Method::Get | Method::Head => Reply::text(200, "ok\n"),
+            _ => Reply::not_allowed("GET"),
+        },
+        "/readyz" => match method {
+            Method::Get | Method::Head => {
+                let reasons = front.hub.readiness();
+                let status = if reasons.is_empty() { 200 } else { 503 };
+                Reply::json(
+                    status,
+                    &serde_json::json!({"ready": reasons.is_empty(), "reasons": reasons}),
+                )
+            }
             _ => Reply::not_allowed("GET"),
         },
         "/metrics" => match method {

@@ -60,7 +60,7 @@ pub(crate) const DEFAULT_AUTH_TTL: Duration = Duration::from_secs(5 * 60);
 /// Default `--reap-interval`.
 pub(crate) const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `--box-image`.
-pub(crate) const DEFAULT_BOX_IMAGE: &str = "llmbox-box:latest";
+pub(crate) const DEFAULT_BOX_IMAGE: &str = crate::boxes::DEFAULT_BOX_IMAGE;
 /// How long one hook run may take before it is killed and counted as failed.
 pub(crate) const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -263,6 +263,23 @@ impl Hub {
     /// The activation page link for a page token.
     pub(crate) fn activation_url(&self, token: &str) -> String {
         format!("{}/auth/{token}", self.config.public_url)
+    }
+
+    /// Why the hub cannot serve a create now, for `/readyz`; empty when it can. Ready means the
+    /// state file is usable for writing and, when the hub has its `local` spoke, that spoke's
+    /// Docker answers. (`/healthz` stays liveness: it says only that the process serves HTTP.)
+    pub fn readiness(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let Err(e) = self.store().check_writable() {
+            reasons.push(e.to_string());
+        }
+        for s in self.router.directory().statuses() {
+            if s.local && !s.connected {
+                let why = s.docker.unwrap_or_else(|| "Docker does not answer".into());
+                reasons.push(format!("local spoke: {why}"));
+            }
+        }
+        reasons
     }
 
     /// Prometheus text for `/metrics`.

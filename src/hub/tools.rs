@@ -366,13 +366,13 @@ pub(crate) fn definitions() -> Vec<Value> {
         tool(
             "list_spokes",
             "List spokes",
-            "List the hosts (spokes) boxes can run on and whether each is connected. Pass a connected spoke's name to create_llmbox to place a box there.",
+            "List the hosts (spokes) boxes can run on, whether each is connected, and whether its Docker answered when last asked (docker: \"ok\" or the error; a spoke whose Docker fails cannot create boxes). Pass a connected spoke's name to create_llmbox to place a box there.",
             object(json!({}), &[]),
             json!({
                 "type": "object",
                 "properties": {"spokes": {"type": "array", "items": {"type": "object", "properties": {
                     "name": {"type": "string"}, "connected": {"type": "boolean"}, "local": {"type": "boolean"},
-                    "connected_since": {"type": "integer"}
+                    "connected_since": {"type": "integer"}, "docker": {"type": "string"}
                 }}}},
                 "required": ["spokes"]
             }),

@@ -90,6 +90,8 @@ impl Hub {
                 .verb("reap", || manager.reap(self.config.auth_ttl))
             {
                 Ok(ids) => {
+                    // The reap verb went to the spoke's Docker: it answered.
+                    self.router.directory().note_docker(&status.name, Ok(()));
                     if !ids.is_empty() {
                         log::info!(
                             "reaped {} pending boxes on spoke {:?}",
@@ -99,7 +101,12 @@ impl Hub {
                     }
                     reaped.extend(ids.into_iter().map(|id| (status.name.clone(), id)));
                 }
-                Err(e) => log::warn!("reaping on spoke {:?}: {e}", status.name),
+                Err(e) => {
+                    log::warn!("reaping on spoke {:?}: {e}", status.name);
+                    self.router
+                        .directory()
+                        .note_docker(&status.name, Err(e.to_string()));
+                }
             }
         }
         if !reaped.is_empty() {

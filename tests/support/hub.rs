@@ -104,6 +104,7 @@ impl SpokeDirectory for Switchboard {
                 connected: up.load(Ordering::SeqCst),
                 local: name == LOCAL_SPOKE,
                 connected_since: None,
+                docker: None,
             })
             .collect()
     }
