@@ -50,7 +50,7 @@ fn a_person_activates_boxes_in_a_real_browser_on_desktop_and_phone() {
                 ..Default::default()
             })
             .expect("create");
-        let page = view.activation_url.expect("link");
+        let page = view.auth_url.expect("link");
         let mut cmd = Command::new(&python);
         cmd.arg(root.join("tests/clients/browser_flow.py"))
             .args(["--page", &page, "--box-id", box_id, "--name", name])

@@ -189,7 +189,7 @@ fn python_sdks_and_a_browser_drive_a_real_hub_on_docker() {
             json!({"box_id": id, "description": "a box for the browser test"}),
         );
         assert_eq!(created["isError"], false, "{created}");
-        let page = created["structuredContent"]["activation_url"]
+        let page = created["structuredContent"]["auth_url"]
             .as_str()
             .expect("link")
             .to_string();
@@ -259,7 +259,7 @@ fn a_restarted_hub_keeps_pending_links_and_ready_boxes() {
     let mut first = HubProcess::start(&ns.ns, &dir, &state, addr, &[]);
 
     let link_of = |v: &Value| {
-        v["structuredContent"]["activation_url"]
+        v["structuredContent"]["auth_url"]
             .as_str()
             .expect("link")
             .to_string()
