@@ -16,6 +16,10 @@ use crate::util::secret::{is_hex_64, sha256_hex};
 
 /// Log lines read back to find a fresh sign-in link after a failed code.
 const FRESH_LINK_TAIL: usize = 200;
+/// After a failed code that left no new sign-in link, how often and how many times the box's
+/// state is read to see whether it stopped (2 s in all).
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+const STOP_POLLS: usize = 8;
 
 /// Where the activation page stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -308,13 +312,16 @@ impl Hub {
             scrub(&message, &[], &[])
         );
         // A box that is no longer running (or no longer listed) takes no other code.
-        let stopped = match self.router.list_on(&s.spoke) {
-            Some(Ok(list)) => !list
-                .iter()
-                .any(|b| s.container_id.same_box(&b.container_id) && b.state == "running"),
-            _ => false,
+        let stopped_now = || match self.router.list_on(&s.spoke) {
+            Some(Ok(list)) => Some(
+                !list
+                    .iter()
+                    .any(|b| s.container_id.same_box(&b.container_id) && b.state == "running"),
+            ),
+            _ => None,
         };
-        let fresh = if stopped {
+        let mut stopped = stopped_now() == Some(true);
+        let mut fresh = if stopped {
             None
         } else {
             self.router
@@ -322,6 +329,22 @@ impl Hub {
                 .ok()
                 .and_then(|logs| newest_authorize_url(&logs))
         };
+        // No new sign-in link: a box whose login does not loop (a Go spoke's) may be on its
+        // way down; give it a moment to stop before offering the old link again.
+        if !stopped && fresh.as_deref().is_none_or(|f| f == s.authorize_url) {
+            for _ in 0..STOP_POLLS {
+                std::thread::sleep(STOP_POLL);
+                match stopped_now() {
+                    Some(true) => {
+                        stopped = true;
+                        fresh = None;
+                        break;
+                    }
+                    Some(false) => {}
+                    None => break,
+                }
+            }
+        }
         // A racing submission may have activated the box meanwhile (this code then failed as
         // "already activated"): the ledger keeps it ready and hands it back.
         if let Some(ready) =

@@ -193,8 +193,8 @@ pub(crate) fn render_with(page: &ActivationPage, before: &str, hidden: &str) -> 
     let form = || {
         format!(
             "{}{}",
-            signin_and_form(&page.authorize_url, hidden),
-            expiry(page.expires)
+            expiry(page.expires),
+            signin_and_form(&page.authorize_url, hidden)
         )
     };
     match &page.state {
