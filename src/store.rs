@@ -206,6 +206,10 @@ pub struct Session {
     /// The signed-in person who activated the box, when sign-in is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_by: Option<String>,
+    /// The box stopped after a failed code (a Go spoke's box does not loop its login): it can
+    /// take no other code, and only a new box helps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 impl Session {

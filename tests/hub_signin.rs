@@ -177,7 +177,7 @@ fn new_box(hub: &Hub, box_id: &str) -> (String, String) {
             ..Default::default()
         })
         .expect("create");
-    let url = view.activation_url.expect("link");
+    let url = view.auth_url.expect("link");
     let path = format!("/auth/{}", support::hub::token_of(&url));
     (url, path)
 }

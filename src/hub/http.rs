@@ -265,7 +265,7 @@ impl Drop for DiesUnlessStopped {
     }
 }
 
-const INSTRUCTIONS: &str = "llmbox hands a person their own sandboxed Claude Code box. Create one with create_llmbox, give the person only the activation_url it returns (they sign in with their own Claude account there; never ask them for codes or credentials), poll get_llmbox until status is ready, then give them the session_url. exec_llmbox and get_llmbox_logs work on any box; destroy_llmbox removes one.";
+const INSTRUCTIONS: &str = "llmbox hands a person their own sandboxed Claude Code box. Create one with create_llmbox, give the person only the auth_url it returns (before it expires: expires_at) (they sign in with their own Claude account there; never ask them for codes or credentials), poll get_llmbox until status is ready, then give them the session_url. exec_llmbox and get_llmbox_logs work on any box; destroy_llmbox removes one.";
 
 fn listen_origin(addr: SocketAddr) -> String {
     format!("http://{addr}")
@@ -886,6 +886,8 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
     };
     match result {
         Ok(Some(view)) => match &person {
+            // An expired link (past `--auth-ttl`, or its box reaped) is gone for good: 410.
+            _ if view.state == super::PageState::Expired => Reply::html(410, page::render(&view)),
             Some((signin, p)) => Reply::html(
                 200,
                 page::render_with(

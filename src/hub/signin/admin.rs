@@ -335,7 +335,7 @@ impl Signin {
                 .and_then(|s| s.activated_by.clone())
                 .unwrap_or_default();
             let status = match x.status.to_string().as_str() {
-                "pending" => match hub.get_box(&x.box_id).ok().and_then(|v| v.activation_url) {
+                "pending" => match hub.get_box(&x.box_id).ok().and_then(|v| v.auth_url) {
                     Some(u) if u.starts_with(base.as_str()) => {
                         format!("pending (<a href=\"{}\">activation link</a>)", escape(&u))
                     }
