@@ -543,7 +543,7 @@ impl Store {
     }
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
     // Look at the version first so a newer format says so instead of "unknown field".
     #[derive(Deserialize)]
     struct Versioned {
