@@ -838,3 +838,19 @@ fn admin_shows_owners_and_revokes_a_persons_grants() {
     );
     assert_invalid_token(&s.call(&ada_token, "list_llmboxes", json!({})), &s);
 }
+
+#[test]
+fn mcp_oauth_without_a_sign_in_provider_is_a_usage_error() {
+    let dir = support::temp_dir("oauth-cli");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args(["hub", "--mcp-oauth", "--no-local", "--state"])
+        .arg(dir.join("state.json"))
+        .output()
+        .expect("run llmbox hub");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--mcp-oauth needs a sign-in provider"),
+        "{err}"
+    );
+}
