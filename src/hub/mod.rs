@@ -30,9 +30,11 @@ pub mod http;
 mod ledger;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
+pub mod oauth;
 mod operations;
 pub(crate) mod ownership;
 pub(crate) mod page;
+mod reaped;
 pub mod reaper;
 pub(crate) mod redact;
 mod routing;
@@ -118,6 +120,17 @@ pub enum HubError {
         /// Its spoke.
         spoke: String,
     },
+    /// The box was reaped before anyone activated it (the hub remembers it a while).
+    Reaped {
+        /// The box.
+        box_id: String,
+        /// Its spoke.
+        spoke: String,
+        /// When its link expired (unix seconds).
+        expired_at: i64,
+        /// When it was reaped (unix seconds).
+        reaped_at: i64,
+    },
     /// The box id is taken somewhere in the cluster.
     DuplicateBoxId(String),
     /// No spoke of this name is known.
@@ -176,6 +189,17 @@ impl fmt::Display for HubError {
             HubError::BoxGone { box_id, spoke } => write!(
                 f,
                 "box {box_id:?} no longer exists on spoke {spoke:?} (it was reaped while waiting for activation, or removed); create a new one"
+            ),
+            HubError::Reaped {
+                box_id,
+                spoke,
+                expired_at,
+                reaped_at,
+            } => write!(
+                f,
+                "box {box_id:?} on spoke {spoke:?} was reaped at {} because nobody activated it before its link expired at {}; create_llmbox makes a new one",
+                crate::util::time::rfc3339_secs(*reaped_at),
+                crate::util::time::rfc3339_secs(*expired_at)
             ),
             HubError::DuplicateBoxId(id) => write!(
                 f,
@@ -236,6 +260,8 @@ pub struct Hub {
     ledger: ledger::Ledger,
     router: routing::Router,
     hooks: hooks::Hooks,
+    /// Boxes reaped unactivated, remembered a while for `get_llmbox` and their pages.
+    reaped: reaped::Reaped,
 }
 
 impl Hub {
@@ -247,6 +273,7 @@ impl Hub {
             ledger: ledger::Ledger::new(store),
             router: routing::Router::new(spokes),
             hooks,
+            reaped: reaped::Reaped::default(),
         }
     }
 

@@ -110,11 +110,13 @@ impl Hub {
             }
         }
         if !reaped.is_empty() {
-            self.drop_sessions(|s| {
+            let was_reaped = |s: &Session| {
                 reaped
                     .iter()
                     .any(|(spoke, id)| *spoke == s.spoke && s.container_id.matches(id))
-            });
+            };
+            self.remember_reaped(was_reaped);
+            self.drop_sessions(was_reaped);
         }
         reaped.len()
     }
