@@ -49,6 +49,64 @@ pub struct State {
     /// People signed in on the web pages (`hub::signin`); left out while empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signin_sessions: Vec<SigninSession>,
+    /// OAuth clients registered at `/oauth/register` (`hub::oauth`); left out while empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oauth_clients: Vec<OAuthClientRecord>,
+    /// OAuth grants (one per consent: its access and refresh token hashes); left out while empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oauth_grants: Vec<OAuthGrantRecord>,
+}
+
+/// A client registered by Dynamic Client Registration (RFC 7591). Public (no secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientRecord {
+    /// The `client_id` handed out (public, not a secret).
+    pub client_id: String,
+    /// The `client_name` it registered with (shown on the consent page).
+    pub client_name: String,
+    /// Its redirect URIs, compared exactly.
+    pub redirect_uris: Vec<String>,
+    /// Registered at, unix seconds.
+    pub created: i64,
+    /// Last used at `/oauth/authorize` or `/oauth/token`, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<i64>,
+}
+
+/// One grant: a person's consent to one client, and the token family it issued. Tokens are
+/// kept only as SHA-256 hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthGrantRecord {
+    /// Public handle (16 hex), for logs and `/admin`.
+    pub id: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The client's name at consent.
+    pub client_name: String,
+    /// The person's verified email.
+    pub email: String,
+    /// The sign-in provider's label they signed in through.
+    pub provider: String,
+    /// The resource (RFC 8707) the tokens are bound to: this hub's MCP URL.
+    pub resource: String,
+    /// Granted scope.
+    pub scope: String,
+    /// Consented at, unix seconds.
+    pub created: i64,
+    /// SHA-256 hex of the current access token.
+    pub access_hash: String,
+    /// The access token expires at, unix seconds.
+    pub access_expires: i64,
+    /// SHA-256 hex of the current refresh token.
+    pub refresh_hash: String,
+    /// The refresh token expires at, unix seconds.
+    pub refresh_expires: i64,
+    /// SHA-256 hex of refresh tokens already rotated away (newest last, bounded): presenting
+    /// one again revokes the grant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spent_refresh_hashes: Vec<String>,
 }
 
 /// One person signed in through a sign-in provider.

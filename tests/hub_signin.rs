@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,21 +28,7 @@ use llmbox::store::SigninSession;
 use sha2::{Digest, Sha256};
 use support::http::request;
 
-const CLIENT_ID: &str = "llmbox-test-hub";
-
-fn require(path: &Path) {
-    assert!(
-        path.exists(),
-        "{} is missing: run `make test-clients` (make test does) to install the OpenID provider, chromium and chromedriver",
-        path.display()
-    );
-}
-
-fn python() -> PathBuf {
-    let p = support::root().join(".venv-oidc/bin/python");
-    require(&p);
-    p
-}
+use support::oidc::{CLIENT_ID, Provider, python, require, start_provider};
 
 /// A child process this test started, killed and reaped when dropped (also on failure).
 struct KillOnDrop(Child);
@@ -53,59 +38,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The provider process; killed when dropped (also when the test fails).
-struct Provider {
-    child: Child,
-    issuer: String,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_provider(dir: &Path, redirect_uri: &str, users: &[&str]) -> Provider {
-    let secret = dir.join("client-secret");
-    std::fs::write(&secret, "provider-test-secret-1\n").expect("secret");
-    let port = support::free_port();
-    let mut cmd = Command::new(python());
-    cmd.arg(support::fixtures().join("oidc/provider.py"))
-        .args(["--port", &port.to_string(), "--client-id", CLIENT_ID])
-        .arg("--client-secret-file")
-        .arg(&secret)
-        .args(["--redirect-uri", redirect_uri]);
-    for u in users {
-        cmd.args(["--user", u]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the provider");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut provider = Provider {
-        child,
-        issuer: String::new(),
-    };
-    let mut lines = BufReader::new(stdout).lines();
-    // Django prints its banner first; the fixture prints `ready ISSUER` once discovery answers.
-    provider.issuer = loop {
-        let line = lines
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("the provider exited before it was ready"));
-        if let Some(issuer) = line.strip_prefix("ready ") {
-            break issuer.to_string();
-        }
-        assert!(!line.contains("never answered"), "provider: {line}");
-    };
-    // Keep draining its stdout so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    provider
 }
 
 struct Setup {

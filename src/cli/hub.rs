@@ -153,6 +153,19 @@ pub struct Args {
     /// how long a sign-in lasts (default 12h)
     #[argh(option, default = "String::from(\"12h\")")]
     pub(crate) session_ttl: String,
+    /// the hub is its own OAuth 2.1 authorization server for MCP (chatbot connectors); people
+    /// sign in through the sign-in providers, so one is required
+    #[argh(switch)]
+    pub(crate) mcp_oauth: bool,
+    /// how long an OAuth access token lives (default 1h)
+    #[argh(option, default = "String::from(\"1h\")")]
+    pub(crate) oauth_access_ttl: String,
+    /// how long an OAuth refresh token lives (default 30d)
+    #[argh(option, default = "String::from(\"30d\")")]
+    pub(crate) oauth_refresh_ttl: String,
+    /// TESTS ONLY: fetch client ID metadata documents over plain http from loopback
+    #[argh(switch)]
+    pub(crate) oauth_test_cimd_loopback: bool,
 }
 
 /// The validated form of [`Args`].
@@ -180,6 +193,8 @@ pub(crate) struct Config {
     pub(crate) spoke_url: String,
     /// Sign-in on the activation page; `None` without `--oidc-issuer`.
     pub(crate) signin: Option<SigninConfig>,
+    /// `--mcp-oauth`; `None` without it.
+    pub(crate) oauth: Option<crate::hub::oauth::OAuthConfig>,
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, CliError> {
@@ -266,6 +281,7 @@ impl Config {
             None => spoke_url(&public_url, spoke_listen),
         };
         let signin = signin_config(args, &public_url, &spoke_url)?;
+        let oauth = oauth_config(args, &public_url, signin.is_some()).map_err(usage)?;
         Ok(Config {
             listen,
             mcp_listen,
@@ -278,8 +294,42 @@ impl Config {
             heartbeat,
             spoke_url,
             signin,
+            oauth,
         })
     }
+}
+
+/// `--mcp-oauth` and its flags, checked: it needs a sign-in provider.
+fn oauth_config(
+    args: &Args,
+    public_url: &str,
+    has_signin: bool,
+) -> Result<Option<crate::hub::oauth::OAuthConfig>, CliError> {
+    if !args.mcp_oauth {
+        if args.oauth_test_cimd_loopback {
+            return Err(CliError::usage(
+                "--oauth-test-cimd-loopback needs --mcp-oauth",
+            ));
+        }
+        return Ok(None);
+    }
+    if !has_signin {
+        return Err(CliError::usage(
+            "--mcp-oauth needs a sign-in provider (--oidc-issuer … or --github-client-id …) and an allow rule: people sign in there before a chatbot may act as them",
+        ));
+    }
+    let access = parse_duration_flag("--oauth-access-ttl", &args.oauth_access_ttl)?;
+    let refresh = parse_duration_flag("--oauth-refresh-ttl", &args.oauth_refresh_ttl)?;
+    if access.is_zero() || refresh.is_zero() || refresh < access {
+        return Err(CliError::usage(
+            "--oauth-access-ttl and --oauth-refresh-ttl must be above zero, the refresh one at least as long",
+        ));
+    }
+    let mut c = crate::hub::oauth::OAuthConfig::new(public_url);
+    c.access_ttl = access;
+    c.refresh_ttl = refresh;
+    c.cimd_allow_loopback_http = args.oauth_test_cimd_loopback;
+    Ok(Some(c))
 }
 
 /// The sign-in flags, checked; client secrets read from their files. `None` without any.
@@ -507,8 +557,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     store.check_writable().map_err(CliError::runtime)?;
     let _hub_lock = store.lock_hub().map_err(CliError::runtime)?;
     let mcp_addr = config.mcp_listen.unwrap_or(config.listen);
-    if let Some(why) = crate::hub::auth::refuse_open_mcp(&store, mcp_addr, config.insecure_no_auth)
-    {
+    if let Some(why) = crate::hub::auth::refuse_open_mcp(
+        &store,
+        mcp_addr,
+        config.insecure_no_auth || config.oauth.is_some(),
+    ) {
         return Err(CliError::usage(why));
     }
     let audit = match &config.audit_log {
@@ -566,11 +619,22 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )?)),
         None => None,
     };
+    let oauth = config
+        .oauth
+        .clone()
+        .map(|c| Arc::new(crate::hub::oauth::OAuth::new(c)));
+    if oauth.is_some() {
+        log::info!(
+            "MCP authorization: OAuth 2.1 at {}/mcp (metadata at /.well-known/oauth-protected-resource/mcp); API keys work beside it",
+            config.hub.public_url
+        );
+    }
     let access = |surface| Access {
         surface,
         insecure_no_auth: config.insecure_no_auth,
         audit: audit.clone(),
         signin: signin.clone(),
+        oauth: oauth.clone(),
     };
     // Two fronts share the HTTP descriptor budget.
     let budget = if config.mcp_listen.is_some() {
@@ -694,6 +758,37 @@ mod tests {
             log_level: "info".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn mcp_oauth_needs_a_sign_in_provider_and_sane_lifetimes() {
+        let mut a = args();
+        a.mcp_oauth = true;
+        a.oauth_access_ttl = "1h".into();
+        a.oauth_refresh_ttl = "30d".into();
+        let e = oauth_config(&a, "https://hub.example", false).expect_err("no provider");
+        assert_eq!(e.code, 2);
+        assert!(
+            e.message.contains("--mcp-oauth needs a sign-in provider"),
+            "{}",
+            e.message
+        );
+        let c = oauth_config(&a, "https://hub.example/", true)
+            .expect("config")
+            .expect("on");
+        assert_eq!(c.access_ttl, Duration::from_secs(3600));
+        assert_eq!(c.refresh_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(c.public_url, "https://hub.example");
+        a.oauth_refresh_ttl = "1m".into();
+        assert!(oauth_config(&a, "https://hub.example", true).is_err());
+        let mut off = args();
+        assert!(
+            oauth_config(&off, "https://hub.example", false)
+                .expect("off")
+                .is_none()
+        );
+        off.oauth_test_cimd_loopback = true;
+        assert!(oauth_config(&off, "https://hub.example", false).is_err());
     }
 
     #[test]

@@ -78,6 +78,15 @@ pub enum Caller {
         /// Whether it is an admin key.
         admin: bool,
     },
+    /// A person whose chatbot presented an OAuth access token of this hub (`hub::oauth`).
+    Person {
+        /// Their verified email.
+        email: String,
+        /// The sign-in provider's label they signed in through.
+        provider: String,
+        /// The OAuth grant the token belongs to (its public id).
+        grant: String,
+    },
 }
 
 impl Caller {
@@ -86,14 +95,27 @@ impl Caller {
         match self {
             Caller::Anonymous => "anonymous",
             Caller::Key { name, .. } => name,
+            Caller::Person { email, .. } => email,
         }
     }
 
     /// The key id, when a key was presented.
     pub(crate) fn key_id(&self) -> Option<&str> {
         match self {
-            Caller::Anonymous => None,
+            Caller::Anonymous | Caller::Person { .. } => None,
             Caller::Key { id, .. } => Some(id),
+        }
+    }
+
+    /// The owner id of the boxes this caller creates (see `hub::ownership`): the key id, or
+    /// [`person_owner_id`] of a person; `None` for the anonymous caller.
+    pub(crate) fn owner_id(&self) -> Option<String> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Key { id, .. } => Some(id.clone()),
+            Caller::Person {
+                email, provider, ..
+            } => Some(person_owner_id(provider, email)),
         }
     }
 
@@ -103,8 +125,17 @@ impl Caller {
         match self {
             Caller::Anonymous => true,
             Caller::Key { admin, .. } => *admin,
+            // A person sees their own boxes, even one listed by --admin-email: the admin page
+            // is where an admin sees everyone's.
+            Caller::Person { .. } => false,
         }
     }
+}
+
+/// The owner id recorded for a box a person created: `person:<provider>:<email>` (a key id is
+/// hex, so the two never collide).
+pub(crate) fn person_owner_id(provider: &str, email: &str) -> String {
+    format!("person:{provider}:{email}")
 }
 
 /// What the hub makes of one request's key.

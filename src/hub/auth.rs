@@ -8,9 +8,14 @@
 //! `--insecure-no-auth`): a hub whose last key was revoked while it listens beyond loopback
 //! refuses every MCP request instead of falling open. Any other shape of the header — no
 //! scheme, `Basic`, empty, huge, non-ASCII, sent twice — is refused the same way, never an
-//! error of the server. OAuth discovery is deliberately absent (no
+//! error of the server. Without `--mcp-oauth`, OAuth discovery is deliberately absent (no
 //! `/.well-known/oauth-protected-resource`, no `resource_metadata`): OAuth-capable clients
 //! would otherwise start a flow the hub cannot finish.
+//!
+//! With `--mcp-oauth` ([`super::oauth`]) every MCP request needs a credential, on loopback
+//! too: an access token of this hub (`llmbox_at_…`) or an API key. Every 401 then names the
+//! Protected Resource Metadata in `WWW-Authenticate: Bearer resource_metadata="…"`, which is
+//! where an OAuth client starts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,9 +45,11 @@ impl Surface {
     /// True when a request for `path` is served here; anything else is 404.
     pub(crate) fn serves(self, path: &str) -> bool {
         let mcp = matches!(path, "/mcp" | "/" | "/metrics");
+        // A client that reaches MCP on the private port finds its resource metadata there too.
+        let metadata = path.starts_with("/.well-known/oauth-protected-resource");
         match self {
             Surface::All => true,
-            Surface::Mcp => mcp,
+            Surface::Mcp => mcp || metadata,
             Surface::Page => !mcp,
         }
     }
@@ -59,6 +66,8 @@ pub struct Access {
     pub audit: Option<Arc<AuditLog>>,
     /// Sign-in on the web pages (`--oidc-*`); `None` leaves the activation page a bearer link.
     pub signin: Option<Arc<super::signin::Signin>>,
+    /// `--mcp-oauth`: the hub's own authorization server (needs `signin`).
+    pub oauth: Option<Arc<super::oauth::OAuth>>,
 }
 
 /// Why an MCP request is refused.
@@ -68,11 +77,24 @@ pub(crate) struct Denial {
     pub(crate) invalid_token: bool,
     /// The sentence in the JSON-RPC error body.
     pub(crate) message: String,
+    /// With `--mcp-oauth`: the whole `WWW-Authenticate` value, naming the resource metadata.
+    pub(crate) oauth_challenge: Option<String>,
 }
 
 impl Denial {
+    fn new(invalid_token: bool, message: &str) -> Denial {
+        Denial {
+            invalid_token,
+            message: message.to_string(),
+            oauth_challenge: None,
+        }
+    }
+
     /// The `WWW-Authenticate` value of the 401.
     pub(crate) fn www_authenticate(&self) -> String {
+        if let Some(c) = &self.oauth_challenge {
+            return c.clone();
+        }
         if self.invalid_token {
             format!("Bearer realm=\"{REALM}\", error=\"invalid_token\"")
         } else {
@@ -128,15 +150,25 @@ pub(crate) fn presented<'a>(values: &[&'a str]) -> Presented<'a> {
 }
 
 impl Access {
-    /// Decides whether an MCP request that arrived on `local` (the listener's address) with
-    /// these `Authorization` values may go on.
+    /// Decides whether an MCP request for `path` that arrived on `local` (the listener's
+    /// address) with these `Authorization` values may go on.
     pub(crate) fn decide(
         &self,
         store: &Store,
         local: SocketAddr,
         authorization: &[&str],
+        path: &str,
     ) -> Decision {
         let presented = presented(authorization);
+        if let Some(oauth) = &self.oauth {
+            return match Self::decide_oauth(oauth, store, &presented) {
+                Decision::Deny(mut d) => {
+                    d.oauth_challenge = Some(oauth.www_authenticate(path, d.invalid_token));
+                    Decision::Deny(d)
+                }
+                allow => allow,
+            };
+        }
         let key = match presented {
             Presented::Bearer(token) => Some(token),
             _ => None,
@@ -146,35 +178,86 @@ impl Access {
             // A bearer key where none exists was revoked (the last one) or never made: refused
             // like any invalid key, so revoking the last key never lets its holder back in.
             // Other schemes (a proxy's own Basic credentials) do not concern the hub here.
-            Ok(Verdict::NoKeys) if key.is_some() => Decision::Deny(Denial {
-                invalid_token: true,
-                message: "unauthorized: the API key is unknown, expired or revoked".into(),
-            }),
+            Ok(Verdict::NoKeys) if key.is_some() => Decision::Deny(Denial::new(
+                true,
+                "unauthorized: the API key is unknown, expired or revoked",
+            )),
             Ok(Verdict::NoKeys) if self.insecure_no_auth || local.ip().is_loopback() => {
                 Decision::Allow(Caller::Anonymous)
             }
-            Ok(Verdict::NoKeys) => Decision::Deny(Denial {
-                invalid_token: presented != Presented::Nothing,
-                message: "unauthorized: this hub has no API key yet and serves MCP beyond loopback; the operator runs `llmbox apikey create`".into(),
-            }),
+            Ok(Verdict::NoKeys) => Decision::Deny(Denial::new(
+                presented != Presented::Nothing,
+                "unauthorized: this hub has no API key yet and serves MCP beyond loopback; the operator runs `llmbox apikey create`",
+            )),
             Ok(Verdict::Invalid) => Decision::Deny(match presented {
-                Presented::Nothing => Denial {
-                    invalid_token: false,
-                    message: "unauthorized: send Authorization: Bearer <API key> (`llmbox apikey create` makes one)".into(),
-                },
-                _ => Denial {
-                    invalid_token: true,
-                    message: "unauthorized: the API key is unknown, expired or revoked".into(),
-                },
+                Presented::Nothing => Denial::new(
+                    false,
+                    "unauthorized: send Authorization: Bearer <API key> (`llmbox apikey create` makes one)",
+                ),
+                _ => Denial::new(
+                    true,
+                    "unauthorized: the API key is unknown, expired or revoked",
+                ),
             }),
             Err(e) => {
                 // The hub cannot tell who may call: refuse, loudly, rather than fall open.
                 log::error!("API keys: {e}");
-                Decision::Deny(Denial {
-                    invalid_token: false,
-                    message: "unauthorized: the hub cannot read its API keys right now; try again shortly".into(),
-                })
+                Decision::Deny(Denial::new(
+                    false,
+                    "unauthorized: the hub cannot read its API keys right now; try again shortly",
+                ))
             }
+        }
+    }
+}
+
+impl Access {
+    /// [`Access::decide`] with `--mcp-oauth`: an access token of this hub or an API key; no
+    /// anonymous mode.
+    fn decide_oauth(
+        oauth: &super::oauth::OAuth,
+        store: &Store,
+        presented: &Presented<'_>,
+    ) -> Decision {
+        let token = match presented {
+            Presented::Nothing => {
+                return Decision::Deny(Denial::new(
+                    false,
+                    "unauthorized: connect through OAuth (this hub's WWW-Authenticate names its metadata) or send Authorization: Bearer <API key>",
+                ));
+            }
+            Presented::Unusable => {
+                return Decision::Deny(Denial::new(
+                    true,
+                    "unauthorized: send exactly one Authorization: Bearer <token> header",
+                ));
+            }
+            Presented::Bearer(t) => *t,
+        };
+        let trouble = |e: &dyn std::fmt::Display| {
+            log::error!("MCP credentials: {e}");
+            Decision::Deny(Denial::new(
+                false,
+                "unauthorized: the hub cannot read its credentials right now; try again shortly",
+            ))
+        };
+        if token.starts_with(super::oauth::grants::ACCESS_PREFIX) {
+            return match oauth.verify_access(store, token) {
+                Ok(Some(caller)) => Decision::Allow(caller),
+                Ok(None) => Decision::Deny(Denial::new(
+                    true,
+                    "unauthorized: the access token is unknown, expired or revoked; refresh it or connect again",
+                )),
+                Err(e) => trouble(&e),
+            };
+        }
+        match apikeys::verify(store, Some(token)) {
+            Ok(Verdict::Valid(caller)) => Decision::Allow(caller),
+            Ok(_) => Decision::Deny(Denial::new(
+                true,
+                "unauthorized: the token is neither a current access token nor an API key of this hub",
+            )),
+            Err(e) => trouble(&e),
         }
     }
 }
@@ -249,23 +332,23 @@ mod tests {
         let s = store("open");
         let open = Access::default();
         assert_eq!(
-            open.decide(&s, addr("127.0.0.1:1"), &[]),
+            open.decide(&s, addr("127.0.0.1:1"), &[], "/mcp"),
             Decision::Allow(Caller::Anonymous)
         );
         assert_eq!(
-            open.decide(&s, addr("127.0.0.1:1"), &["Basic cHJveHk6cHc="]),
+            open.decide(&s, addr("127.0.0.1:1"), &["Basic cHJveHk6cHc="], "/mcp"),
             Decision::Allow(Caller::Anonymous),
             "a proxy's own credentials"
         );
         assert!(matches!(
-            open.decide(&s, addr("127.0.0.1:1"), &["Bearer llmbox_revoked"]),
+            open.decide(&s, addr("127.0.0.1:1"), &["Bearer llmbox_revoked"], "/mcp"),
             Decision::Deny(Denial {
                 invalid_token: true,
                 ..
             })
         ));
         assert!(matches!(
-            open.decide(&s, addr("10.0.0.1:1"), &[]),
+            open.decide(&s, addr("10.0.0.1:1"), &[], "/mcp"),
             Decision::Deny(Denial {
                 invalid_token: false,
                 ..
@@ -276,7 +359,7 @@ mod tests {
             ..Access::default()
         };
         assert_eq!(
-            insecure.decide(&s, addr("10.0.0.1:1"), &[]),
+            insecure.decide(&s, addr("10.0.0.1:1"), &[], "/mcp"),
             Decision::Allow(Caller::Anonymous)
         );
         assert!(refuse_open_mcp(&s, addr("0.0.0.0:80"), false).is_some());
@@ -292,16 +375,16 @@ mod tests {
         let local = addr("127.0.0.1:1");
         let bearer = format!("Bearer {key}");
         assert!(matches!(
-            access.decide(&s, local, &[&bearer]),
+            access.decide(&s, local, &[&bearer], "/mcp"),
             Decision::Allow(Caller::Key { .. })
         ));
-        let Decision::Deny(none) = access.decide(&s, local, &[]) else {
+        let Decision::Deny(none) = access.decide(&s, local, &[], "/mcp") else {
             panic!("no header must be refused");
         };
         assert!(!none.invalid_token);
         assert_eq!(none.www_authenticate(), "Bearer realm=\"llmbox\"");
         for bad in ["Bearer llmbox_00", "Basic x", "", &format!("bearer {key}x")] {
-            let Decision::Deny(d) = access.decide(&s, local, &[bad]) else {
+            let Decision::Deny(d) = access.decide(&s, local, &[bad], "/mcp") else {
                 panic!("{bad:?} must be refused");
             };
             assert!(d.invalid_token, "{bad:?}");

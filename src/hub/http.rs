@@ -530,7 +530,16 @@ fn loggable_path(path: &str) -> &str {
         | "/signin/oidc/callback"
         | "/signin/github"
         | "/signin/github/callback"
-        | "/signout" => path,
+        | "/signout"
+        | "/.well-known/oauth-protected-resource"
+        | "/.well-known/oauth-protected-resource/mcp"
+        | "/.well-known/oauth-authorization-server"
+        | "/.well-known/openid-configuration"
+        | "/oauth/register"
+        | "/oauth/authorize"
+        | "/oauth/token"
+        | "/oauth/revoke" => path,
+        p if p.starts_with("/oauth/consent/") => "/oauth/consent/…",
         p if p == "/admin" || p.starts_with("/admin/") => "/admin/…",
         p if p.starts_with("/auth/") => "/auth/…",
         _ => "(other path)",
@@ -589,6 +598,12 @@ fn route(front: &Front, req: &mut Request, path: &str) -> Reply {
         },
         _ => match path.strip_prefix("/auth/") {
             Some(token) => auth(front, req, token, method),
+            None if super::oauth::OAuth::serves(path) => {
+                match (&front.access.oauth, &front.access.signin) {
+                    (Some(oauth), Some(signin)) => oauth_route(front, oauth, signin, req, path),
+                    _ => Reply::text(404, "not found\n"),
+                }
+            }
             None => match &front.access.signin {
                 Some(signin) => signin_route(front, signin, req, path, method),
                 None => Reply::text(404, "not found\n"),
@@ -648,10 +663,12 @@ fn mcp_post(front: &Front, req: &mut Request) -> Reply {
         .filter(|h| h.field.equiv("Authorization"))
         .map(|h| h.value.as_str())
         .collect();
-    let caller = match front
-        .access
-        .decide(front.hub.store(), front.addr, &authorization)
-    {
+    let caller = match front.access.decide(
+        front.hub.store(),
+        front.addr,
+        &authorization,
+        req.url().split('?').next().unwrap_or(""),
+    ) {
         Decision::Allow(caller) => caller,
         Decision::Deny(denial) => {
             return jsonrpc_error(401, mcp::code::INVALID_REQUEST, &denial.message)
@@ -711,6 +728,80 @@ fn mcp_post(front: &Front, req: &mut Request) -> Reply {
         None => Reply::empty(reply.status),
         Some(body) => Reply::json(reply.status, &body),
     }
+}
+
+/// The OAuth routes (see [`super::oauth`]); 404 for any other path.
+fn oauth_route(
+    front: &Front,
+    oauth: &super::oauth::OAuth,
+    signin: &super::signin::Signin,
+    req: &mut Request,
+    path: &str,
+) -> Reply {
+    use super::oauth::{OAuthReply, OAuthRequest};
+    let method = req.method().as_str().to_ascii_uppercase();
+    let content_type = header(req, "Content-Type")
+        .map(media_type)
+        .unwrap_or_default();
+    let (body, _reservation) = if method == "POST" {
+        match read_body(front, req, super::oauth::MAX_BODY, || {
+            Reply::json(
+                413,
+                &serde_json::json!({"error": "invalid_request", "error_description": "the request body is too large"}),
+            )
+        }) {
+            Ok((b, r)) => (b, Some(r)),
+            Err(reply) => return reply,
+        }
+    } else {
+        (Vec::new(), None)
+    };
+    let url = req.url().to_string();
+    let request = OAuthRequest {
+        method: &method,
+        path,
+        query: url.split_once('?').map_or("", |(_, q)| q),
+        body: &body,
+        content_type: &content_type,
+        cookies: header(req, "Cookie"),
+        remote: req.remote_addr().copied(),
+    };
+    match oauth.serve(&front.hub, signin, front.access.audit.as_deref(), &request) {
+        Some(OAuthReply::Json(status, value)) => {
+            Reply::json(status, &value).header("Pragma", "no-cache")
+        }
+        Some(OAuthReply::Web(w)) => web_reply(w),
+        None => Reply::text(404, "not found\n"),
+    }
+}
+
+/// The 403 for a signed-in person on the activation page of a box another person's chatbot
+/// created (`None` when `person` may go on: the owner, or a box no person owns).
+fn not_the_owner(
+    front: &Front,
+    signin: &super::signin::Signin,
+    person: &super::signin::Person,
+    token: &str,
+) -> Option<Reply> {
+    let page = front.hub.activation_page(token).ok().flatten()?;
+    let state = front.hub.store().load().ok()?;
+    let (provider, email) = super::ownership::person_owner(&state, &page.box_id)?;
+    if provider == person.provider && email == person.email {
+        return None;
+    }
+    let here = format!("/auth/{token}");
+    let body = format!(
+        "<h1>Not your box</h1><p id=\"error\" role=\"alert\">You are signed in as {} ({}). This box was created for someone else, and only that person can activate it.</p>\
+<p id=\"todo\">If it is yours, sign out and sign in with the account your chatbot is connected as.</p>{}{}",
+        page::escape(&person.email),
+        page::escape(&person.provider),
+        signin.who(person, &here),
+        signin.buttons(&here)
+    );
+    Some(Reply::html(
+        403,
+        page::document("Not your box · llmbox", &body),
+    ))
 }
 
 /// The sign-in routes (see [`super::signin::web`]); 404 for any other path.
@@ -828,7 +919,21 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
             }
         }
         match signin.gate(front.hub.store(), &web, front.access.audit.as_deref()) {
-            Ok(Gate::Allowed(p)) => person = Some((signin, p)),
+            Ok(Gate::Allowed(p)) => {
+                if let Some(refused) = not_the_owner(front, signin, &p, token) {
+                    if let Some(a) = &front.access.audit {
+                        a.signin(
+                            "activate_refused",
+                            Some(&p.email),
+                            Some(&p.provider),
+                            Some("not the box's owner"),
+                            req.remote_addr().copied(),
+                        );
+                    }
+                    return refused;
+                }
+                person = Some((signin, p));
+            }
             Ok(Gate::Refused(reply)) => return web_reply(reply),
             Err(e) => {
                 log::error!("activation page: {e}");
@@ -920,7 +1025,7 @@ pub(crate) fn form_value(body: &str, key: &str) -> Option<String> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -30,6 +30,7 @@ pub mod http;
 mod ledger;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
+pub mod oauth;
 mod operations;
 pub(crate) mod ownership;
 pub(crate) mod page;

@@ -43,6 +43,34 @@ fn owner_of_container<'a>(state: &'a State, container_id: &str) -> Option<&'a st
         .map(|o| o.key_id.as_str())
 }
 
+/// The person (provider label, email) owning the box `box_id`, when a person's OAuth token
+/// created it (the activation page then accepts only that person).
+pub(crate) fn person_owner<'a>(state: &'a State, box_id: &str) -> Option<(&'a str, &'a str)> {
+    person_of_owner(owner_of(state, box_id)?)
+}
+
+/// Splits a person's owner id (see [`crate::hub::apikeys::person_owner_id`]).
+fn person_of_owner(owner: &str) -> Option<(&str, &str)> {
+    // The provider label may hold ':'; an email never does.
+    owner.strip_prefix("person:")?.rsplit_once(':')
+}
+
+/// Who owns the box of container `container_id`, as `/admin` shows it: `email (provider)` for
+/// a person, the key's name for an API key (its id once revoked), empty when unknown.
+pub(crate) fn owner_label(state: &State, container_id: &str) -> String {
+    let Some(owner) = owner_of_container(state, container_id) else {
+        return String::new();
+    };
+    match person_of_owner(owner) {
+        Some((provider, email)) => format!("{email} ({provider})"),
+        None => state
+            .api_keys
+            .iter()
+            .find(|k| k.id() == owner)
+            .map_or(owner.to_string(), |k| k.name.clone()),
+    }
+}
+
 /// `Err(unknown box)` when `caller` may not act on `box_id` through `tool`; `Ok` otherwise
 /// (including every tool that names no box, and ids the hub itself will refuse as malformed).
 ///
@@ -54,16 +82,11 @@ pub(crate) fn check(
     tool: &str,
     box_id: Option<&str>,
 ) -> Result<(), HubError> {
-    let (
-        Caller::Key {
-            id, admin: false, ..
-        },
-        Some(box_id),
-    ) = (caller, box_id)
-    else {
+    let (Some(id), Some(box_id)) = (caller.owner_id(), box_id) else {
         return Ok(());
     };
-    if !PER_BOX_TOOLS.contains(&tool) || !crate::boxes::is_valid_box_id(box_id) {
+    if caller.sees_all() || !PER_BOX_TOOLS.contains(&tool) || !crate::boxes::is_valid_box_id(box_id)
+    {
         return Ok(());
     }
     if owner_of(state, box_id) == Some(id.as_str()) {
@@ -79,7 +102,7 @@ pub(crate) fn check(
 /// # Errors
 /// The state file.
 pub(crate) fn record(store: &Store, caller: &Caller, box_id: &str) -> Result<(), StoreError> {
-    let Some(key_id) = caller.key_id() else {
+    let Some(key_id) = caller.owner_id() else {
         return Ok(());
     };
     store.update(|state| {
@@ -109,9 +132,10 @@ pub(crate) fn record(store: &Store, caller: &Caller, box_id: &str) -> Result<(),
 /// Narrows a `list_llmboxes` result for `caller`: a non-admin key keeps only its own boxes; an
 /// admin key sees all, each with `owner` (the key's name) where an owner is known.
 pub(crate) fn shape_list(state: &State, caller: &Caller, structured: &mut Value) {
-    let Caller::Key { id, admin, .. } = caller else {
+    let Some(id) = caller.owner_id() else {
         return;
     };
+    let admin = caller.sees_all();
     let Some(boxes) = structured.get_mut("boxes").and_then(Value::as_array_mut) else {
         return;
     };
@@ -124,7 +148,7 @@ pub(crate) fn shape_list(state: &State, caller: &Caller, structured: &mut Value)
             .find(|s| s.box_id == box_id && s.spoke == spoke)?;
         owner_of_container(state, &session.container_id)
     };
-    if !*admin {
+    if !admin {
         boxes.retain(|b| owner_of_listed(b) == Some(id.as_str()));
         return;
     }
@@ -132,11 +156,14 @@ pub(crate) fn shape_list(state: &State, caller: &Caller, structured: &mut Value)
         let Some(owner) = owner_of_listed(b) else {
             continue;
         };
-        let name = state
-            .api_keys
-            .iter()
-            .find(|k| k.id() == owner)
-            .map_or(owner.to_string(), |k| k.name.clone());
+        let name = match person_of_owner(owner) {
+            Some((_, email)) => email.to_string(),
+            None => state
+                .api_keys
+                .iter()
+                .find(|k| k.id() == owner)
+                .map_or(owner.to_string(), |k| k.name.clone()),
+        };
         if let Some(obj) = b.as_object_mut() {
             obj.insert("owner".into(), Value::String(name));
         }

@@ -44,7 +44,7 @@ fn when(secs: i64) -> String {
 }
 
 /// A POST button carrying `fields` (name, value) and the CSRF token.
-fn button(action: &str, label: &str, fields: &[(&str, &str)], csrf: &str) -> String {
+pub(crate) fn button(action: &str, label: &str, fields: &[(&str, &str)], csrf: &str) -> String {
     let mut out = format!(
         "<form method=\"post\" action=\"{}\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         escape(action),
@@ -248,6 +248,16 @@ impl Signin {
                     Err(e) => failed(format!("revoke an API key: {e}")),
                 }
             }
+            "/admin/oauth/revoke" => {
+                let (provider, email) = (field("provider"), field("email"));
+                match crate::hub::oauth::grants::revoke_person(store, &provider, &email) {
+                    Ok(n) => {
+                        let d = format!("revoked {n} OAuth grants of {email} ({provider})");
+                        ok(d.clone(), notice(&d))
+                    }
+                    Err(e) => failed(format!("revoke OAuth grants: {e}")),
+                }
+            }
             other => failed(format!("{other}: no such admin action")),
         }
     }
@@ -322,15 +332,9 @@ impl Signin {
                 .sessions
                 .iter()
                 .find(|s| s.box_id == x.box_id && s.spoke == x.spoke);
-            let owner = session
-                .and_then(|s| {
-                    state
-                        .box_owners
-                        .iter()
-                        .find(|o| s.container_id == o.container_id)
-                })
-                .and_then(|o| state.api_keys.iter().find(|k| k.id() == o.key_id))
-                .map_or(String::new(), |k| k.name.clone());
+            let owner = session.map_or(String::new(), |s| {
+                crate::hub::ownership::owner_label(&state, &s.container_id)
+            });
             let by = session
                 .and_then(|s| s.activated_by.clone())
                 .unwrap_or_default();
@@ -377,6 +381,7 @@ impl Signin {
 <button type=\"submit\" id=\"new-key-button\">Create API key</button></form>",
             escape(csrf)
         ));
+        b.push_str(&crate::hub::oauth::admin::people(&state, csrf));
         b
     }
 }

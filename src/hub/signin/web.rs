@@ -46,7 +46,7 @@ pub(crate) struct WebReply {
 }
 
 impl WebReply {
-    fn page(status: u16, html: String) -> WebReply {
+    pub(crate) fn page(status: u16, html: String) -> WebReply {
         WebReply {
             status,
             html,
@@ -55,7 +55,7 @@ impl WebReply {
         }
     }
 
-    fn redirect(location: String, cookies: Vec<String>) -> WebReply {
+    pub(crate) fn redirect(location: String, cookies: Vec<String>) -> WebReply {
         WebReply {
             status: 303,
             html: String::new(),
@@ -101,7 +101,10 @@ fn safe_next(next: &str) -> bool {
     let token_page = next
         .strip_prefix("/auth/")
         .is_some_and(crate::util::secret::is_hex_64);
-    token_page || next == "/signin" || next == "/admin"
+    let consent_page = next
+        .strip_prefix("/oauth/consent/")
+        .is_some_and(crate::util::secret::is_hex_64);
+    token_page || consent_page || next == "/signin" || next == "/admin"
 }
 
 impl Signin {
@@ -430,6 +433,8 @@ mod tests {
     fn next_stays_on_the_hubs_own_pages() {
         let token = "a".repeat(64);
         assert!(safe_next(&format!("/auth/{token}")));
+        assert!(safe_next(&format!("/oauth/consent/{token}")));
+        assert!(!safe_next("/oauth/consent/x"));
         assert!(safe_next("/admin") && safe_next("/signin"));
         for bad in [
             "https://evil.example/",
