@@ -276,6 +276,9 @@ pub enum ErrorKind {
     Busy,
     /// The manager cannot be reached ([`BoxError::Unavailable`]).
     Unavailable,
+    /// The backend failed (a Docker API error, a bad answer): the host's trouble, not the
+    /// caller's ([`BoxError::Backend`]).
+    Backend,
     /// A kind this build does not know (a newer spoke): treated as untyped.
     #[serde(other)]
     Unknown,
@@ -342,7 +345,7 @@ impl fmt::Display for BoxError {
 impl BoxError {
     /// The kind of this failure: the one mapping from errors to kinds, used by a spoke to type
     /// its answer and by the hub to decide how to handle a failure from any spoke. `None` for
-    /// failures a caller can only report (the box's own words, a backend failure).
+    /// the box's own words (a refused code, a box that printed no link).
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {
             BoxError::NotFound(_) => Some(ErrorKind::NotFound),
@@ -353,7 +356,8 @@ impl BoxError {
             | BoxError::InvalidArgument(_) => Some(ErrorKind::Invalid),
             BoxError::TooManyBoxes(_) => Some(ErrorKind::Busy),
             BoxError::Unavailable(_) => Some(ErrorKind::Unavailable),
-            BoxError::Box(_) | BoxError::Backend(_) => None,
+            BoxError::Backend(_) => Some(ErrorKind::Backend),
+            BoxError::Box(_) => None,
             BoxError::Remote(remote) => remote.kind,
         }
     }
@@ -519,7 +523,7 @@ mod tests {
                 Some(ErrorKind::Unavailable),
             ),
             (BoxError::Box("login failed".into()), None),
-            (BoxError::Backend("io".into()), None),
+            (BoxError::Backend("io".into()), Some(ErrorKind::Backend)),
         ];
         for (err, kind) in cases {
             assert_eq!(err.kind(), kind, "{err:?}");

@@ -276,3 +276,18 @@ fn a_wrong_code_on_a_box_that_keeps_its_login_offers_the_form_again() {
     );
     assert!(html.contains("id=\"activate\"") && html.contains("id=\"expiry\""));
 }
+
+#[test]
+fn a_box_reaped_behind_the_hubs_back_after_its_link_expired_is_reported_reaped() {
+    use llmbox::boxes::BoxManager;
+    let s = Setup::new("states-cron-reap", Duration::from_secs(1));
+    let (view, _) = s.create("web");
+    std::thread::sleep(Duration::from_millis(2100));
+    // `llmbox reap` from cron (or a Go hub) removed it; the hub's next reconcile notices.
+    let id = view["container_id"].as_str().expect("id");
+    s.board.manager(LOCAL_SPOKE).destroy(id).expect("destroy");
+    assert_eq!(s.hub.reconcile(), 1);
+    let gone = s.call("get_llmbox", json!({"box_id": "web"}));
+    let text = gone["content"][0]["text"].as_str().expect("text");
+    assert!(text.contains("was reaped at"), "{text}");
+}

@@ -96,8 +96,7 @@ fn judge(err: &BoxError) -> Judged {
     match err {
         BoxError::Box(_) => Judged::Refused,
         BoxError::Remote(r) if r.kind.is_none() => Judged::Refused,
-        BoxError::Unavailable(_) | BoxError::Backend(_) => Judged::Host,
-        e if e.kind() == Some(ErrorKind::Unavailable) => Judged::Host,
+        e if matches!(e.kind(), Some(ErrorKind::Unavailable | ErrorKind::Backend)) => Judged::Host,
         _ => Judged::Other,
     }
 }
@@ -366,5 +365,32 @@ impl Hub {
             page.authorize_url = url;
         }
         Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boxes::RemoteError;
+
+    #[test]
+    fn a_refused_code_is_told_apart_from_the_hosts_trouble_on_any_spoke() {
+        let remote = |kind| BoxError::Remote(RemoteError::new(kind, "words".into()));
+        for (err, want) in [
+            (BoxError::Box("sign-in failed".into()), Judged::Refused),
+            // A Go spoke types nothing: its words are the box's.
+            (remote(None), Judged::Refused),
+            (
+                BoxError::Unavailable("cannot reach Docker".into()),
+                Judged::Host,
+            ),
+            (BoxError::Backend("attach: 500".into()), Judged::Host),
+            (remote(Some(ErrorKind::Unavailable)), Judged::Host),
+            (remote(Some(ErrorKind::Backend)), Judged::Host),
+            (BoxError::NotFound("web".into()), Judged::Other),
+            (remote(Some(ErrorKind::Invalid)), Judged::Other),
+        ] {
+            assert_eq!(judge(&err), want, "{err:?}");
+        }
     }
 }

@@ -61,6 +61,8 @@ impl Hub {
         if gone.is_empty() {
             return 0;
         }
+        // Gone unactivated after its link expired: reaped (`llmbox reap` from cron, a Go hub).
+        self.remember_reaped(|s| gone.contains(&s.container_id) && self.expiry(s).passed());
         let n = self.drop_sessions(|s| gone.contains(&s.container_id));
         log::info!("dropped {n} sessions whose boxes are gone");
         n
