@@ -136,10 +136,24 @@ fn raw(addr: SocketAddr, input: &[u8]) {
 
 /// A proper upgrade, then `input`'s messages; every message the plane sends is read.
 fn messages(addr: SocketAddr, input: &[u8]) {
-    let conn = connect(addr);
     let url = format!("ws://{addr}/spoke/connect");
-    let Ok((mut ws, _)) = tungstenite::client(url.as_str(), conn) else {
-        panic!("the plane refused a proper upgrade");
+    // The plane closes a socket past its stranger caps at once; the slots of the connections
+    // just ended free when their threads finish, which on a loaded machine can lag. A refusal
+    // that lasts is a finding (a leaked slot).
+    let refused_since = Instant::now();
+    let mut ws = loop {
+        match tungstenite::client(url.as_str(), connect(addr)) {
+            Ok((ws, _)) => break ws,
+            Err(e) if refused_since.elapsed() < ANSWER_WITHIN => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!(
+                "the plane refused proper upgrades for {:?}: {e} ({} threads)",
+                refused_since.elapsed(),
+                threads()
+            ),
+        }
     };
     for piece in input.split(|&b| b == 0xff) {
         let msg = match piece.split_first() {

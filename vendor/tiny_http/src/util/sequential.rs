@@ -74,8 +74,14 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
 }
 
 impl<W: Write + Send> SequentialWriterBuilder<W> {
-    /// llmbox: runs `f` on the stream under the writers' lock (to end the write side).
-    pub fn with_writer<T>(&self, f: impl FnOnce(&mut W) -> T) -> T {
+    /// llmbox: runs `f` on the stream under the writers' lock (to end the write side), once
+    /// every writer handed out so far has finished: a response still being written (a closing
+    /// one, whose request set the connection closing before writing) is not cut short.
+    pub fn with_writer<T>(&mut self, f: impl FnOnce(&mut W) -> T) -> T {
+        if let Some(last) = self.next_trigger.take() {
+            // Sent when the last writer is dropped; an error means it is gone too.
+            let _ = last.recv();
+        }
         f(&mut self.writer.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
