@@ -298,6 +298,14 @@ mod tests {
             ("/healthz", true, true, false),
             ("/auth/x", true, true, false),
             ("/favicon.svg", true, true, false),
+            (
+                "/.well-known/oauth-protected-resource/mcp",
+                true,
+                true,
+                true,
+            ),
+            ("/.well-known/oauth-authorization-server", true, true, false),
+            ("/oauth/token", true, true, false),
         ] {
             assert_eq!(Surface::All.serves(path), all, "{path}");
             assert_eq!(Surface::Page.serves(path), page, "{path}");
