@@ -24,6 +24,9 @@ pub(crate) const MAX_BOX_ID_LEN: usize = 63;
 /// hub's activation page allows the same).
 pub(crate) const MAX_CODE_BYTES: usize = 4096;
 
+/// The image the real box runs (`make box-image` builds it): the hub's default `--box-image`.
+pub const DEFAULT_BOX_IMAGE: &str = "llmbox-box:latest";
+
 /// Default number of log lines returned by `logs` when the caller names none.
 pub(crate) const DEFAULT_LOG_TAIL: usize = 200;
 

@@ -8,6 +8,10 @@ pub mod boxes;
 pub mod cli;
 pub mod cluster;
 pub mod docker;
+// Entry points for the cargo-fuzz targets in `fuzz/`; never in a normal build.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hub;
+pub mod paths;
 pub mod store;
 pub mod util;

@@ -265,6 +265,10 @@ pub struct Session {
     /// The signed-in person who activated the box, when sign-in is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_by: Option<String>,
+    /// The box stopped after a failed code (a Go spoke's box does not loop its login): it can
+    /// take no other code, and only a new box helps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 impl Session {
@@ -293,6 +297,20 @@ pub enum StoreError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// The state file's directory does not exist (`--state` names a place that is not there).
+    NoDirectory {
+        /// The state file.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// Another `llmbox hub` holds the hub lock on this state file.
+    HubRunning {
+        /// The lock file.
+        lock: PathBuf,
+        /// The pid written in it by the holder, when readable.
+        pid: Option<u32>,
+    },
     /// The file was written by a newer (or unknown) format.
     UnknownVersion {
         /// The state file.
@@ -313,6 +331,20 @@ impl fmt::Display for StoreError {
                 "state file {} is not valid llmbox state ({source}); fix or move it away, it is never overwritten",
                 path.display()
             ),
+            StoreError::NoDirectory { path, dir } => write!(
+                f,
+                "state file {}: directory {} does not exist; create it (mode 0700) or pass another --state",
+                path.display(),
+                dir.display()
+            ),
+            StoreError::HubRunning { lock, pid } => {
+                let holder = pid.map_or("another process".to_string(), |p| format!("pid {p}"));
+                write!(
+                    f,
+                    "another llmbox hub ({holder}) is running on this state file (it holds {}); stop it first, or give this hub its own --state",
+                    lock.display()
+                )
+            }
             StoreError::UnknownVersion { path, version } => write!(
                 f,
                 "state file {} has format version {version}, this llmbox reads version {STATE_VERSION}; use a matching llmbox",
@@ -327,7 +359,9 @@ impl std::error::Error for StoreError {
         match self {
             StoreError::Io { source, .. } => Some(source),
             StoreError::Corrupt { source, .. } => Some(source),
-            StoreError::UnknownVersion { .. } => None,
+            StoreError::UnknownVersion { .. }
+            | StoreError::NoDirectory { .. }
+            | StoreError::HubRunning { .. } => None,
         }
     }
 }
@@ -338,6 +372,12 @@ struct Stamp {
     ino: u64,
     len: u64,
     mtime_ns: i128,
+}
+
+/// The running hub's claim on its state file; released when dropped (or the process ends).
+#[derive(Debug)]
+pub struct HubLock {
+    _file: File,
 }
 
 /// Handle on one state file. Cheap to share (`Arc<Store>`); all methods are thread-safe.
@@ -406,6 +446,73 @@ impl Store {
             *self.cache_guard() = stamp.map(|s| (s, Arc::new(next)));
         }
         Ok(out)
+    }
+
+    /// Checks, before a hub starts serving, that the file is usable for writing: its directory
+    /// exists, the lock can be taken exclusively and a file can be created beside it. (A hub
+    /// that started without this learnt it only at the first create, after a box was made.)
+    ///
+    /// # Errors
+    /// [`StoreError`] naming the path and the reason.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(StoreError::NoDirectory {
+                path: self.path.clone(),
+                dir,
+            });
+        }
+        // Held across the probe: two checks at once (a burst of /readyz) share one probe name.
+        let _lock = self.lock(true)?;
+        crate::util::fsutil::check_dir_writable(&self.path).map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            op: "create a file beside it",
+            source,
+        })
+    }
+
+    /// Takes the hub lock (`<file>.hub.lock`, exclusive, non-blocking, held until the returned
+    /// [`HubLock`] drops) and writes this pid in it. Only `llmbox hub` takes it: the CLI
+    /// commands keep working beside a running hub through the ordinary file lock.
+    ///
+    /// # Errors
+    /// [`StoreError::HubRunning`] naming the holder's pid; I/O errors naming the lock file.
+    pub fn lock_hub(&self) -> Result<HubLock, StoreError> {
+        let mut path = self.path.as_os_str().to_owned();
+        path.push(".hub.lock");
+        let path = PathBuf::from(path);
+        let io_err = |op, source| StoreError::Io {
+            path: path.clone(),
+            op,
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_err("open hub lock", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let pid = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                return Err(StoreError::HubRunning { lock: path, pid });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock hub lock", e)),
+        }
+        use std::io::{Seek, Write};
+        file.set_len(0)
+            .and_then(|()| file.seek(io::SeekFrom::Start(0)))
+            .and_then(|_| writeln!(file, "{}", std::process::id()))
+            .map_err(|e| io_err("write hub lock", e))?;
+        Ok(HubLock { _file: file })
     }
 
     fn cache_guard(&self) -> std::sync::MutexGuard<'_, Option<(Stamp, Arc<State>)>> {
@@ -495,7 +602,7 @@ impl Store {
     }
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
     // Look at the version first so a newer format says so instead of "unknown field".
     #[derive(Deserialize)]
     struct Versioned {
@@ -529,6 +636,40 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("mkdir");
         dir.join("state.json")
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_before_anything_is_written() {
+        let path = temp_path("nodir").with_file_name("gone").join("state.json");
+        let store = Store::open(&path).expect("a missing file reads as empty");
+        let e = store.check_writable().expect_err("no directory");
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::NoDirectory { .. }), "{msg}");
+        assert!(
+            msg.contains("does not exist") && msg.contains("gone"),
+            "{msg}"
+        );
+        let ok = Store::open(temp_path("writable")).expect("open");
+        ok.check_writable().expect("writable");
+    }
+
+    #[test]
+    fn a_second_hub_lock_names_the_holding_pid_and_frees_on_drop() {
+        let path = temp_path("hublock");
+        let a = Store::open(&path).expect("open");
+        let b = Store::open(&path).expect("open");
+        let held = a.lock_hub().expect("first");
+        let e = b.lock_hub().expect_err("second");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        // The ordinary lock (the CLI commands) is not the hub lock.
+        b.update(|s| s.spokes.push(spoke("x")))
+            .expect("update beside the hub");
+        drop(held);
+        b.lock_hub().expect("free again");
     }
 
     fn spoke(name: &str) -> SpokeRecord {

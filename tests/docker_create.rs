@@ -103,6 +103,12 @@ fn a_missing_image_is_a_clear_error_and_leaves_nothing() {
         "{text}"
     );
     assert!(text.contains("llmbox-no-such-image"), "{text}");
+    // The daemon's pull error names the host's resolver; the caller gets the fix instead.
+    assert!(text.contains("--box-image"), "{text}");
+    assert!(
+        !text.contains("lookup ") && !text.contains("dial tcp"),
+        "{text}"
+    );
     assert!(t.containers().is_empty());
     assert!(t.networks().is_empty());
 }

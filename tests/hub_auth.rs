@@ -274,7 +274,7 @@ fn the_two_port_layout_serves_the_page_on_one_and_mcp_on_the_other() {
         &tool("create_llmbox", json!({"box_id": "web"})),
     );
     assert_eq!(created.status, 200, "{}", created.text());
-    let link = created.json()["result"]["structuredContent"]["activation_url"]
+    let link = created.json()["result"]["structuredContent"]["auth_url"]
         .as_str()
         .expect("link")
         .to_string();
@@ -358,7 +358,7 @@ fn the_audit_log_records_every_tool_call_and_activation_without_a_secret() {
         r.json()["result"].clone()
     };
     let created = call("create_llmbox", json!({"box_id": "web", "spoke": "edge"}));
-    let link = created["structuredContent"]["activation_url"]
+    let link = created["structuredContent"]["auth_url"]
         .as_str()
         .expect("link")
         .to_string();

@@ -189,7 +189,7 @@ fn python_sdks_and_a_browser_drive_a_real_hub_on_docker() {
             json!({"box_id": id, "description": "a box for the browser test"}),
         );
         assert_eq!(created["isError"], false, "{created}");
-        let page = created["structuredContent"]["activation_url"]
+        let page = created["structuredContent"]["auth_url"]
             .as_str()
             .expect("link")
             .to_string();
@@ -228,8 +228,62 @@ fn python_sdks_and_a_browser_drive_a_real_hub_on_docker() {
         );
     }
 
+    // A box whose login does not loop (like a Go spoke's box) stops after a code: the page
+    // says so and offers no form, and the chatbot is told to make a new box.
+    let stop_id = "e2e-stop";
+    let created = call(hub.addr, "create_llmbox", json!({"box_id": stop_id}));
+    let page = created["structuredContent"]["auth_url"]
+        .as_str()
+        .expect("link")
+        .to_string();
+    page_tokens.push(support::hub::token_of(&page));
+    let browser_shots = root().join("target/browser-shots");
+    let out = run_script(
+        &python(".venv-mcp1"),
+        "browser_flow.py",
+        &[
+            "--page",
+            &page,
+            "--box-id",
+            stop_id,
+            "--name",
+            "stop",
+            "--code",
+            "stop-box",
+            "--expect",
+            "stopped",
+            "--shots",
+            &browser_shots.display().to_string(),
+        ],
+    );
+    assert!(out.contains("OK stopped"), "{out}");
+    std::fs::copy(
+        browser_shots.join("stop-stopped.png"),
+        shots.join("desktop-stopped.png"),
+    )
+    .expect("copy the screenshot");
+    let got = call(hub.addr, "get_llmbox", json!({"box_id": stop_id}));
+    assert_eq!(got["structuredContent"]["status"], "error", "{got}");
+    assert!(got["structuredContent"].get("auth_url").is_none(), "{got}");
+    assert!(
+        got["structuredContent"]["instructions"]
+            .as_str()
+            .expect("text")
+            .contains("create_llmbox a new box"),
+        "{got}"
+    );
+    assert_eq!(
+        call(hub.addr, "destroy_llmbox", json!({"box_id": stop_id}))["isError"],
+        false
+    );
+
     let log = hub.log_text();
-    for secret in ["e2e-good-code-4242", "browser-good-code-777", "bad-code"] {
+    for secret in [
+        "e2e-good-code-4242",
+        "browser-good-code-777",
+        "bad-code",
+        "stop-box",
+    ] {
         assert!(
             !log.contains(secret),
             "the code {secret:?} reached the hub's log:\n{log}"
@@ -259,7 +313,7 @@ fn a_restarted_hub_keeps_pending_links_and_ready_boxes() {
     let mut first = HubProcess::start(&ns.ns, &dir, &state, addr, &[]);
 
     let link_of = |v: &Value| {
-        v["structuredContent"]["activation_url"]
+        v["structuredContent"]["auth_url"]
             .as_str()
             .expect("link")
             .to_string()

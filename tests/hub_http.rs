@@ -282,7 +282,7 @@ fn full_flow_never_shows_the_authorize_url_or_the_code() {
     );
     seen.push_str(&created.to_string());
     assert_eq!(created["isError"], false, "{created}");
-    let link = created["structuredContent"]["activation_url"]
+    let link = created["structuredContent"]["auth_url"]
         .as_str()
         .expect("link")
         .to_string();
@@ -367,11 +367,16 @@ fn full_flow_never_shows_the_authorize_url_or_the_code() {
         "{}",
         metrics.text()
     );
-    assert!(
-        metrics
-            .text()
-            .contains("llmbox_verb_errors_total{method=\"submit_code\"} 1")
-    );
+    // The person's mistyped code is counted as such, not as a server error.
+    for line in [
+        "llmbox_verb_calls_total{method=\"submit_code\"} 2",
+        "llmbox_verb_errors_total{method=\"submit_code\"} 0",
+        "llmbox_activations_total{outcome=\"ok\"} 1",
+        "llmbox_activations_total{outcome=\"bad_code\"} 1",
+        "llmbox_activations_total{outcome=\"error\"} 0",
+    ] {
+        assert!(metrics.text().contains(line), "{line}: {}", metrics.text());
+    }
 }
 
 #[test]
@@ -386,7 +391,7 @@ fn activation_page_refusals() {
         .expect("create");
     let path = format!(
         "/auth/{}",
-        support::hub::token_of(&view.activation_url.expect("link"))
+        support::hub::token_of(&view.auth_url.expect("link"))
     );
     for bad in [
         "/auth/",

@@ -671,7 +671,7 @@ fn only_the_owner_signed_in_through_the_same_provider_may_activate() {
     let made = s
         .call(&ada_token, "create_llmbox", json!({"box_id": "ada-box"}))
         .json();
-    let url = made["result"]["structuredContent"]["activation_url"]
+    let url = made["result"]["structuredContent"]["auth_url"]
         .as_str()
         .expect("activation url")
         .to_string();

@@ -29,7 +29,7 @@ fn create_hands_out_only_the_activation_link_and_stores_only_its_hash() {
         (view.status.as_str(), view.spoke.as_str()),
         ("pending", "local")
     );
-    let link = view.activation_url.clone().expect("link");
+    let link = view.auth_url.clone().expect("link");
     assert!(link.starts_with("http://hub.test/auth/"), "{link}");
     let token = token_of(&link);
     let json = serde_json::to_string(&view).expect("json");
@@ -38,7 +38,7 @@ fn create_hands_out_only_the_activation_link_and_stores_only_its_hash() {
     assert!(!disk.contains(&token), "the page token reached disk");
     assert!(disk.contains(&sha256_hex(token.as_bytes())));
     // get repeats the same link while this process runs.
-    assert_eq!(hub.get_box("web").expect("get").activation_url, Some(link));
+    assert_eq!(hub.get_box("web").expect("get").auth_url, Some(link));
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn a_spoke_that_is_away_gives_clear_errors_and_keeps_its_sessions() {
 fn activation_fails_with_bad_code_then_succeeds_and_refuses_a_second_time() {
     let (hub, _board, _path) = hub("activate");
     let view = hub.create_box(create("web", None)).expect("create");
-    let token = token_of(&view.activation_url.expect("link"));
+    let token = token_of(&view.auth_url.expect("link"));
 
     let page = hub.activate(&token, "   ").expect("ok").expect("page");
     assert!(
@@ -141,7 +141,7 @@ fn activation_fails_with_bad_code_then_succeeds_and_refuses_a_second_time() {
     );
     let got = hub.get_box("web").expect("get");
     assert_eq!(got.status, "error");
-    assert!(got.activation_url.is_some());
+    assert!(got.auth_url.is_some());
 
     let page = hub
         .activate(&token, "good-code")
@@ -157,7 +157,7 @@ fn activation_fails_with_bad_code_then_succeeds_and_refuses_a_second_time() {
     assert!(again.notice.expect("notice").contains("already activated"));
     let got = hub.get_box("web").expect("get");
     assert_eq!(got.status, "ready");
-    assert_eq!(got.activation_url, None);
+    assert_eq!(got.auth_url, None);
     assert_eq!(
         got.session_url.as_deref(),
         Some("https://claude.ai/code/session_web")
@@ -205,13 +205,16 @@ fn reaper_pass_removes_old_pending_boxes_and_their_sessions_only() {
     let path = state_path("reap");
     let board = std::sync::Arc::new(support::hub::Switchboard::default().with("local"));
     let mut config = HubConfig::new("http://hub.test");
-    config.auth_ttl = Duration::ZERO;
+    // Links are refused once expired: long enough to activate one, then wait it out.
+    config.auth_ttl = Duration::from_secs(2);
     let hub = hub_on(&path, &board, config);
     let ready = hub.create_box(create("ready", None)).expect("create");
-    hub.activate(&token_of(&ready.activation_url.expect("link")), "ok-code")
+    hub.activate(&token_of(&ready.auth_url.expect("link")), "ok-code")
         .expect("ok")
         .expect("page");
     hub.create_box(create("stale", None)).expect("create");
+    assert_eq!(hub.reap_once(), 0, "nothing is old yet");
+    std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(hub.reap_once(), 1);
     let sessions = hub.store().load().expect("load").sessions.clone();
     assert_eq!(sessions.len(), 1);
@@ -233,19 +236,15 @@ fn reconcile_drops_sessions_of_vanished_boxes_and_a_restart_keeps_links_working(
 
     let second = hub_on(&path, &board, HubConfig::new("http://hub.test"));
     assert_eq!(second.reconcile(), 1);
-    let old_token = token_of(&kept.activation_url.clone().expect("link"));
+    let old_token = token_of(&kept.auth_url.clone().expect("link"));
     assert!(
         second.activation_page(&old_token).expect("ok").is_some(),
         "old link still works"
     );
-    let fresh = second
-        .get_box("kept")
-        .expect("get")
-        .activation_url
-        .expect("link");
+    let fresh = second.get_box("kept").expect("get").auth_url.expect("link");
     assert_ne!(
         fresh,
-        kept.activation_url.expect("link"),
+        kept.auth_url.expect("link"),
         "a restarted hub mints a new link"
     );
     assert!(
@@ -338,7 +337,7 @@ fn forget_reaped_drops_only_the_named_sessions() {
 fn a_second_activation_while_one_runs_is_turned_away() {
     let (hub, board, _path) = hub("concurrent");
     let view = hub.create_box(create("web", None)).expect("create");
-    let token = token_of(&view.activation_url.expect("link"));
+    let token = token_of(&view.auth_url.expect("link"));
     let local = board.manager("local");
     local.hold_submit.store(true, Ordering::SeqCst);
     let first = {
@@ -515,10 +514,10 @@ fn the_reaper_leaves_a_spoke_alone_while_a_box_on_it_is_being_activated() {
     let path = state_path("reap-during-activation");
     let board = std::sync::Arc::new(support::hub::Switchboard::default().with("local"));
     let mut config = HubConfig::new("http://hub.test");
-    config.auth_ttl = Duration::ZERO;
+    config.auth_ttl = Duration::from_secs(2);
     let hub = hub_on(&path, &board, config);
     let view = hub.create_box(create("web", None)).expect("create");
-    let token = token_of(&view.activation_url.expect("link"));
+    let token = token_of(&view.auth_url.expect("link"));
     let local = board.manager("local");
     local.hold_submit.store(true, Ordering::SeqCst);
     let activation = {
@@ -532,7 +531,8 @@ fn the_reaper_leaves_a_spoke_alone_while_a_box_on_it_is_being_activated() {
     while !local.submit_entered.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The person is typing the code just as the box reaches its TTL.
+    // The person typed the code just before the box reached its TTL; it is checked past it.
+    std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(hub.reap_once(), 0, "a box being activated is not reaped");
     local.hold_submit.store(false, Ordering::SeqCst);
     let page = activation.join().expect("thread");
@@ -544,6 +544,7 @@ fn the_reaper_leaves_a_spoke_alone_while_a_box_on_it_is_being_activated() {
     assert_eq!(hub.get_box("web").expect("get").status, "ready");
     // Once the activation is over, the reaper runs there again (a ready box is never reaped).
     hub.create_box(create("late", None)).expect("create");
+    std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(hub.reap_once(), 1);
 }
 
@@ -554,7 +555,7 @@ fn a_failed_code_never_turns_an_activated_box_back_into_an_error() {
     // the session must stay ready.
     let (hub, board, _path) = hub("late-submit");
     let view = hub.create_box(create("web", None)).expect("create");
-    let token = token_of(&view.activation_url.expect("link"));
+    let token = token_of(&view.auth_url.expect("link"));
     let local = board.manager("local");
     local.hold_submit.store(true, Ordering::SeqCst);
     let late = {

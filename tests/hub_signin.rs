@@ -109,7 +109,7 @@ fn new_box(hub: &Hub, box_id: &str) -> (String, String) {
             ..Default::default()
         })
         .expect("create");
-    let url = view.activation_url.expect("link");
+    let url = view.auth_url.expect("link");
     let path = format!("/auth/{}", support::hub::token_of(&url));
     (url, path)
 }
@@ -533,6 +533,22 @@ fn admins_mint_a_join_token_a_real_spoke_enrolls_with_and_revoke_it_others_are_r
     let page = request(addr, "GET", "/admin", &[("Cookie", &root)], b"");
     assert!(
         page.text().contains("<td>edge-9</td><td>yes</td>"),
+        "{}",
+        page.text()
+    );
+    // Whether a remote spoke's Docker answered, as list_spokes has it: unknown until a reaper
+    // pass asks (its reap verb goes to the spoke's Docker), then its answer.
+    assert!(
+        page.text()
+            .contains("<td>edge-9</td><td>yes</td><td class=\"docker\">not asked yet"),
+        "{}",
+        page.text()
+    );
+    hub.reap_once();
+    let page = request(addr, "GET", "/admin", &[("Cookie", &root)], b"");
+    assert!(
+        page.text()
+            .contains("<td>edge-9</td><td>yes</td><td class=\"docker\">yes</td>"),
         "{}",
         page.text()
     );

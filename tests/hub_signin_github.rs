@@ -213,7 +213,7 @@ fn github_sign_in_takes_the_primary_verified_email_and_refuses_an_account_withou
             ..Default::default()
         })
         .expect("create")
-        .activation_url
+        .auth_url
         .expect("link");
     let path = format!("/auth/{}", support::hub::token_of(&url));
     let anon = request(addr, "GET", &path, &[], b"");

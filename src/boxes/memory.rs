@@ -2,7 +2,8 @@
 //!
 //! It follows the same rules as the Docker manager where they are observable from above:
 //! box-id validation, case-insensitive uniqueness and the ceiling under one lock, `bad-code`
-//! fails a login, reap takes only pending boxes. `exec` of `["sleep", secs]` really sleeps, so
+//! fails a login (and a fresh sign-in link follows, as from a box whose login loops), reap
+//! takes only pending boxes. `exec` of `["sleep", secs]` really sleeps, so
 //! deadline and disconnect paths can be exercised; any other command echoes its arguments.
 
 use std::sync::Mutex;
@@ -127,7 +128,13 @@ impl BoxManager for MemoryBoxManager {
             )));
         }
         if code == BAD_CODE {
+            // Like a box whose login loops: the refusal, then a fresh sign-in link.
             b.logs.push("OAuth error: invalid code".into());
+            b.logs.push(format!(
+                "Open this URL to sign in: https://claude.com/cai/oauth/authorize?code=true&code_challenge=c{0}r{1}&state=s{0}r{1}",
+                b.id.short(),
+                b.logs.len()
+            ));
             return Err(BoxError::Box(
                 "login failed: OAuth error: invalid code".into(),
             ));

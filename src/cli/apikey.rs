@@ -3,19 +3,15 @@
 //! re-reads the file on its next request. Every flag is checked before the file is touched,
 //! so a bad command line (exit 2) changes nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use super::spoke_token::{DEFAULT_STATE, expires_cell, open};
+use super::spoke_token::{expires_cell, open};
 use super::{CliError, parse_duration_flag};
 use crate::hub::apikeys::{self, ApiKeyError};
 use crate::util::time::utc;
 use crate::util::unix_now;
-
-fn default_state() -> PathBuf {
-    PathBuf::from(DEFAULT_STATE)
-}
 
 /// Manage the API keys MCP callers present (Authorization: Bearer KEY).
 #[derive(FromArgs, Debug)]
@@ -46,9 +42,10 @@ struct CreateArgs {
     /// the key sees and acts on every box, not only the ones it created
     #[argh(switch)]
     admin: bool,
-    /// hub state file (default llmbox-state.json)
-    #[argh(option, default = "default_state()")]
-    state: PathBuf,
+    /// hub state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root,
+    /// else $XDG_STATE_HOME/llmbox/llmbox-state.json)
+    #[argh(option)]
+    state: Option<PathBuf>,
     /// the hub's MCP URL to show in the printed command (default http://127.0.0.1:8080/mcp)
     #[argh(option, default = "String::from(\"http://127.0.0.1:8080/mcp\")")]
     url: String,
@@ -58,9 +55,10 @@ struct CreateArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 struct ListArgs {
-    /// hub state file (default llmbox-state.json)
-    #[argh(option, default = "default_state()")]
-    state: PathBuf,
+    /// hub state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root,
+    /// else $XDG_STATE_HOME/llmbox/llmbox-state.json)
+    #[argh(option)]
+    state: Option<PathBuf>,
 }
 
 /// Revoke an API key by id prefix or by name; a running hub refuses it on the next request.
@@ -73,9 +71,10 @@ struct RevokeArgs {
     /// the key's name
     #[argh(option)]
     name: Option<String>,
-    /// hub state file (default llmbox-state.json)
-    #[argh(option, default = "default_state()")]
-    state: PathBuf,
+    /// hub state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root,
+    /// else $XDG_STATE_HOME/llmbox/llmbox-state.json)
+    #[argh(option)]
+    state: Option<PathBuf>,
 }
 
 const REVOKE_USAGE: &str = "usage: llmbox apikey revoke (--id PREFIX | --name NAME) [--state FILE]";
@@ -122,7 +121,7 @@ fn create(a: CreateArgs, out: &mut String) -> Result<(), CliError> {
     }
     let store = open(&a.state)?;
     let (key, record) = apikeys::create_key(&store, &a.name, ttl, a.admin).map_err(key_err)?;
-    let state = std::fs::canonicalize(&a.state).unwrap_or(a.state.clone());
+    let state = std::fs::canonicalize(store.path()).unwrap_or(store.path().to_path_buf());
     let expires = record.expires.map_or("never".to_string(), utc);
     out.push_str(&format!(
         "{key}\n\
@@ -138,7 +137,7 @@ fn create(a: CreateArgs, out: &mut String) -> Result<(), CliError> {
     Ok(())
 }
 
-fn list(state: &Path, out: &mut String) -> Result<(), CliError> {
+fn list(state: &Option<PathBuf>, out: &mut String) -> Result<(), CliError> {
     let store = open(state)?;
     let st = store.load().map_err(CliError::runtime)?;
     let now = unix_now();

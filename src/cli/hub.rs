@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use super::spoke_token::DEFAULT_STATE;
 use super::{CliError, DEFAULT_LOG_LEVEL, init_logging, parse_duration_flag};
 use crate::cluster::plane::{self, PlaneConfig};
 use crate::cluster::registry::Registry;
@@ -24,6 +23,7 @@ use crate::hub::http::{FrontLimits, HttpFront};
 use crate::hub::reaper::Reaper;
 use crate::hub::signin::{GithubConfig, OidcConfig, Rules, Signin, SigninConfig, SigninError};
 use crate::hub::{Hub, HubConfig};
+use crate::paths::{self, FileKind};
 use crate::store::Store;
 
 /// Default `--listen`.
@@ -58,9 +58,15 @@ pub struct Args {
     /// base of the links handed out, as people reach this hub (default http://<listen>)
     #[argh(option)]
     pub(crate) public_url: Option<String>,
-    /// state file (default llmbox-state.json)
-    #[argh(option, default = "PathBuf::from(DEFAULT_STATE)")]
-    pub(crate) state: PathBuf,
+    /// the URL spokes dial, as /admin and the start-up log show it (default: the public URL's
+    /// host on the --spoke-listen port, wss:// when the public URL is https); set it when a
+    /// proxy publishes the spoke plane elsewhere, like wss://hub.example
+    #[argh(option)]
+    pub(crate) spoke_url: Option<String>,
+    /// state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root, else
+    /// $XDG_STATE_HOME/llmbox/llmbox-state.json); checked at start, locked while the hub runs
+    #[argh(option)]
+    pub(crate) state: Option<PathBuf>,
     /// serve no boxes on this host (no in-process `local` spoke)
     #[argh(switch)]
     pub(crate) no_local: bool,
@@ -177,12 +183,14 @@ pub(crate) struct Config {
     pub(crate) spoke_listen: SocketAddr,
     /// The hub layer's settings.
     pub(crate) hub: HubConfig,
-    /// State file.
-    pub(crate) state: PathBuf,
+    /// `--state`; `None` takes the default of [`crate::paths`].
+    pub(crate) state: Option<PathBuf>,
     /// The local spoke's manager settings; `None` with `--no-local`.
     pub(crate) local: Option<ManagerConfig>,
     /// Spoke heartbeat.
     pub(crate) heartbeat: Duration,
+    /// The URL spokes dial (`--spoke-url`, else derived from the public URL).
+    pub(crate) spoke_url: String,
     /// Sign-in on the activation page; `None` without `--oidc-issuer`.
     pub(crate) signin: Option<SigninConfig>,
     /// `--mcp-oauth`; `None` without it.
@@ -258,7 +266,21 @@ impl Config {
             )));
         }
         let local = (!args.no_local).then(|| local_manager_config(args));
-        let signin = signin_config(args, &public_url, spoke_listen)?;
+        let spoke_url = match &args.spoke_url {
+            Some(u) => {
+                let u = u.trim_end_matches('/');
+                if !(u.starts_with("ws://") || u.starts_with("wss://"))
+                    || u.contains(char::is_whitespace)
+                {
+                    return Err(CliError::usage(format!(
+                        "invalid --spoke-url {u:?}: use ws://host[:port] or wss://host[:port]\n{USAGE}"
+                    )));
+                }
+                u.to_string()
+            }
+            None => spoke_url(&public_url, spoke_listen),
+        };
+        let signin = signin_config(args, &public_url, &spoke_url)?;
         let oauth = oauth_config(args, &public_url, signin.is_some()).map_err(usage)?;
         Ok(Config {
             listen,
@@ -270,6 +292,7 @@ impl Config {
             state: args.state.clone(),
             local,
             heartbeat,
+            spoke_url,
             signin,
             oauth,
         })
@@ -313,7 +336,7 @@ fn oauth_config(
 fn signin_config(
     args: &Args,
     public_url: &str,
-    spoke_listen: SocketAddr,
+    spoke_url: &str,
 ) -> Result<Option<SigninConfig>, CliError> {
     let usage = |m: String| CliError::usage(format!("{m}\n{USAGE}"));
     let n = args.oidc_issuer.len();
@@ -402,7 +425,7 @@ fn signin_config(
         github,
         rules,
         session_ttl,
-        spoke_url: spoke_url(public_url, spoke_listen),
+        spoke_url: spoke_url.to_string(),
     }))
 }
 
@@ -459,6 +482,38 @@ fn box_flags(args: &Args) -> super::BoxFlags<'_> {
     }
 }
 
+/// Logs, once at start, where the local spoke's Docker is and whether it answers (with its API
+/// version), and whether the default box image is there, with the line that fixes it.
+fn report_local_docker(manager: &DockerBoxManager, image: &str) {
+    let host = manager.docker_host();
+    match manager.api_version() {
+        Ok(version) => log::info!("local spoke: Docker at {host} answers (API {version})"),
+        Err(e) => {
+            log::warn!(
+                "local spoke: {e}; it reports disconnected (and /readyz 503) until Docker answers, remote spokes are served as usual"
+            );
+            return;
+        }
+    }
+    match manager.has_image(image) {
+        Ok(true) => log::info!("default box image {image} is present"),
+        Ok(false) => log::warn!("{}", missing_image_warning(image)),
+        Err(e) => log::warn!("cannot check the default box image {image}: {e}"),
+    }
+}
+
+/// The start-up warning for a default image this host's Docker does not have.
+fn missing_image_warning(image: &str) -> String {
+    let fix = if image == crate::hub::DEFAULT_BOX_IMAGE {
+        "build it with `make box-image` (in the llmbox sources)".to_string()
+    } else {
+        format!("docker pull {image} (or docker load it)")
+    };
+    format!(
+        "default box image {image} is not on this host: a create without an image tries to pull it and fails where no registry has it; {fix}, or start the hub with --box-image IMAGE naming an image this host has"
+    )
+}
+
 /// The warning logged when MCP is served beyond loopback with `--insecure-no-auth`.
 fn exposure_warning(mcp: &SocketAddr, insecure_no_auth: bool) -> Option<String> {
     (insecure_no_auth && !mcp.ip().is_loopback()).then(|| {
@@ -493,7 +548,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
         fds.http,
         fds.plane
     );
-    let store = Arc::new(Store::open(&config.state).map_err(CliError::runtime)?);
+    let state =
+        paths::locate(FileKind::State, config.state.as_deref()).map_err(CliError::runtime)?;
+    log::info!("{state}");
+    // Fail fast, naming the file: a hub that started on an unusable file learnt it only at the
+    // first create, after a container had been made and removed.
+    let store = Arc::new(Store::open(&state.path).map_err(CliError::runtime)?);
+    store.check_writable().map_err(CliError::runtime)?;
+    let _hub_lock = store.lock_hub().map_err(CliError::runtime)?;
     let mcp_addr = config.mcp_listen.unwrap_or(config.listen);
     if let Some(why) = crate::hub::auth::refuse_open_mcp(
         &store,
@@ -514,13 +576,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
             DockerBoxManager::new(mc.clone())
                 .map_err(|e| CliError::usage(format!("--docker-host: {e}")))?,
         );
-        if let Err(e) = manager.ping() {
-            log::warn!(
-                "local spoke: {e}; it reports disconnected until Docker answers, remote spokes are served as usual"
-            );
-        }
+        report_local_docker(&manager, &config.hub.box_image);
         let probe = Arc::clone(&manager);
-        registry.set_local(manager, Arc::new(move || probe.ping().is_ok()));
+        registry.set_local(
+            manager,
+            Arc::new(move || probe.ping().map_err(|e| e.to_string())),
+        );
+    } else {
+        log::info!("no local spoke (--no-local): boxes run only on remote spokes");
     }
     let spoke_listener = TcpListener::bind(config.spoke_listen)
         .map_err(|e| CliError::runtime(format!("--spoke-listen {}: {e}", config.spoke_listen)))?;
@@ -603,10 +666,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
         None => format!("{}/mcp", config.hub.public_url),
     };
     log::info!(
-        "hub serving MCP at {mcp_url}; activation pages at {}/auth/…; spokes dial {} (state {})",
-        config.hub.public_url,
+        "public URL (activation pages, /readyz): {}",
+        config.hub.public_url
+    );
+    log::info!("MCP: {mcp_url}");
+    log::info!(
+        "spoke plane: {} (spokes dial {})",
         plane.url(),
-        config.state.display()
+        config.spoke_url
+    );
+    log::info!(
+        "hub serving (state {})",
+        paths::absolute(&state.path).display()
     );
     let served = front.wait();
     drop(mcp_front);
@@ -679,7 +750,7 @@ mod tests {
         Args {
             listen: DEFAULT_LISTEN.into(),
             spoke_listen: DEFAULT_SPOKE_LISTEN.into(),
-            state: PathBuf::from(DEFAULT_STATE),
+            state: None,
             box_image: crate::hub::DEFAULT_BOX_IMAGE.into(),
             auth_ttl: "5m".into(),
             reap_interval: "30s".into(),
@@ -824,6 +895,20 @@ mod tests {
     }
 
     #[test]
+    fn spoke_url_overrides_what_spokes_are_told_to_dial() {
+        let mut a = args();
+        assert_eq!(
+            Config::from_args(&a).expect("config").spoke_url,
+            "ws://127.0.0.1:8081"
+        );
+        a.spoke_url = Some("wss://hub.example/".into());
+        assert_eq!(
+            Config::from_args(&a).expect("config").spoke_url,
+            "wss://hub.example"
+        );
+    }
+
+    #[test]
     fn spokes_dial_the_public_host_on_the_plane_port() {
         let plane: SocketAddr = "0.0.0.0:8081".parse().unwrap();
         assert_eq!(
@@ -865,6 +950,10 @@ mod tests {
                 "--claude-bin",
             ),
             (Box::new(|a| a.box_image = " ".into()), "--box-image"),
+            (
+                Box::new(|a| a.spoke_url = Some("https://hub.example".into())),
+                "--spoke-url",
+            ),
             (
                 Box::new(|a| a.local_namespace = Some("Bad NS".into())),
                 "--local-namespace",

@@ -83,6 +83,9 @@ pub(crate) fn init_logging(level: &str) -> Result<(), CliError> {
     let config = ConfigBuilder::new()
         .set_target_level(LevelFilter::Error)
         .set_thread_level(LevelFilter::Off)
+        // RFC 3339 in UTC with the date (simplelog's default is the time of day only): a log
+        // read days later, or merged from several hosts, still orders.
+        .set_time_format_rfc3339()
         // tungstenite logs whole messages (join tokens, credentials, codes) at trace level.
         .add_filter_ignore_str("tungstenite")
         .build();

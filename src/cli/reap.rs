@@ -100,6 +100,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
             log::info!("dropped {dropped} hub sessions of reaped boxes");
         }
     }
+    // One timestamped line on stderr per run (and one per box, from the reap itself), so a
+    // cron log says when; stdout keeps the one plain line per box that scripts read.
+    log::info!(
+        "reap: {} pending box(es) older than {} removed",
+        reaped.len(),
+        crate::util::duration::format_duration(config.ttl)
+    );
     let mut out = String::new();
     for b in &reaped {
         out.push_str(&format_reaped(b));

@@ -27,9 +27,10 @@ pub struct Args {
     /// one-time join token from `llmbox spoke token create` (first enrollment)
     #[argh(option)]
     pub(crate) token: Option<String>,
-    /// credentials file (default llmbox-spoke.json), written 0600 at enrollment
-    #[argh(option, default = "PathBuf::from(spoke_loop::DEFAULT_CREDENTIALS)")]
-    pub(crate) credentials: PathBuf,
+    /// credentials file, written 0600 at enrollment (default $LLMBOX_CREDENTIALS, else
+    /// /var/lib/llmbox/llmbox-spoke.json as root, else $XDG_STATE_HOME/llmbox/llmbox-spoke.json)
+    #[argh(option)]
+    pub(crate) credentials: Option<PathBuf>,
     /// an image boxes may run (repeatable; none given: any image)
     #[argh(option)]
     pub(crate) allowed_image: Vec<String>,
@@ -111,7 +112,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
     spoke_loop::parse_hub_url(&hub).map_err(|e| usage(e.to_string()))?;
     let mut config = SpokeConfig::new(&hub);
     config.token = args.token.clone();
-    config.credentials = args.credentials.clone();
+    let credentials = crate::paths::locate(
+        crate::paths::FileKind::Credentials,
+        args.credentials.as_deref(),
+    )
+    .map_err(CliError::runtime)?;
+    log::info!("{credentials}");
+    config.credentials = credentials.path;
+    report_docker(&manager_config(&args, "probe").docker_host);
     config.policy = Policy {
         allowed_images: args.allowed_image.clone(),
     };
@@ -129,6 +137,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
         ClusterError::Invalid(msg) => CliError::usage(format!("{msg}\n{USAGE}")),
         other => CliError::runtime(other),
     })
+}
+
+/// Logs, once at start, whether this host's Docker answers: a spoke whose socket is wrong still
+/// enrolls and shows connected, and every create on it fails, so it says so at WARN.
+fn report_docker(host: &str) {
+    let answer = crate::docker::client::Client::new(host).and_then(|c| c.ping());
+    match answer {
+        Ok(version) => log::info!("Docker at {host} answers (API {version})"),
+        Err(e) => log::warn!(
+            "{e}: boxes cannot be created on this spoke until Docker answers (the hub's list_spokes shows this spoke's Docker error)"
+        ),
+    }
 }
 
 /// The Docker manager settings from the flags, for namespace `name` (the enrolled name).

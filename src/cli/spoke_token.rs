@@ -3,24 +3,18 @@
 //! locked read-modify-write; the hub reloads the file).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use argh::FromArgs;
 
 use crate::cluster::{ClusterError, tokens};
+use crate::paths::{self, FileKind};
 use crate::store::Store;
 use crate::util::duration::format_duration;
 use crate::util::time::utc;
 use crate::util::unix_now;
 
 use super::{CliError, parse_duration_flag};
-
-/// The hub's default state file.
-pub(crate) const DEFAULT_STATE: &str = "llmbox-state.json";
-
-fn default_state() -> PathBuf {
-    PathBuf::from(DEFAULT_STATE)
-}
 
 /// Subcommands of `llmbox spoke`.
 #[derive(FromArgs, Debug)]
@@ -60,21 +54,27 @@ struct CreateArgs {
     /// how long the token stays valid (default 1h)
     #[argh(option, default = "String::from(\"1h\")")]
     ttl: String,
-    /// hub state file (default llmbox-state.json)
-    #[argh(option, default = "default_state()")]
-    state: PathBuf,
+    /// hub state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root,
+    /// else $XDG_STATE_HOME/llmbox/llmbox-state.json)
+    #[argh(option)]
+    state: Option<PathBuf>,
     /// the hub's spoke-plane URL to show in the printed command (default ws://HUB:8081)
     #[argh(option, default = "String::from(\"ws://HUB:8081\")")]
     hub: String,
+    /// mint the token even though a spoke is enrolled under this name: the host that enrolls
+    /// with it replaces that spoke (whose connection is then closed)
+    #[argh(switch)]
+    replace: bool,
 }
 
 /// List outstanding join tokens (ids only; tokens are never shown again).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 struct TokenListArgs {
-    /// hub state file (default llmbox-state.json)
-    #[argh(option, default = "default_state()")]
-    state: PathBuf,
+    /// hub state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root,
+    /// else $XDG_STATE_HOME/llmbox/llmbox-state.json)
+    #[argh(option)]
+    state: Option<PathBuf>,
 }
 
 /// Revoke join tokens by id prefix or by spoke name.
@@ -87,18 +87,20 @@ struct TokenRevokeArgs {
     /// revoke every token for this spoke name
     #[argh(option)]
     name: Option<String>,
-    /// hub state file (default llmbox-state.json)
-    #[argh(option, default = "default_state()")]
-    state: PathBuf,
+    /// hub state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root,
+    /// else $XDG_STATE_HOME/llmbox/llmbox-state.json)
+    #[argh(option)]
+    state: Option<PathBuf>,
 }
 
 /// List enrolled spokes.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 pub(crate) struct ListArgs {
-    /// hub state file (default llmbox-state.json)
-    #[argh(option, default = "default_state()")]
-    state: PathBuf,
+    /// hub state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root,
+    /// else $XDG_STATE_HOME/llmbox/llmbox-state.json)
+    #[argh(option)]
+    state: Option<PathBuf>,
 }
 
 /// Remove an enrolled spoke and its tokens; a running hub drops its connection.
@@ -108,9 +110,10 @@ pub(crate) struct RevokeArgs {
     /// the spoke's name
     #[argh(option)]
     name: String,
-    /// hub state file (default llmbox-state.json)
-    #[argh(option, default = "default_state()")]
-    state: PathBuf,
+    /// hub state file (default $LLMBOX_STATE, else /var/lib/llmbox/llmbox-state.json as root,
+    /// else $XDG_STATE_HOME/llmbox/llmbox-state.json)
+    #[argh(option)]
+    state: Option<PathBuf>,
 }
 
 /// Runs a subcommand.
@@ -132,13 +135,13 @@ pub fn run(command: Command) -> Result<(), CliError> {
                 out.push_str(&format!(
                     "revoked spoke {:?} and its join tokens in {}; a running hub closes its connection within one heartbeat\n",
                     a.name,
-                    a.state.display()
+                    store.path().display()
                 ));
             } else {
                 return Err(CliError::runtime(format!(
                     "no spoke or join token named {:?} in {}",
                     a.name,
-                    a.state.display()
+                    store.path().display()
                 )));
             }
         }
@@ -163,9 +166,26 @@ pub(super) fn expires_cell(at: i64, now: i64) -> String {
     }
 }
 
-/// Opens the hub's state file for a command.
-pub(super) fn open(path: &Path) -> Result<Store, CliError> {
-    Store::open(path).map_err(CliError::runtime)
+/// Locates the hub's state file for a command (`--state`, else the defaults of
+/// [`crate::paths`]) and says on stderr which one it used when no flag named it: a command run
+/// from another directory must not quietly work on another file.
+///
+/// # Errors
+/// No default could be chosen (exit 1).
+pub(super) fn state_path(flag: &Option<PathBuf>) -> Result<PathBuf, CliError> {
+    let located = paths::locate(FileKind::State, flag.as_deref()).map_err(CliError::runtime)?;
+    if located.source != paths::Source::Flag {
+        eprintln!("llmbox: using {located}");
+    }
+    Ok(located.path)
+}
+
+/// Opens the hub's state file for a command; see [`state_path`].
+///
+/// # Errors
+/// No default path, or a state file that cannot be read (exit 1).
+pub(super) fn open(flag: &Option<PathBuf>) -> Result<Store, CliError> {
+    Store::open(state_path(flag)?).map_err(CliError::runtime)
 }
 
 fn cluster_err(e: ClusterError) -> CliError {
@@ -181,8 +201,21 @@ fn create(a: CreateArgs, out: &mut String) -> Result<(), CliError> {
     tokens::validate_ttl(ttl).map_err(|e| CliError::usage(format!("--ttl: {e}")))?;
     tokens::validate_spoke_name(&a.name).map_err(cluster_err)?;
     let store = open(&a.state)?;
+    if !a.replace
+        && let Some(enrolled) = store
+            .load()
+            .map_err(CliError::runtime)?
+            .spokes
+            .iter()
+            .find(|s| s.name == a.name)
+    {
+        return Err(CliError::runtime(takeover_refusal(
+            &a.name,
+            enrolled.enrolled,
+        )));
+    }
     let (token, record) = tokens::create_token(&store, &a.name, ttl).map_err(cluster_err)?;
-    let state = std::fs::canonicalize(&a.state).unwrap_or(a.state.clone());
+    let state = std::fs::canonicalize(store.path()).unwrap_or(store.path().to_path_buf());
     out.push_str(&format!(
         "join token {} for spoke {:?}, valid for {} (until {}), stored as its hash in {}\n\
          it is shown only now; on the spoke host run:\n\n  llmbox spoke --hub {} --token {token}\n",
@@ -196,7 +229,16 @@ fn create(a: CreateArgs, out: &mut String) -> Result<(), CliError> {
     Ok(())
 }
 
-fn token_list(state: &Path, out: &mut String) -> Result<(), CliError> {
+/// Why `token create` refuses a name that is enrolled: a host enrolling with the token would
+/// take the name over and cut the live spoke off.
+fn takeover_refusal(name: &str, enrolled: i64) -> String {
+    format!(
+        "spoke {name:?} is already enrolled (since {}): a host that enrolls with a new token for this name replaces it, and a running hub closes the current {name:?}'s connection (that spoke then exits). Pick another name for a new host, or pass --replace to move {name:?} to another host on purpose (`llmbox spoke revoke --name {name}` removes it outright)",
+        utc(enrolled)
+    )
+}
+
+fn token_list(state: &Option<PathBuf>, out: &mut String) -> Result<(), CliError> {
     let store = open(state)?;
     let st = store.load().map_err(CliError::runtime)?;
     let now = unix_now();
@@ -245,7 +287,7 @@ fn token_revoke(a: TokenRevokeArgs, out: &mut String) -> Result<(), CliError> {
     Ok(())
 }
 
-fn spoke_list(state: &Path, out: &mut String) -> Result<(), CliError> {
+fn spoke_list(state: &Option<PathBuf>, out: &mut String) -> Result<(), CliError> {
     let store = open(state)?;
     let st = store.load().map_err(CliError::runtime)?;
     out.push_str("NAME                 ENROLLED\n");

@@ -114,7 +114,15 @@ pub struct SpokeStatus {
     /// Unix seconds of the current connection, when connected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connected_since: Option<i64>,
+    /// Whether the spoke's Docker answered the last time the hub asked: `"ok"`, or the error.
+    /// `local` is asked at every listing; a remote spoke at every reaper pass (its `reap` verb
+    /// goes to its Docker, so the pass costs nothing extra). Absent until asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker: Option<String>,
 }
+
+/// The [`SpokeStatus::docker`] text of a spoke whose Docker answered.
+pub const DOCKER_OK: &str = "ok";
 
 /// What the hub routes through: the spokes it knows and a manager for each connected one.
 pub trait SpokeDirectory: Send + Sync {
@@ -122,6 +130,11 @@ pub trait SpokeDirectory: Send + Sync {
     fn get(&self, name: &str) -> Option<Arc<dyn BoxManager>>;
     /// Every known spoke (enrolled or local), connected or not, sorted by name.
     fn statuses(&self) -> Vec<SpokeStatus>;
+    /// Records what the spoke `name` answered when the hub last reached its Docker (the
+    /// reaper pass): `Ok` or the error's text. Directories that do not track it ignore it.
+    fn note_docker(&self, name: &str, answer: Result<(), String>) {
+        let _ = (name, answer);
+    }
 }
 
 /// A fixed set of always-connected spokes: the directory of a hub test that needs no sockets.
@@ -155,6 +168,7 @@ impl SpokeDirectory for StaticDirectory {
                 connected: true,
                 local: name == LOCAL_SPOKE,
                 connected_since: None,
+                docker: None,
             })
             .collect()
     }

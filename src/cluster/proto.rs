@@ -5,6 +5,11 @@
 //! omitted when empty or zero; `create`'s `opts` keeps the Go peers' capitalised field names and
 //! sends file content as standard base64. Every type here round-trips: decoding a Go-shaped
 //! frame and encoding it again gives the same bytes.
+//!
+//! Decoding is as lenient as a Go peer's own decoder where a Go peer may send it: a nil slice
+//! marshals as `null` (a file's `Content`, `exec`'s `cmd`) and reads here as empty, and `logs`'
+//! `tail` is a signed Go `int` whose `<= 0` means the default (a Go hub passes a chatbot's value
+//! straight through). Those re-encode as `""`, `[]` and `0`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -236,8 +241,8 @@ pub(crate) struct WireFile {
     /// Absolute path in the box.
     #[serde(default)]
     pub(crate) path: String,
-    /// Standard base64 of the bytes.
-    #[serde(default)]
+    /// Standard base64 of the bytes (`null` from a Go peer's nil slice reads as empty).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) content: String,
     /// Permission bits.
     #[serde(default)]
@@ -346,8 +351,8 @@ pub(crate) struct TargetReq {
 pub(crate) struct LogsReq {
     /// Container id, name or box id.
     pub(crate) id_or_name: String,
-    /// How many lines (0 means the default).
-    #[serde(default)]
+    /// How many lines (0 means the default; a Go peer's `<= 0` reads as 0).
+    #[serde(default, deserialize_with = "go_int_tail")]
     pub(crate) tail: usize,
 }
 
@@ -363,8 +368,30 @@ pub(crate) struct LogsResp {
 pub(crate) struct ExecReq {
     /// Container id, name or box id.
     pub(crate) id_or_name: String,
-    /// argv.
+    /// argv (`null` from a Go peer's nil slice reads as empty, which the spoke refuses).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) cmd: Vec<String>,
+}
+
+/// A `null` where Go marshals a nil slice reads as the empty value.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A Go `int` line count: any whole number; `<= 0` (and `null`) reads as 0, the default.
+fn go_int_tail<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = Option::<serde_json::Number>::deserialize(d)?;
+    match n {
+        None => Ok(0),
+        Some(n) if n.is_i64() || n.is_u64() => Ok(n
+            .as_u64()
+            .map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX))),
+        Some(_) => Err(serde::de::Error::custom("tail must be a whole number")),
+    }
 }
 
 // The `exec` response is [`ExecResult`] as is.
@@ -565,6 +592,50 @@ mod tests {
             .payload_as()
             .expect("null boxes");
         assert!(empty.boxes.is_none());
+    }
+
+    #[test]
+    fn go_nulls_and_a_signed_tail_decode_as_a_go_peer_means_them() {
+        let create = r#"{"type":"req","id":1,"method":"create","payload":{"opts":{"Image":"i","BoxID":"b","Description":"","SpokeName":"","Files":[{"Path":"/etc/empty","Content":null,"Mode":420,"UID":0,"GID":0}]}}}"#;
+        let req: CreateReq = Frame::decode(create)
+            .expect("frame")
+            .payload_as()
+            .expect("null content");
+        let opts = req.opts.into_options().expect("opts");
+        assert_eq!(opts.files[0].path, "/etc/empty");
+        assert!(opts.files[0].content.is_empty());
+
+        let tail = |t: &str| {
+            Frame::decode(&format!(
+                r#"{{"type":"req","id":2,"method":"logs","payload":{{"id_or_name":"web","tail":{t}}}}}"#
+            ))
+            .expect("frame")
+            .payload_as::<LogsReq>()
+            .map(|r| r.tail)
+        };
+        assert_eq!(tail("-1").expect("negative"), 0);
+        assert_eq!(tail("-9223372036854775808").expect("min int"), 0);
+        assert_eq!(tail("0").expect("zero"), 0);
+        assert_eq!(tail("null").expect("null"), 0);
+        assert_eq!(tail("50").expect("positive"), 50);
+        let err = tail("1.5").expect_err("not whole").to_string();
+        assert!(err.contains("tail must be a whole number"), "{err}");
+        assert!(tail(r#""5""#).is_err());
+
+        let exec: ExecReq = Frame::decode(
+            r#"{"type":"req","id":3,"method":"exec","payload":{"id_or_name":"web","cmd":null}}"#,
+        )
+        .expect("frame")
+        .payload_as()
+        .expect("null cmd");
+        assert!(exec.cmd.is_empty());
+        let missing: ExecReq = Frame::decode(
+            r#"{"type":"req","id":3,"method":"exec","payload":{"id_or_name":"web"}}"#,
+        )
+        .expect("frame")
+        .payload_as()
+        .expect("missing cmd");
+        assert!(missing.cmd.is_empty());
     }
 
     #[test]

@@ -17,13 +17,16 @@ use crate::util::unix_now;
 use super::remote::RemoteSpoke;
 use super::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};
 
-/// A probe telling whether the local spoke's backend (its Docker daemon) is up.
-pub(crate) type HealthProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+/// A probe telling whether the local spoke's backend (its Docker daemon) is up, or why not.
+pub(crate) type HealthProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 struct Live {
     spoke: Arc<RemoteSpoke>,
     since: i64,
     generation: u64,
+    /// What this connection's Docker answered at the last reaper pass ([`SpokeStatus::docker`]);
+    /// a new connection starts unknown.
+    docker: Option<String>,
 }
 
 /// Spokes known to the hub. Shared as `Arc<Registry>` by the plane and the hub.
@@ -66,6 +69,7 @@ impl Registry {
                 spoke,
                 since: unix_now(),
                 generation,
+                docker: None,
             },
         );
         (generation, old.map(|l| l.spoke))
@@ -120,6 +124,11 @@ impl Registry {
     }
 }
 
+/// [`SpokeStatus::docker`]'s text for an answer.
+fn docker_text(answer: Result<(), String>) -> String {
+    answer.map_or_else(|e| e, |()| super::DOCKER_OK.to_string())
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The registry holds plain maps; a panic elsewhere cannot leave them half-changed.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -146,6 +155,7 @@ impl SpokeDirectory for Registry {
                             connected: false,
                             local: false,
                             connected_since: None,
+                            docker: None,
                         },
                     );
                 }
@@ -160,24 +170,32 @@ impl SpokeDirectory for Registry {
                     connected: true,
                     local: false,
                     connected_since: Some(l.since),
+                    docker: l.docker.clone(),
                 },
             );
         }
         let local = lock(&self.local).as_ref().map(|(_, p)| Arc::clone(p));
         if let Some(probe) = local {
             // The probe may touch Docker: called with no lock held.
-            let connected = probe();
+            let answer = probe();
             out.insert(
                 LOCAL_SPOKE.to_string(),
                 SpokeStatus {
                     name: LOCAL_SPOKE.to_string(),
-                    connected,
+                    connected: answer.is_ok(),
                     local: true,
                     connected_since: None,
+                    docker: Some(docker_text(answer)),
                 },
             );
         }
         out.into_values().collect()
+    }
+
+    fn note_docker(&self, name: &str, answer: Result<(), String>) {
+        if let Some(live) = lock(&self.live).get_mut(name) {
+            live.docker = Some(docker_text(answer));
+        }
     }
 }
 
@@ -215,7 +233,7 @@ mod tests {
         reg.insert(remote("alpha"));
         reg.set_local(
             Arc::new(MemoryBoxManager::new("local", 1)),
-            Arc::new(|| false),
+            Arc::new(|| Err("cannot reach Docker at unix:///nowhere".to_string())),
         );
         let st = reg.statuses();
         let names: Vec<_> = st.iter().map(|s| s.name.as_str()).collect();
@@ -223,6 +241,27 @@ mod tests {
         assert!(st[0].connected && !st[0].local && st[0].connected_since.is_some());
         assert!(!st[1].connected && st[1].local);
         assert!(!st[2].connected);
+        assert_eq!(
+            st[1].docker.as_deref(),
+            Some("cannot reach Docker at unix:///nowhere")
+        );
+        assert_eq!(st[0].docker, None, "not asked yet");
+        reg.note_docker("alpha", Err("cannot reach Docker at unix:///x".into()));
+        reg.note_docker("zeta", Ok(()));
+        let st = reg.statuses();
+        assert_eq!(
+            st[0].docker.as_deref(),
+            Some("cannot reach Docker at unix:///x")
+        );
+        assert_eq!(
+            st[2].docker, None,
+            "an enrolled spoke that is away is not asked"
+        );
+        reg.note_docker("alpha", Ok(()));
+        assert_eq!(reg.statuses()[0].docker.as_deref(), Some("ok"));
+        // A new connection under the name starts unknown again.
+        reg.insert(remote("alpha"));
+        assert_eq!(reg.statuses()[0].docker, None);
         assert!(reg.get("local").is_some());
         assert!(reg.get("alpha").is_some());
         assert!(reg.get("zeta").is_none());

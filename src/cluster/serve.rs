@@ -133,8 +133,11 @@ fn dispatch(
         }
         method::EXEC => {
             let req: proto::ExecReq = payload(frame)?;
+            // Empty, missing and a Go peer's `null` alike.
             if req.cmd.is_empty() {
-                return Err(err(BoxError::InvalidArgument("exec: empty command".into())));
+                return Err(err(BoxError::InvalidArgument(
+                    "exec: command is required".into(),
+                )));
             }
             let r = manager.exec(&req.id_or_name, &req.cmd).map_err(err)?;
             Ok(Some(proto::to_value(&r)))
@@ -185,6 +188,30 @@ mod tests {
         assert_eq!(r.id, 5);
         assert!(r.error.starts_with("bad logs payload"), "{}", r.error);
         assert_eq!(r.error_kind, Some(ErrorKind::Invalid));
+    }
+
+    #[test]
+    fn go_shaped_logs_and_exec_are_served_or_refused_clearly() {
+        let m = MemoryBoxManager::new("edge", 5);
+        let req = |text: &str| handle(&m, &Policy::default(), &Frame::decode(text).expect("frame"));
+        let made = req(
+            r#"{"type":"req","id":1,"method":"create","payload":{"opts":{"Image":"i","BoxID":"web","Description":"","SpokeName":"","Files":[{"Path":"/etc/e","Content":null,"Mode":420,"UID":0,"GID":0}]}}}"#,
+        );
+        assert!(made.error.is_empty(), "{}", made.error);
+        let logs = req(
+            r#"{"type":"req","id":2,"method":"logs","payload":{"id_or_name":"web","tail":-1}}"#,
+        );
+        assert!(logs.error.is_empty(), "{}", logs.error);
+        let l: proto::LogsResp = logs.payload_as().expect("logs");
+        assert!(l.logs.contains("authorize"), "{}", l.logs);
+        let exec = req(
+            r#"{"type":"req","id":3,"method":"exec","payload":{"id_or_name":"web","cmd":null}}"#,
+        );
+        assert_eq!(
+            (exec.id, exec.error.as_str()),
+            (3, "invalid argument: exec: command is required")
+        );
+        assert_eq!(exec.error_kind, Some(ErrorKind::Invalid));
     }
 
     #[test]

@@ -202,9 +202,10 @@ impl DockerBoxManager {
         }
         info!("image {image} is missing; pulling it once");
         api::pull_image(&self.client, image).map_err(|e| {
-            backend(e.context(format!(
-                "image {image:?} is not on this host and could not be pulled"
-            )))
+            // The daemon's words name the host's resolver and network addresses: they stay in
+            // this host's log; the caller (and through it the chatbot) gets the fix-it line.
+            warn!("pulling image {image}: {e}");
+            BoxError::InvalidArgument(missing_image(image, &e.to_string()))
         })
     }
 
@@ -285,11 +286,68 @@ impl DockerBoxManager {
     }
 }
 
+/// What a create that needs a missing image is told: what went wrong in a few words (never the
+/// daemon's text, which names the host's resolver and addresses) and how the operator fixes it.
+pub(crate) fn missing_image(image: &str, daemon_said: &str) -> String {
+    let said = daemon_said.to_ascii_lowercase();
+    let why = if [
+        "lookup ",
+        "dial tcp",
+        "no such host",
+        "timeout",
+        "connection refused",
+        "network is unreachable",
+    ]
+    .iter()
+    .any(|w| said.contains(w))
+    {
+        "no registry is reachable from this host"
+    } else if [
+        "pull access denied",
+        "not found",
+        "manifest unknown",
+        "does not exist",
+    ]
+    .iter()
+    .any(|w| said.contains(w))
+    {
+        "the registry has no such image"
+    } else {
+        "the registry refused the pull"
+    };
+    let fix = if image == crate::boxes::DEFAULT_BOX_IMAGE {
+        "build it on the box host with `make box-image` (in the llmbox sources)".to_string()
+    } else {
+        format!("load {image:?} on the box host (docker pull / docker load)")
+    };
+    format!(
+        "image {image:?} is not on this host and could not be pulled ({why}); this is for the hub's operator: {fix}, or start the hub with --box-image naming an image the host has"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::boxes::{BoxManager, MAX_CODE_BYTES};
     use crate::docker::ManagerConfig;
+
+    #[test]
+    fn a_failed_pull_names_the_fix_and_never_the_hosts_addresses() {
+        let said = r#"Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io on 10.0.2.3:53: no such host"#;
+        let m = missing_image("llmbox-box:latest", said);
+        assert!(
+            m.contains("make box-image") && m.contains("--box-image"),
+            "{m}"
+        );
+        assert!(m.contains("no registry is reachable"), "{m}");
+        assert!(!m.contains("10.0.2.3") && !m.contains("registry-1"), "{m}");
+        let other = missing_image("acme/tool:1", "pull access denied for acme/tool");
+        assert!(
+            other.contains("no such image") && other.contains("acme/tool:1"),
+            "{other}"
+        );
+        assert!(!other.contains("make box-image"), "{other}");
+    }
 
     #[test]
     fn codes_that_are_not_one_printable_line_are_refused_before_docker_is_asked() {

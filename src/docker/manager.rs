@@ -93,6 +93,28 @@ impl DockerBoxManager {
         self.client.ping().map(drop)
     }
 
+    /// Like [`DockerBoxManager::ping`], returning the API version agreed with the daemon (for
+    /// the hub's start-up report).
+    ///
+    /// # Errors
+    /// As [`DockerBoxManager::ping`].
+    pub fn api_version(&self) -> Result<String, DockerError> {
+        self.client.ping()
+    }
+
+    /// The daemon this manager talks to, as configured (`unix:///var/run/docker.sock`).
+    pub fn docker_host(&self) -> &str {
+        &self.config.docker_host
+    }
+
+    /// True when `image` is on this host's daemon (no pull is tried).
+    ///
+    /// # Errors
+    /// Any [`DockerError`] other than not-found.
+    pub fn has_image(&self, image: &str) -> Result<bool, DockerError> {
+        api::image_exists(&self.client, image)
+    }
+
     fn lock_reservations(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         // The set holds plain strings; a panic elsewhere cannot leave it inconsistent.
         self.reservations.lock().unwrap_or_else(|e| e.into_inner())

@@ -296,6 +296,7 @@ mod tests {
             ("/", true, false, true),
             ("/metrics", true, false, true),
             ("/healthz", true, true, false),
+            ("/readyz", true, true, false),
             ("/auth/x", true, true, false),
             ("/favicon.svg", true, true, false),
             (

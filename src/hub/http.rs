@@ -1,5 +1,6 @@
 //! The HTTP front on tiny_http: MCP (`POST /mcp`, `POST /`), the activation page
-//! (`GET|POST /auth/<token>`), `/healthz`, `/metrics` and the favicon.
+//! (`GET|POST /auth/<token>`), `/healthz` (liveness), `/readyz` (state file and local Docker),
+//! `/metrics` and the favicon.
 //!
 //! Transport rules live here, protocol rules in [`super::mcp`]: a `Host` that names neither an
 //! IP address, `localhost` nor the `--public-url`'s host is 421 (DNS rebinding), a foreign
@@ -264,7 +265,7 @@ impl Drop for DiesUnlessStopped {
     }
 }
 
-const INSTRUCTIONS: &str = "llmbox hands a person their own sandboxed Claude Code box. Create one with create_llmbox, give the person only the activation_url it returns (they sign in with their own Claude account there; never ask them for codes or credentials), poll get_llmbox until status is ready, then give them the session_url. exec_llmbox and get_llmbox_logs work on any box; destroy_llmbox removes one.";
+const INSTRUCTIONS: &str = "llmbox hands a person their own sandboxed Claude Code box. Create one with create_llmbox, give the person only the auth_url it returns (before it expires: expires_at) (they sign in with their own Claude account there; never ask them for codes or credentials), poll get_llmbox until status is ready, then give them the session_url. exec_llmbox and get_llmbox_logs work on any box; destroy_llmbox removes one.";
 
 fn listen_origin(addr: SocketAddr) -> String {
     format!("http://{addr}")
@@ -520,6 +521,7 @@ fn loggable_path(path: &str) -> &str {
         "/mcp"
         | "/"
         | "/healthz"
+        | "/readyz"
         | "/metrics"
         | "/favicon.svg"
         | "/favicon.ico"
@@ -546,8 +548,9 @@ fn loggable_path(path: &str) -> &str {
 
 fn route(front: &Front, req: &mut Request, path: &str) -> Reply {
     let method = req.method().clone();
-    // `/healthz` answers any name (probes use internal ones) and tells nothing.
+    // `/healthz` and `/readyz` answer any name (probes use internal ones).
     if path != "/healthz"
+        && path != "/readyz"
         && let Some(host) = header(req, "Host")
         && !front.hosts.allows(host)
     {
@@ -567,6 +570,17 @@ fn route(front: &Front, req: &mut Request, path: &str) -> Reply {
         },
         "/healthz" => match method {
             Method::Get | Method::Head => Reply::text(200, "ok\n"),
+            _ => Reply::not_allowed("GET"),
+        },
+        "/readyz" => match method {
+            Method::Get | Method::Head => {
+                let reasons = front.hub.readiness();
+                let status = if reasons.is_empty() { 200 } else { 503 };
+                Reply::json(
+                    status,
+                    &serde_json::json!({"ready": reasons.is_empty(), "reasons": reasons}),
+                )
+            }
             _ => Reply::not_allowed("GET"),
         },
         "/metrics" => match method {
@@ -977,6 +991,8 @@ fn auth(front: &Front, req: &mut Request, token: &str, method: Method) -> Reply 
     };
     match result {
         Ok(Some(view)) => match &person {
+            // An expired link (past `--auth-ttl`, or its box reaped) is gone for good: 410.
+            _ if view.state == super::PageState::Expired => Reply::html(410, page::render(&view)),
             Some((signin, p)) => Reply::html(
                 200,
                 page::render_with(

@@ -180,6 +180,7 @@ impl Ledger {
             more_token_hashes: Vec::new(),
             code_hashes: Vec::new(),
             activated_by: None,
+            stopped: false,
         };
         let record = session.clone();
         self.store.update(|state| state.sessions.push(record))?;
@@ -255,9 +256,9 @@ impl Ledger {
         })
     }
 
-    /// Records a failed code for box `id`, with the fresh sign-in link when one was found —
-    /// unless the session is ready by now (a racing submission won): a ready session is never
-    /// turned back, and is returned instead.
+    /// Records a failed code for box `id`, with the fresh sign-in link when one was found and
+    /// whether the box stopped after it — unless the session is ready by now (a racing
+    /// submission won): a ready session is never turned back, and is returned instead.
     ///
     /// # Errors
     /// The state file.
@@ -266,6 +267,7 @@ impl Ledger {
         id: &ContainerId,
         error: &str,
         fresh_authorize_url: Option<String>,
+        stopped: bool,
     ) -> Result<Option<Session>, StoreError> {
         self.store.update(|state| {
             let s = state.sessions.iter_mut().find(|s| s.container_id == *id)?;
@@ -274,6 +276,7 @@ impl Ledger {
             }
             s.status = SessionStatus::Error;
             s.error = error.to_string();
+            s.stopped = stopped;
             if let Some(url) = fresh_authorize_url {
                 s.authorize_url = url;
             }
@@ -491,9 +494,12 @@ mod tests {
     fn a_ready_session_is_never_turned_back_by_a_late_failure() {
         let t = temp("ready");
         let s = t.ledger.open(new_session("web", ID)).expect("open");
-        let failed =
-            t.ledger
-                .mark_failed(&s.container_id, "bad code", Some("https://fresh".into()));
+        let failed = t.ledger.mark_failed(
+            &s.container_id,
+            "bad code",
+            Some("https://fresh".into()),
+            false,
+        );
         assert!(failed.expect("store").is_none());
         let stored = t.ledger.by_box("web").expect("load").expect("session");
         assert_eq!(
@@ -506,7 +512,7 @@ mod tests {
             .expect("ready");
         let late = t
             .ledger
-            .mark_failed(&s.container_id, "already activated", None);
+            .mark_failed(&s.container_id, "already activated", None, false);
         let ready = late.expect("store").expect("the ready session comes back");
         assert_eq!(ready.status, SessionStatus::Ready);
         let stored = t.ledger.by_box("web").expect("load").expect("session");

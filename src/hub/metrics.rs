@@ -1,5 +1,6 @@
-//! Counters for `/metrics` in the Prometheus text format: verb calls and errors by method and a
-//! verb latency histogram; the gauges (spokes connected, boxes by phase) are passed in at render
+//! Counters for `/metrics` in the Prometheus text format: verb calls and errors by method, a
+//! verb latency histogram, and activations by outcome (a person's mistyped code is `bad_code`,
+//! not an error); the gauges (spokes connected, boxes by phase) are passed in at render
 //! time because they are read from the directory and the state file, not counted here.
 
 use std::collections::BTreeMap;
@@ -20,10 +21,34 @@ struct VerbStats {
     sum: f64,
 }
 
+/// How an activation (a code that reached a box) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The box is ready.
+    Ok,
+    /// The box refused the code (the person's mistake, not the server's).
+    BadCode,
+    /// The host or the hub failed (Docker unreachable, spoke away, backend error).
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::BadCode, Outcome::Error];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::BadCode => "bad_code",
+            Outcome::Error => "error",
+        }
+    }
+}
+
 /// Verb counters, shared by every handler thread.
 #[derive(Default)]
 pub(crate) struct Metrics {
     verbs: Mutex<BTreeMap<&'static str, VerbStats>>,
+    activations: Mutex<[u64; 3]>,
 }
 
 impl Metrics {
@@ -44,6 +69,12 @@ impl Metrics {
         }
     }
 
+    /// Counts one activation that ended with `outcome`.
+    pub(crate) fn activation(&self, outcome: Outcome) {
+        let mut a = self.activations.lock().unwrap_or_else(|e| e.into_inner());
+        a[outcome as usize] += 1;
+    }
+
     /// The whole exposition text.
     pub(crate) fn render(
         &self,
@@ -51,6 +82,7 @@ impl Metrics {
         boxes_by_phase: &[(&str, usize)],
     ) -> String {
         let verbs = self.verbs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let activations = *self.activations.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = writeln!(out, "# HELP llmbox_spokes_connected Spokes connected now.");
@@ -63,6 +95,19 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE llmbox_boxes gauge");
         for (phase, n) in boxes_by_phase {
             let _ = writeln!(out, "llmbox_boxes{{phase=\"{phase}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP llmbox_activations_total Codes sent to boxes from the activation page, by outcome (bad_code: the box refused the code)."
+        );
+        let _ = writeln!(out, "# TYPE llmbox_activations_total counter");
+        for o in Outcome::ALL {
+            let _ = writeln!(
+                out,
+                "llmbox_activations_total{{outcome=\"{}\"}} {}",
+                o.label(),
+                activations[o as usize]
+            );
         }
         let _ = writeln!(
             out,
@@ -130,6 +175,17 @@ mod tests {
         assert!(text.contains("llmbox_boxes{phase=\"pending\"} 1"));
         assert!(text.contains("llmbox_verb_calls_total{method=\"create\"} 2"));
         assert!(text.contains("llmbox_verb_errors_total{method=\"create\"} 1"));
+        assert!(text.contains("llmbox_activations_total{outcome=\"bad_code\"} 0"));
+        m.activation(Outcome::BadCode);
+        m.activation(Outcome::Ok);
+        m.activation(Outcome::BadCode);
+        let text = m.render(2, &[]);
+        assert!(
+            text.contains("llmbox_activations_total{outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("llmbox_activations_total{outcome=\"bad_code\"} 2"));
+        assert!(text.contains("llmbox_activations_total{outcome=\"error\"} 0"));
         assert!(
             text.contains("llmbox_verb_duration_seconds_bucket{method=\"create\",le=\"0.005\"} 1")
         );

@@ -34,6 +34,7 @@ pub mod oauth;
 mod operations;
 pub(crate) mod ownership;
 pub(crate) mod page;
+mod reaped;
 pub mod reaper;
 pub(crate) mod redact;
 mod routing;
@@ -61,7 +62,7 @@ pub(crate) const DEFAULT_AUTH_TTL: Duration = Duration::from_secs(5 * 60);
 /// Default `--reap-interval`.
 pub(crate) const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `--box-image`.
-pub(crate) const DEFAULT_BOX_IMAGE: &str = "llmbox-box:latest";
+pub(crate) const DEFAULT_BOX_IMAGE: &str = crate::boxes::DEFAULT_BOX_IMAGE;
 /// How long one hook run may take before it is killed and counted as failed.
 pub(crate) const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -118,6 +119,17 @@ pub enum HubError {
         box_id: String,
         /// Its spoke.
         spoke: String,
+    },
+    /// The box was reaped before anyone activated it (the hub remembers it a while).
+    Reaped {
+        /// The box.
+        box_id: String,
+        /// Its spoke.
+        spoke: String,
+        /// When its link expired (unix seconds).
+        expired_at: i64,
+        /// When it was reaped (unix seconds).
+        reaped_at: i64,
     },
     /// The box id is taken somewhere in the cluster.
     DuplicateBoxId(String),
@@ -178,6 +190,17 @@ impl fmt::Display for HubError {
                 f,
                 "box {box_id:?} no longer exists on spoke {spoke:?} (it was reaped while waiting for activation, or removed); create a new one"
             ),
+            HubError::Reaped {
+                box_id,
+                spoke,
+                expired_at,
+                reaped_at,
+            } => write!(
+                f,
+                "box {box_id:?} on spoke {spoke:?} was reaped at {} because nobody activated it before its link expired at {}; create_llmbox makes a new one",
+                crate::util::time::rfc3339_secs(*reaped_at),
+                crate::util::time::rfc3339_secs(*expired_at)
+            ),
             HubError::DuplicateBoxId(id) => write!(
                 f,
                 "a box with id {id:?} already exists; pick another id or destroy that box first"
@@ -237,6 +260,8 @@ pub struct Hub {
     ledger: ledger::Ledger,
     router: routing::Router,
     hooks: hooks::Hooks,
+    /// Boxes reaped unactivated, remembered a while for `get_llmbox` and their pages.
+    reaped: reaped::Reaped,
 }
 
 impl Hub {
@@ -248,6 +273,7 @@ impl Hub {
             ledger: ledger::Ledger::new(store),
             router: routing::Router::new(spokes),
             hooks,
+            reaped: reaped::Reaped::default(),
         }
     }
 
@@ -264,6 +290,23 @@ impl Hub {
     /// The activation page link for a page token.
     pub(crate) fn activation_url(&self, token: &str) -> String {
         format!("{}/auth/{token}", self.config.public_url)
+    }
+
+    /// Why the hub cannot serve a create now, for `/readyz`; empty when it can. Ready means the
+    /// state file is usable for writing and, when the hub has its `local` spoke, that spoke's
+    /// Docker answers. (`/healthz` stays liveness: it says only that the process serves HTTP.)
+    pub fn readiness(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let Err(e) = self.store().check_writable() {
+            reasons.push(e.to_string());
+        }
+        for s in self.router.directory().statuses() {
+            if s.local && !s.connected {
+                let why = s.docker.unwrap_or_else(|| "Docker does not answer".into());
+                reasons.push(format!("local spoke: {why}"));
+            }
+        }
+        reasons
     }
 
     /// Prometheus text for `/metrics`.

@@ -10,7 +10,7 @@
 use super::hooks::HookBox;
 use super::ledger::NewSession;
 use super::routing::Located;
-use super::views::{BoxView, ListView, ListedBox};
+use super::views::{BoxView, Expiry, ListView, ListedBox};
 use super::{Hub, HubError};
 use crate::boxes::{BoxError, BoxManager, ContainerId, CreateOptions, ErrorKind, ExecResult};
 use crate::cluster::SpokeStatus;
@@ -61,15 +61,34 @@ fn check_box_id(box_id: &str) -> Result<(), HubError> {
 }
 
 impl Hub {
+    /// When the link of session `s` expires (`--auth-ttl` after its create), and now.
+    pub(super) fn expiry(&self, s: &Session) -> Expiry {
+        let ttl = i64::try_from(self.config.auth_ttl.as_secs()).unwrap_or(i64::MAX);
+        Expiry {
+            at: s.created.saturating_add(ttl),
+            now: crate::util::unix_now(),
+        }
+    }
+
     /// The box's view from its session, with the page link while it is not ready.
     fn view(&self, s: &Session) -> Result<BoxView, HubError> {
-        let activation_url = match s.status {
+        let auth_url = match s.status {
             crate::store::SessionStatus::Ready => None,
             _ => Some(self.activation_url(&self.ledger.page_token(s)?)),
         };
         // The box's own words: scrubbed like its logs before a model sees them.
         let error = self.ledger.scrub(&s.container_id, Some(s), &s.error);
-        Ok(BoxView::of_session(s, activation_url, error))
+        Ok(BoxView::of_session(s, auth_url, error, self.expiry(s)))
+    }
+
+    /// Remembers the sessions matching `pred` as reaped unactivated (before they are dropped).
+    pub(super) fn remember_reaped(&self, pred: impl Fn(&Session) -> bool) {
+        let now = crate::util::unix_now();
+        for s in self.ledger.sessions().unwrap_or_default() {
+            if s.status != crate::store::SessionStatus::Ready && pred(&s) {
+                self.reaped.record(&s, self.expiry(&s).at, now);
+            }
+        }
     }
 
     /// True only when the session's spoke is connected and answered a `list` without its box.
@@ -146,6 +165,7 @@ impl Hub {
                 }
             })?;
         let id = ContainerId::new(created.id);
+        self.reaped.forget(&req.box_id, crate::util::unix_now());
         let opened = self.ledger.open(NewSession {
             container_id: id.clone(),
             spoke: spoke.clone(),
@@ -180,12 +200,37 @@ impl Hub {
     /// # Errors
     /// Bad or unknown box id, its spoke away, the state file.
     pub fn get_box(&self, box_id: &str) -> Result<BoxView, HubError> {
-        let found = self.locate(box_id)?;
+        let found = match self.locate(box_id) {
+            Err(HubError::UnknownBox(id)) => {
+                return Err(match self.reaped.by_box(&id, crate::util::unix_now()) {
+                    Some(r) => HubError::Reaped {
+                        box_id: r.box_id,
+                        spoke: r.spoke,
+                        expired_at: r.expired_at,
+                        reaped_at: r.reaped_at,
+                    },
+                    None => HubError::UnknownBox(id),
+                });
+            }
+            other => other?,
+        };
         // Its spoke must be up: a box on an away spoke is reported as such.
         self.router.manager(&found.spoke)?;
         if let Some(s) = found.session {
             // A box removed behind the hub's back (reaped, `docker rm`) loses its session here.
             if self.box_is_gone(&s) {
+                let expiry = self.expiry(&s);
+                if s.status != crate::store::SessionStatus::Ready && expiry.passed() {
+                    // Gone after its link expired: reaped (by `llmbox reap`, another hub).
+                    self.remember_reaped(|x| x.container_id == s.container_id);
+                    self.drop_sessions(|x| x.container_id == s.container_id);
+                    return Err(HubError::Reaped {
+                        box_id: s.box_id,
+                        spoke: s.spoke,
+                        expired_at: expiry.at,
+                        reaped_at: expiry.now,
+                    });
+                }
                 self.drop_sessions(|x| x.container_id == s.container_id);
                 return Err(HubError::BoxGone {
                     box_id: s.box_id,

@@ -69,10 +69,21 @@ impl Router {
         method: &'static str,
         call: impl FnOnce() -> Result<T, BoxError>,
     ) -> Result<T, BoxError> {
+        self.verb_judged(method, call, |_| true)
+    }
+
+    /// [`Router::verb`], where a failure counts as a verb error only when `is_fault` says so
+    /// (a box refusing a person's mistyped code is an answer, not a fault).
+    pub fn verb_judged<T>(
+        &self,
+        method: &'static str,
+        call: impl FnOnce() -> Result<T, BoxError>,
+        is_fault: impl FnOnce(&BoxError) -> bool,
+    ) -> Result<T, BoxError> {
         let started = Instant::now();
         let result = call();
-        self.metrics
-            .observe(method, started.elapsed(), result.is_ok());
+        let ok = result.as_ref().err().is_none_or(|e| !is_fault(e));
+        self.metrics.observe(method, started.elapsed(), ok);
         result
     }
 

@@ -279,15 +279,18 @@ fn box_view_schema() -> Value {
             "box_id": {"type": "string"},
             "spoke": {"type": "string"},
             "status": {"type": "string", "description": "pending, error (last code failed; still waiting), ready, or destroyed"},
-            "activation_url": {"type": "string", "description": "Link for the person to activate the box; present until ready"},
+            "auth_url": {"type": "string", "description": "Link for the person to activate the box (Go llmbox's name); present while the box waits and its link stands"},
+            "expires_at": {"type": "string", "format": "date-time", "description": "When auth_url expires (RFC 3339, UTC); the box is reaped unactivated after that"},
+            "expires_in_seconds": {"type": "integer", "minimum": 0, "description": "Seconds left until expires_at"},
             "session_url": {"type": "string", "description": "Claude remote-control session, once ready"},
             "error": {"type": "string"},
             "container_id": {"type": "string"},
             "description": {"type": "string"},
             "created": {"type": "integer"},
-            "next_step": {"type": "string"}
+            "instructions": {"type": "string", "description": "What to do next"},
+            "activated_by": {"type": "string"}
         },
-        "required": ["box_id", "spoke", "status", "container_id", "next_step"]
+        "required": ["box_id", "spoke", "status", "container_id", "instructions"]
     })
 }
 
@@ -320,7 +323,7 @@ pub(crate) fn definitions() -> Vec<Value> {
         tool(
             "create_llmbox",
             "Create a box",
-            "Create a sandboxed Claude Code box (a container) for a person. Returns status 'pending' and an activation_url: give that link to the person, who opens it, signs in with their own Claude account and pastes the code there (never ask them for the code yourself). Then call get_llmbox until status is 'ready' and hand the person the session_url. Box ids are unique across the whole hub.",
+            "Create a sandboxed Claude Code box (a container) for a person. Returns status 'pending', an auth_url and when it expires (expires_at, expires_in_seconds; a few minutes): give that link to the person at once, who opens it, signs in with their own Claude account and pastes the code there (never ask them for the code yourself). Then call get_llmbox until status is 'ready' and hand the person the session_url. Box ids are unique across the whole hub.",
             object(
                 json!({
                     "box_id": box_id_schema(),
@@ -336,7 +339,7 @@ pub(crate) fn definitions() -> Vec<Value> {
         tool(
             "get_llmbox",
             "Get a box",
-            "Get one box's activation state. While status is 'pending' or 'error', give the person the activation_url again and ask them to finish there; when 'ready', session_url is the Claude remote-control session to hand them.",
+            "Get one box's activation state. While status is 'pending' or 'error', give the person the auth_url again and ask them to finish there before expires_at; follow instructions when there is no auth_url (the box stopped or its link expired: create a new one); when 'ready', session_url is the Claude remote-control session to hand them.",
             object(json!({"box_id": box_id_schema()}), &["box_id"]),
             box_view_schema(),
             read_only.clone(),
@@ -366,13 +369,13 @@ pub(crate) fn definitions() -> Vec<Value> {
         tool(
             "list_spokes",
             "List spokes",
-            "List the hosts (spokes) boxes can run on and whether each is connected. Pass a connected spoke's name to create_llmbox to place a box there.",
+            "List the hosts (spokes) boxes can run on, whether each is connected, and whether its Docker answered when last asked (docker: \"ok\" or the error; a spoke whose Docker fails cannot create boxes). Pass a connected spoke's name to create_llmbox to place a box there.",
             object(json!({}), &[]),
             json!({
                 "type": "object",
                 "properties": {"spokes": {"type": "array", "items": {"type": "object", "properties": {
                     "name": {"type": "string"}, "connected": {"type": "boolean"}, "local": {"type": "boolean"},
-                    "connected_since": {"type": "integer"}
+                    "connected_since": {"type": "integer"}, "docker": {"type": "string"}
                 }}}},
                 "required": ["spokes"]
             }),

@@ -90,6 +90,8 @@ impl Hub {
                 .verb("reap", || manager.reap(self.config.auth_ttl))
             {
                 Ok(ids) => {
+                    // The reap verb went to the spoke's Docker: it answered.
+                    self.router.directory().note_docker(&status.name, Ok(()));
                     if !ids.is_empty() {
                         log::info!(
                             "reaped {} pending boxes on spoke {:?}",
@@ -99,15 +101,22 @@ impl Hub {
                     }
                     reaped.extend(ids.into_iter().map(|id| (status.name.clone(), id)));
                 }
-                Err(e) => log::warn!("reaping on spoke {:?}: {e}", status.name),
+                Err(e) => {
+                    log::warn!("reaping on spoke {:?}: {e}", status.name);
+                    self.router
+                        .directory()
+                        .note_docker(&status.name, Err(e.to_string()));
+                }
             }
         }
         if !reaped.is_empty() {
-            self.drop_sessions(|s| {
+            let was_reaped = |s: &Session| {
                 reaped
                     .iter()
                     .any(|(spoke, id)| *spoke == s.spoke && s.container_id.matches(id))
-            });
+            };
+            self.remember_reaped(was_reaped);
+            self.drop_sessions(was_reaped);
         }
         reaped.len()
     }

@@ -83,7 +83,9 @@ impl PartialEq<str> for BoxStatus {
     }
 }
 
-/// One box as `create_llmbox` / `get_llmbox` / `destroy_llmbox` report it.
+/// One box as `create_llmbox` / `get_llmbox` / `destroy_llmbox` report it. The names a Go-era
+/// chatbot reads are Go llmbox's: `auth_url`, `instructions`, `box_id`, `container_id` (12
+/// characters), `status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BoxView {
     /// The caller's box id.
@@ -92,9 +94,15 @@ pub struct BoxView {
     pub spoke: String,
     /// Where it stands.
     pub status: BoxStatus,
-    /// The activation page to hand to the person, while not ready.
+    /// The activation page to hand to the person, while the box waits and its link stands.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub activation_url: Option<String>,
+    pub auth_url: Option<String>,
+    /// When the link expires (RFC 3339, UTC), while the box waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Seconds left until then (0 once passed), while the box waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
     /// The remote-control session URL, once ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_url: Option<String>,
@@ -107,44 +115,79 @@ pub struct BoxView {
     pub description: String,
     /// Created at, unix seconds.
     pub created: i64,
-    /// What the caller should do next.
-    pub next_step: String,
+    /// What the caller should do next, in a sentence for a model.
+    pub instructions: String,
     /// The signed-in person who activated the box (sign-in configured only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activated_by: Option<String>,
 }
 
+/// When a waiting box's link expires, and the time now (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Expiry {
+    /// The link's end.
+    pub(super) at: i64,
+    /// Now.
+    pub(super) now: i64,
+}
+
+impl Expiry {
+    /// True once the link's time is up.
+    pub(super) fn passed(&self) -> bool {
+        self.now >= self.at
+    }
+
+    fn left(&self) -> u64 {
+        u64::try_from(self.at - self.now).unwrap_or(0)
+    }
+}
+
 impl BoxView {
-    /// A box created through this hub. `activation_url` is the page link (handed in while the
-    /// box is not ready); `scrubbed_error` is the session's error with typed codes hidden.
+    /// A box created through this hub. `auth_url` is the page link (handed in while the box is
+    /// not ready); `scrubbed_error` is the session's error with typed codes hidden; `expiry`
+    /// is its link's.
     pub(super) fn of_session(
         s: &Session,
-        activation_url: Option<String>,
+        auth_url: Option<String>,
         scrubbed_error: String,
+        expiry: Expiry,
     ) -> BoxView {
         let ready = s.status == SessionStatus::Ready;
-        let next_step = match s.status {
-            SessionStatus::Pending => {
-                "Give the person the activation_url (never anything else): they sign in with their own Claude account there and paste the code. Then call get_llmbox until status is ready."
-            }
-            SessionStatus::Error => {
-                "The last code did not work; the activation page shows why and offers a fresh sign-in link. Ask the person to open activation_url again, then call get_llmbox."
-            }
-            SessionStatus::Ready => {
-                "The box is ready: give the person session_url. Use exec_llmbox to run commands and get_llmbox_logs to read its output."
-            }
+        let expires = crate::util::time::rfc3339_secs(expiry.at);
+        let waiting = !ready && !s.stopped;
+        let open = waiting && !expiry.passed();
+        let instructions = if ready {
+            "The box is ready: give the person session_url. Use exec_llmbox to run commands and get_llmbox_logs to read its output.".to_string()
+        } else if s.stopped {
+            "The box stopped after a sign-in code failed and cannot take another one, so its link no longer helps. Call destroy_llmbox on it, then create_llmbox a new box and give the person the new auth_url.".to_string()
+        } else if expiry.passed() {
+            format!(
+                "Nobody activated the box in time: its link expired at {expires} and the box is about to be reaped. Call destroy_llmbox on it, then create_llmbox a new box and give the person the new auth_url."
+            )
+        } else if s.status == SessionStatus::Error {
+            format!(
+                "The last code did not work; the page shows why and offers a fresh sign-in link. Ask the person to open auth_url again before it expires at {expires} (in {} s), then call get_llmbox.",
+                expiry.left()
+            )
+        } else {
+            format!(
+                "Give the person the auth_url (never anything else): they sign in with their own Claude account there and paste the code before the link expires at {expires} (in {} s). Then call get_llmbox until status is ready.",
+                expiry.left()
+            )
         };
         BoxView {
             box_id: s.box_id.clone(),
             spoke: s.spoke.clone(),
             status: BoxStatus::of_session(s.status),
-            activation_url: activation_url.filter(|_| !ready),
+            auth_url: auth_url.filter(|_| open),
+            expires_at: waiting.then_some(expires),
+            expires_in_seconds: waiting.then(|| expiry.left()),
             session_url: ready.then(|| s.session_url.clone()),
             error: (!scrubbed_error.is_empty() && !ready).then_some(scrubbed_error),
             container_id: s.container_id.short().to_string(),
             description: s.description.clone(),
             created: s.created,
-            next_step: next_step.to_string(),
+            instructions,
             activated_by: s.activated_by.clone().filter(|_| ready),
         }
     }
@@ -153,13 +196,15 @@ impl BoxView {
     pub(super) fn of_listed(info: BoxInfo, spoke: String) -> BoxView {
         BoxView {
             status: BoxStatus::of_phase(info.phase),
-            next_step: match info.phase {
+            instructions: match info.phase {
                 Phase::Ready => "The box is ready; use exec_llmbox and get_llmbox_logs.".into(),
                 Phase::Pending => "This box was not created through this hub, so it has no activation page here; destroy it and create a new one.".into(),
             },
             box_id: info.box_id,
             spoke,
-            activation_url: None,
+            auth_url: None,
+            expires_at: None,
+            expires_in_seconds: None,
             session_url: None,
             error: None,
             container_id: info.container_id.short().to_string(),
@@ -181,13 +226,15 @@ impl BoxView {
             box_id: box_id.to_string(),
             spoke,
             status: BoxStatus::Destroyed,
-            activation_url: None,
+            auth_url: None,
+            expires_at: None,
+            expires_in_seconds: None,
             session_url: None,
             error: None,
             container_id: crate::boxes::short_id(container_id).to_string(),
             description,
             created,
-            next_step: "The box and its files are gone; create_llmbox makes a new one.".into(),
+            instructions: "The box and its files are gone; create_llmbox makes a new one.".into(),
             activated_by: None,
         }
     }
@@ -268,6 +315,7 @@ mod tests {
             more_token_hashes: Vec::new(),
             code_hashes: Vec::new(),
             activated_by: None,
+            stopped: false,
         }
     }
 
@@ -301,30 +349,83 @@ mod tests {
         assert_eq!(BoxStatus::listed(Phase::Pending, None), BoxStatus::Pending);
     }
 
+    const OPEN: Expiry = Expiry { at: 307, now: 7 };
+
     #[test]
     fn a_ready_view_has_the_session_url_and_neither_page_nor_error() {
         let v = BoxView::of_session(
             &session(SessionStatus::Ready),
             Some("http://hub/auth/t".into()),
             "old".into(),
+            OPEN,
         );
         assert_eq!(v.status, BoxStatus::Ready);
         assert_eq!(v.session_url.as_deref(), Some("https://claude.ai/code/s"));
-        assert_eq!((&v.activation_url, &v.error), (&None, &None));
+        assert_eq!((&v.auth_url, &v.error), (&None, &None));
+        assert_eq!((&v.expires_at, v.expires_in_seconds), (&None, None));
         assert_eq!(v.container_id, "0123456789ab");
         let text = serde_json::to_string(&v).expect("json");
         assert!(!text.contains("authorize"), "{text}");
     }
 
     #[test]
-    fn a_waiting_view_has_the_page_and_the_scrubbed_error_but_no_session_url() {
+    fn a_waiting_view_has_the_page_its_expiry_and_the_scrubbed_error_but_no_session_url() {
         let v = BoxView::of_session(
             &session(SessionStatus::Error),
             Some("http://hub/auth/t".into()),
             "scrubbed".into(),
+            OPEN,
         );
-        assert_eq!(v.activation_url.as_deref(), Some("http://hub/auth/t"));
+        assert_eq!(v.auth_url.as_deref(), Some("http://hub/auth/t"));
         assert_eq!(v.error.as_deref(), Some("scrubbed"));
         assert_eq!(v.session_url, None);
+        assert_eq!(v.expires_at.as_deref(), Some("1970-01-01T00:05:07Z"));
+        assert_eq!(v.expires_in_seconds, Some(300));
+        let json = serde_json::to_value(&v).expect("json");
+        for key in [
+            "auth_url",
+            "instructions",
+            "box_id",
+            "container_id",
+            "status",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing: {json}");
+        }
+        for gone in ["activation_url", "next_step"] {
+            assert!(json.get(gone).is_none(), "{gone} still there: {json}");
+        }
+    }
+
+    #[test]
+    fn an_expired_or_stopped_box_offers_no_link_and_says_to_make_a_new_one() {
+        let expired = BoxView::of_session(
+            &session(SessionStatus::Pending),
+            Some("http://hub/auth/t".into()),
+            String::new(),
+            Expiry { at: 307, now: 400 },
+        );
+        assert_eq!(expired.auth_url, None);
+        assert_eq!(expired.expires_in_seconds, Some(0));
+        assert!(
+            expired
+                .instructions
+                .contains("expired at 1970-01-01T00:05:07Z"),
+            "{}",
+            expired.instructions
+        );
+        let mut s = session(SessionStatus::Error);
+        s.stopped = true;
+        let stopped = BoxView::of_session(&s, Some("http://hub/auth/t".into()), "x".into(), OPEN);
+        assert_eq!((&stopped.auth_url, &stopped.expires_at), (&None, &None));
+        assert!(
+            stopped.instructions.contains("stopped"),
+            "{}",
+            stopped.instructions
+        );
+        assert!(
+            stopped.instructions.contains("create_llmbox"),
+            "{}",
+            stopped.instructions
+        );
     }
 }

@@ -24,6 +24,12 @@ pub(crate) fn utc(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
+/// Unix seconds as RFC 3339 in UTC, like `2026-12-01T22:48:29Z` (MCP output, the page).
+pub(crate) fn rfc3339_secs(secs: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil_utc(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
 /// `now` as RFC 3339 in UTC with milliseconds, like `2026-12-01T22:48:29.123Z`.
 pub(crate) fn rfc3339(now: std::time::SystemTime) -> String {
     let since = now
@@ -54,5 +60,6 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_042);
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40.042Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_secs(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 }

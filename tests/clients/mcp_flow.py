@@ -10,6 +10,7 @@ and checks that no MCP output ever held the authorize URL or a code.
 
 import argparse
 import asyncio
+import datetime
 import html.parser
 import importlib.metadata
 import json
@@ -119,13 +120,21 @@ class Flow:
             create_args["spoke"] = a.spoke
         created = await self.call("create_llmbox", create_args)
         expect(created["status"] == "pending", f"create: {created}")
-        link = created["activation_url"]
-        expect(link.startswith(a.public_url + "/auth/"), f"activation_url {link}")
+        link = created["auth_url"]
+        expect(link.startswith(a.public_url + "/auth/"), f"auth_url {link}")
+        # The names a Go-era chatbot reads (Go llmbox's create_llmbox), and the link's expiry.
+        expect("activation_url" not in created and "next_step" not in created, f"old names: {created}")
+        expect(isinstance(created["instructions"], str) and "auth_url" in created["instructions"], f"instructions: {created}")
+        expect(len(created["container_id"]) == 12, f"container_id: {created}")
+        expires_at = datetime.datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00"))
+        left = (expires_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        expect(0 < created["expires_in_seconds"] <= 300 and abs(left - created["expires_in_seconds"]) < 30,
+               f"expiry: {created['expires_at']} / {created['expires_in_seconds']} s")
         if a.spoke:
             expect(created["spoke"] == a.spoke, f"create landed on {created['spoke']}")
 
         got = await self.call("get_llmbox", {"box_id": a.box_id})
-        expect(got["status"] == "pending" and got["activation_url"] == link, f"get pending: {got}")
+        expect(got["status"] == "pending" and got["auth_url"] == link, f"get pending: {got}")
 
         page = fetch_page(link)
         expect("signin" in page.ids and "activate" in page.ids, "page lacks #signin or #activate")
@@ -144,7 +153,7 @@ class Flow:
 
         got = await self.call("get_llmbox", {"box_id": a.box_id})
         expect(got["status"] == "ready" and got["session_url"] == session_url, f"get ready: {got}")
-        expect("activation_url" not in got, "a ready box still offers an activation link")
+        expect("auth_url" not in got, "a ready box still offers an activation link")
 
         out = await self.call("exec_llmbox", {"box_id": a.box_id, "command": "echo hello-from-box; echo oops >&2; exit 3"})
         if a.exec_echoes:  # the in-memory box manager echoes the command instead of running it

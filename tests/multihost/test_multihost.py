@@ -41,7 +41,7 @@ def cluster():
 
 
 def activation_path(result) -> str:
-    url = result.structured.get("activation_url", "")
+    url = result.structured.get("auth_url", "")
     assert "/auth/" in url, result.structured
     return url[url.index("/auth/"):]
 

@@ -23,6 +23,13 @@ pub struct Recording {
     pub hold_submit: AtomicBool,
     /// Set when a `submit_code` has started.
     pub submit_entered: AtomicBool,
+    /// Like a Go spoke's box (its entrypoint does not loop the login): a failed code stops
+    /// the box, which then lists as `exited`.
+    pub stop_on_bad_code: AtomicBool,
+    /// Container ids of the boxes stopped so.
+    pub exited: Mutex<Vec<String>>,
+    /// While true, `submit_code` fails as a spoke whose Docker socket is wrong does.
+    pub docker_down: AtomicBool,
 }
 
 impl Recording {
@@ -32,6 +39,9 @@ impl Recording {
             creates: Mutex::new(Vec::new()),
             hold_submit: AtomicBool::new(false),
             submit_entered: AtomicBool::new(false),
+            stop_on_bad_code: AtomicBool::new(false),
+            exited: Mutex::new(Vec::new()),
+            docker_down: AtomicBool::new(false),
         }
     }
 }
@@ -46,10 +56,34 @@ impl BoxManager for Recording {
         while self.hold_submit.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.inner.submit_code(id, code)
+        if self.docker_down.load(Ordering::SeqCst) {
+            return Err(BoxError::Unavailable(
+                "cannot reach Docker at unix:///nonexistent/docker.sock: No such file or directory"
+                    .into(),
+            ));
+        }
+        let exited = self.exited.lock().expect("lock").iter().any(|e| e == id);
+        if exited {
+            return Err(BoxError::Box("box is exited and cannot take a code".into()));
+        }
+        let result = self.inner.submit_code(id, code);
+        if result.is_err() && self.stop_on_bad_code.load(Ordering::SeqCst) {
+            self.exited.lock().expect("lock").push(id.to_string());
+        }
+        result
     }
     fn list(&self) -> Result<Vec<BoxInfo>, BoxError> {
-        self.inner.list()
+        let exited = self.exited.lock().expect("lock").clone();
+        let mut list = self.inner.list()?;
+        for b in &mut list {
+            if exited
+                .iter()
+                .any(|id| id.starts_with(b.container_id.as_str()))
+            {
+                b.state = "exited".into();
+            }
+        }
+        Ok(list)
     }
     fn destroy(&self, id: &str) -> Result<(), BoxError> {
         self.inner.destroy(id)
@@ -104,6 +138,7 @@ impl SpokeDirectory for Switchboard {
                 connected: up.load(Ordering::SeqCst),
                 local: name == LOCAL_SPOKE,
                 connected_since: None,
+                docker: None,
             })
             .collect()
     }
@@ -134,10 +169,6 @@ pub fn hub_on(path: &PathBuf, board: &Arc<Switchboard>, mut config: HubConfig) -
 }
 
 /// The page token in an activation URL.
-pub fn token_of(activation_url: &str) -> String {
-    activation_url
-        .rsplit('/')
-        .next()
-        .expect("token")
-        .to_string()
+pub fn token_of(auth_url: &str) -> String {
+    auth_url.rsplit('/').next().expect("token").to_string()
 }

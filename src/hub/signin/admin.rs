@@ -274,7 +274,7 @@ impl Signin {
             }
         };
         let mut b = format!("<h1>Admin</h1>{}{outcome}", self.who(person, "/admin"));
-        b.push_str("<h2>Spokes</h2><table id=\"spokes\"><tr><th>Name</th><th>Connected</th><th>Since</th><th>Enrolled</th><th>Boxes</th><th></th></tr>");
+        b.push_str("<h2>Spokes</h2><table id=\"spokes\"><tr><th>Name</th><th>Connected</th><th>Docker answered</th><th>Since</th><th>Enrolled</th><th>Boxes</th><th></th></tr>");
         let list = hub.list_boxes();
         for s in hub.list_spokes() {
             let enrolled = state.spokes.iter().find(|r| r.name == s.name).map_or(
@@ -286,11 +286,14 @@ impl Signin {
                 |r| when(r.enrolled),
             );
             let boxes = list.boxes.iter().filter(|x| x.spoke == s.name).count();
-            let connected = match (s.connected, s.local) {
-                (true, true) => "yes (Docker answers)",
-                (false, true) => "no (Docker does not answer)",
-                (true, false) => "yes",
-                (false, false) => "no",
+            let connected = if s.connected { "yes" } else { "no" };
+            // The same status list_spokes shows: `local` asked now, remote spokes at the last
+            // reaper pass.
+            let docker = match (&s.docker, s.connected || s.local) {
+                (Some(d), _) if d == crate::cluster::DOCKER_OK => "yes".to_string(),
+                (Some(d), _) => format!("no: {d}"),
+                (None, true) => "not asked yet (the next reaper pass asks)".to_string(),
+                (None, false) => String::new(),
             };
             let revoke = if s.local {
                 String::new()
@@ -298,8 +301,9 @@ impl Signin {
                 button("/admin/spoke/revoke", "Revoke", &[("name", &s.name)], csrf)
             };
             b.push_str(&format!(
-                "<tr><td>{}</td><td>{connected}</td><td>{}</td><td>{}</td><td>{boxes}</td><td>{revoke}</td></tr>",
+                "<tr><td>{}</td><td>{connected}</td><td class=\"docker\">{}</td><td>{}</td><td>{}</td><td>{boxes}</td><td>{revoke}</td></tr>",
                 escape(&s.name),
+                escape(&docker),
                 s.connected_since.map(when).unwrap_or_default(),
                 escape(&enrolled)
             ));
@@ -335,7 +339,7 @@ impl Signin {
                 .and_then(|s| s.activated_by.clone())
                 .unwrap_or_default();
             let status = match x.status.to_string().as_str() {
-                "pending" => match hub.get_box(&x.box_id).ok().and_then(|v| v.activation_url) {
+                "pending" => match hub.get_box(&x.box_id).ok().and_then(|v| v.auth_url) {
                     Some(u) if u.starts_with(base.as_str()) => {
                         format!("pending (<a href=\"{}\">activation link</a>)", escape(&u))
                     }
