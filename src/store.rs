@@ -132,7 +132,8 @@ pub struct SigninSession {
 pub struct BoxOwner {
     /// The box's full container id (unique, unlike a box id that may be reused later).
     pub container_id: String,
-    /// The owning key's id ([`ApiKeyRecord::id`]).
+    /// The owning key's id ([`ApiKeyRecord::id`]), or `person:<provider>:<email>` for a box a
+    /// person's OAuth token created (the field keeps its name for older state files).
     pub key_id: String,
 }
 

@@ -37,6 +37,11 @@ struct Setup {
 }
 
 fn setup(tag: &str, access_ttl: Duration) -> Setup {
+    setup_with(tag, access_ttl, false)
+}
+
+/// [`setup`]; `cimd_loopback` is the test-only `--oauth-test-cimd-loopback`.
+fn setup_with(tag: &str, access_ttl: Duration, cimd_loopback: bool) -> Setup {
     let dir = support::temp_dir(tag);
     let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
         .parse()
@@ -64,6 +69,7 @@ fn setup(tag: &str, access_ttl: Duration) -> Setup {
     .expect("signin");
     let mut config = OAuthConfig::new(&public);
     config.access_ttl = access_ttl;
+    config.cimd_allow_loopback_http = cimd_loopback;
     let audit = dir.join("audit.log");
     let access = Access {
         audit: Some(Arc::new(AuditLog::open(&audit).expect("audit"))),
@@ -852,5 +858,201 @@ fn mcp_oauth_without_a_sign_in_provider_is_a_usage_error() {
     assert!(
         err.contains("--mcp-oauth needs a sign-in provider"),
         "{err}"
+    );
+}
+
+/// Client metadata documents on loopback http (the test-only mode): by path, what is served,
+/// and how often each path was fetched.
+struct Documents {
+    base: String,
+    hits: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl Documents {
+    fn start() -> Documents {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind"));
+        let base = format!("http://{}", server.server_addr().to_ip().expect("ip"));
+        let hits = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let (b, h) = (base.clone(), Arc::clone(&hits));
+        // Serves until the test process ends; each request on its own thread (one is slow).
+        std::thread::spawn(move || {
+            while let Ok(req) = server.recv() {
+                let (b, h) = (b.clone(), Arc::clone(&h));
+                std::thread::spawn(move || serve_document(req, &b, &h));
+            }
+        });
+        Documents { base, hits }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .expect("hits")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn serve_document(
+    req: tiny_http::Request,
+    base: &str,
+    hits: &std::sync::Mutex<std::collections::HashMap<String, usize>>,
+) {
+    let path = req.url().to_string();
+    *hits.lock().expect("hits").entry(path.clone()).or_default() += 1;
+    let url = format!("{base}{path}");
+    let doc = |id: &str| {
+        json!({"client_id": id, "client_name": "Doc Client", "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none"})
+        .to_string()
+    };
+    let header = |n: &str, v: &str| tiny_http::Header::from_bytes(n, v).expect("header");
+    let resp = match path.as_str() {
+        "/client.json" => tiny_http::Response::from_string(doc(&url))
+            .with_header(header("Cache-Control", "max-age=60")),
+        "/nostore.json" => tiny_http::Response::from_string(doc(&url))
+            .with_header(header("Cache-Control", "no-store")),
+        "/other-id.json" => tiny_http::Response::from_string(doc("https://else.example/c.json")),
+        "/big.json" => tiny_http::Response::from_string(format!(
+            "{{\"client_id\":\"{url}\",\"pad\":\"{}\"}}",
+            "x".repeat(100 << 10)
+        )),
+        "/slow.json" => {
+            std::thread::sleep(Duration::from_secs(8));
+            tiny_http::Response::from_string(doc(&url))
+        }
+        "/redirect.json" => tiny_http::Response::from_string("")
+            .with_status_code(302)
+            .with_header(header("Location", &format!("{base}/client.json"))),
+        _ => tiny_http::Response::from_string("no").with_status_code(404),
+    };
+    let _ = req.respond(resp);
+}
+
+#[test]
+fn a_client_id_metadata_document_client_connects_and_its_document_is_cached() {
+    let docs = Documents::start();
+    let s = setup_with("oauth-cimd", Duration::from_secs(3600), true);
+    let asm = s
+        .get("/.well-known/oauth-authorization-server", None)
+        .json();
+    assert_eq!(asm["client_id_metadata_document_supported"], true);
+    let ada = sign_in(&s, "ada@example.org");
+    let client = docs.url("/client.json");
+    let r = s.get(&s.authorize_path(&client, &[]), None);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let consent = r.header("Location").expect("location").to_string();
+    let page = s.get(&consent, Some(&ada.cookie)).text();
+    assert!(page.contains("id=\"client-name\">Doc Client<"), "{page}");
+    assert!(
+        page.contains(&client),
+        "the page names the document URL: {page}"
+    );
+    let code = s.code(&client, &ada);
+    let r = s.exchange(&client, &code);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let access = r.json()["access_token"].as_str().expect("a").to_string();
+    assert_eq!(s.call(&access, "list_llmboxes", json!({})).status, 200);
+    assert_eq!(
+        docs.hits("/client.json"),
+        1,
+        "max-age=60: fetched once for two authorizes"
+    );
+    let nostore = docs.url("/nostore.json");
+    for _ in 0..2 {
+        assert_eq!(s.get(&s.authorize_path(&nostore, &[]), None).status, 303);
+    }
+    assert_eq!(
+        docs.hits("/nostore.json"),
+        2,
+        "no-store: fetched every time"
+    );
+}
+
+fn assert_document_refused(s: &Setup, client: &str, why: &str) {
+    let r = s.get(&s.authorize_path(client, &[]), None);
+    assert_eq!(r.status, 400, "{client}: {}", r.text());
+    assert!(
+        r.header("Location").is_none(),
+        "never sent back to an unknown client"
+    );
+    assert!(r.text().contains(why), "{client}: {}", r.text());
+}
+
+#[test]
+fn a_document_url_resolving_to_loopback_is_refused() {
+    let docs = Documents::start();
+    let s = setup("oauth-cimd-loopback", Duration::from_secs(3600));
+    let port = docs.base.rsplit(':').next().expect("port").to_string();
+    for url in [
+        format!("https://localhost:{port}/client.json"),
+        format!("https://127.0.0.1:{port}/client.json"),
+    ] {
+        assert_document_refused(&s, &url, "not a public address");
+    }
+    assert_eq!(docs.hits("/client.json"), 0, "nothing was fetched");
+    // Plain http is not fetched at all outside the test mode.
+    let r = s.get(&s.authorize_path(&docs.url("/client.json"), &[]), None);
+    assert_eq!(r.status, 400);
+    assert_eq!(docs.hits("/client.json"), 0);
+}
+
+#[test]
+fn a_document_url_at_the_cloud_metadata_address_is_refused() {
+    let s = setup("oauth-cimd-metadata", Duration::from_secs(3600));
+    assert_document_refused(
+        &s,
+        "https://169.254.169.254/latest/meta-data/client",
+        "not a public address",
+    );
+    let t = setup_with("oauth-cimd-metadata-test", Duration::from_secs(3600), true);
+    assert_document_refused(
+        &t,
+        "http://169.254.169.254/latest/meta-data/client",
+        "not a public address",
+    );
+}
+
+#[test]
+fn an_oversized_document_is_refused() {
+    let docs = Documents::start();
+    let s = setup_with("oauth-cimd-big", Duration::from_secs(3600), true);
+    assert_document_refused(&s, &docs.url("/big.json"), "larger than 65536 bytes");
+}
+
+#[test]
+fn a_slow_document_is_given_up_after_five_seconds() {
+    let docs = Documents::start();
+    let s = setup_with("oauth-cimd-slow", Duration::from_secs(3600), true);
+    let started = std::time::Instant::now();
+    assert_document_refused(&s, &docs.url("/slow.json"), "cannot fetch it");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(7), "took {took:?}");
+    assert!(took >= Duration::from_secs(4), "took {took:?}");
+}
+
+#[test]
+fn a_document_naming_another_client_id_or_redirecting_is_refused() {
+    let docs = Documents::start();
+    let s = setup_with("oauth-cimd-bad", Duration::from_secs(3600), true);
+    assert_document_refused(
+        &s,
+        &docs.url("/other-id.json"),
+        "its client_id is not its own URL",
+    );
+    assert_document_refused(
+        &s,
+        &docs.url("/redirect.json"),
+        "redirects are not followed",
+    );
+    assert_eq!(
+        docs.hits("/client.json"),
+        0,
+        "the redirect was not followed"
     );
 }

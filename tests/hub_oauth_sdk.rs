@@ -34,7 +34,7 @@ struct Setup {
     _provider: Provider,
 }
 
-fn setup(tag: &str) -> Setup {
+fn setup(tag: &str, cimd_loopback: bool) -> Setup {
     let dir = support::temp_dir(tag);
     let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
         .parse()
@@ -66,6 +66,7 @@ fn setup(tag: &str) -> Setup {
     .expect("discovery at the real provider");
     let mut config = OAuthConfig::new(&public);
     config.access_ttl = ACCESS_TTL;
+    config.cimd_allow_loopback_http = cimd_loopback;
     let access = Access {
         signin: Some(Arc::new(signin)),
         oauth: Some(Arc::new(OAuth::new(config))),
@@ -116,7 +117,7 @@ fn step<'a>(lines: &'a [Value], name: &str) -> &'a Value {
 }
 
 fn sdk_connects_calls_refreshes_and_revokes(venv: &str, tag: &str) {
-    let s = setup(tag);
+    let s = setup(tag, false);
     let wait = (ACCESS_TTL + Duration::from_secs(2)).as_secs().to_string();
     let ada = run_flow(
         venv,
@@ -174,4 +175,44 @@ fn the_python_sdk_1x_oauth_client_connects_through_a_real_provider() {
 #[test]
 fn the_python_sdk_2x_oauth_client_connects_through_a_real_provider() {
     sdk_connects_calls_refreshes_and_revokes(".venv-mcp2", "oauth-sdk2");
+}
+
+fn sdk_connects_with_a_client_id_metadata_document(venv: &str, tag: &str) {
+    let s = setup(tag, true);
+    let lines = run_flow(
+        venv,
+        &s,
+        "ada@example.org",
+        "ada-pw-1",
+        &["--box-id", "doc-box", "--serve-client-metadata"],
+    );
+    assert!(
+        lines.iter().any(|l| l["step"] == "document_fetched"),
+        "the hub fetched the document: {lines:?}"
+    );
+    assert_eq!(
+        step(&lines, "consent_page")["client"],
+        "llmbox SDK test (CIMD)"
+    );
+    let called = step(&lines, "tools_call");
+    assert!(
+        called["client_id"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("/llmbox-sdk-client.json")),
+        "the URL is the client_id, no registration: {called}"
+    );
+    assert_eq!(called["boxes"], serde_json::json!(["doc-box"]));
+    assert_eq!(step(&lines, "revoked")["then"], 401);
+    let state = s.hub.store().load().expect("state");
+    assert!(state.oauth_clients.is_empty(), "nothing was registered");
+}
+
+#[test]
+fn the_python_sdk_1x_uses_a_client_id_metadata_document() {
+    sdk_connects_with_a_client_id_metadata_document(".venv-mcp1", "oauth-sdk1-cimd");
+}
+
+#[test]
+fn the_python_sdk_2x_uses_a_client_id_metadata_document() {
+    sdk_connects_with_a_client_id_metadata_document(".venv-mcp2", "oauth-sdk2-cimd");
 }

@@ -299,6 +299,14 @@ mod tests {
             ("/readyz", true, true, false),
             ("/auth/x", true, true, false),
             ("/favicon.svg", true, true, false),
+            (
+                "/.well-known/oauth-protected-resource/mcp",
+                true,
+                true,
+                true,
+            ),
+            ("/.well-known/oauth-authorization-server", true, true, false),
+            ("/oauth/token", true, true, false),
         ] {
             assert_eq!(Surface::All.serves(path), all, "{path}");
             assert_eq!(Surface::Page.serves(path), page, "{path}");

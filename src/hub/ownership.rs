@@ -1,4 +1,6 @@
-//! Box ownership: a box belongs to the API key that created it (issue 9, item 4).
+//! Box ownership: a box belongs to the API key that created it (issue 9, item 4), or to the
+//! person whose OAuth access token created it (issue 14; owner id `person:<provider>:<email>`,
+//! and then the activation page accepts only that person, see [`person_owner`]).
 //!
 //! Applied at the tool layer, around the hub's operations, so the hub's own logic stays the
 //! same for every caller:
@@ -29,7 +31,7 @@ pub(crate) const PER_BOX_TOOLS: [&str; 4] = [
     "exec_llmbox",
 ];
 
-/// The owning key id of the box `box_id` has a session for, if any.
+/// The owner id (a key id or a person's) of the box `box_id` has a session for, if any.
 fn owner_of<'a>(state: &'a State, box_id: &str) -> Option<&'a str> {
     let session = state.sessions.iter().find(|s| s.box_id == box_id)?;
     owner_of_container(state, &session.container_id)

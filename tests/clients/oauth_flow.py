@@ -10,7 +10,12 @@ the provider's login form, the hub's consent page — is driven here over plain 
 one cookie jar), as a browser would follow it.
 
     oauth_flow.py --url http://127.0.0.1:P/mcp --email E --password P [--box-id B]
-                  [--client-metadata-url URL] [--wait-refresh SECONDS]
+                  [--serve-client-metadata] [--wait-refresh SECONDS]
+
+--serve-client-metadata serves a client ID metadata document on a loopback port and hands its
+URL to the SDK as `client_metadata_url` (CIMD instead of DCR). The SDK accepts only https URLs
+there and the hub fetches plain http only from loopback in its test mode
+(--oauth-test-cimd-loopback), so the SDK's URL check is relaxed for this one run.
 
 Prints one JSON object per step on stdout; exits non-zero on the first failure.
 """
@@ -130,13 +135,44 @@ class Person:
         raise AssertionError("the consent never came back to the client's redirect URI")
 
 
+def serve_client_metadata():
+    """Serves this client's metadata document on loopback; its URL."""
+    import http.server
+    import threading
+    import mcp.client.auth.oauth2 as oauth2
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{server.server_address[1]}/llmbox-sdk-client.json"
+    doc = json.dumps({"client_id": url, "client_name": "llmbox SDK test (CIMD)",
+                      "redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"],
+                      "response_types": ["code"], "token_endpoint_auth_method": "none"}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            say(step="document_fetched", path=self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Cache-Control", "max-age=300")
+            self.send_header("Content-Length", str(len(doc)))
+            self.end_headers()
+            self.wfile.write(doc)
+
+        def log_message(self, *a):
+            pass
+
+    server.RequestHandlerClass = Handler
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    oauth2.is_valid_client_metadata_url = lambda u: u == url
+    return url
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--email", required=True)
     ap.add_argument("--password", required=True)
     ap.add_argument("--box-id", default="sdk-box")
-    ap.add_argument("--client-metadata-url")
+    ap.add_argument("--serve-client-metadata", action="store_true")
     ap.add_argument("--wait-refresh", type=float, default=0)
     args = ap.parse_args()
 
@@ -158,7 +194,9 @@ async def main():
     metadata = OAuthClientMetadata(
         client_name="llmbox SDK test", redirect_uris=[REDIRECT],
         grant_types=["authorization_code", "refresh_token"], response_types=["code"])
-    extra = {"client_metadata_url": args.client_metadata_url} if args.client_metadata_url else {}
+    extra = {}
+    if args.serve_client_metadata:
+        extra["client_metadata_url"] = serve_client_metadata()
     auth = OAuthClientProvider(
         server_url=args.url, client_metadata=metadata, storage=storage,
         redirect_handler=redirect_handler, callback_handler=callback_handler, **extra)
@@ -192,7 +230,7 @@ async def main():
         ("create_llmbox", {"box_id": args.box_id}), ("list_llmboxes", {})])
     say(step="tools_call", created=not is_error(made),
         boxes=[b["box_id"] for b in structured(listed)["boxes"]],
-        client_id=storage.client.client_id, registrations=1, tokens=len(storage.history),
+        client_id=storage.client.client_id, tokens=len(storage.history),
         mcp=importlib.metadata.version("mcp"))
     first = storage.tokens
 
