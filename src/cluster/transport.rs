@@ -189,6 +189,7 @@ impl Socket {
         if let Some(tcp) = &self.tcp {
             let _ = tcp.shutdown(Shutdown::Both);
         }
+        self.turn.notify_all();
     }
 
     /// Stops data frames because a Close is going out; `true` when one already went out.
@@ -234,7 +235,8 @@ impl Socket {
         }
         let written = write_all_by(tcp, bytes, deadline);
         self.lock().busy = false;
-        self.turn.notify_one();
+        // Every waiter: one whose wait is timing out at this moment must not swallow the wake.
+        self.turn.notify_all();
         written.map_err(|e| {
             self.shutdown();
             SendError::Failed(e.to_string())
