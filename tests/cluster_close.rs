@@ -41,6 +41,9 @@ fn assert_clean_eof(tcp: &mut TcpStream) {
         Ok(n) => panic!("{n} more bytes after the close handshake"),
         Err(e) => panic!("the socket did not end cleanly: {e}"),
     }
+    // A reset that came after the end of stream (our answer hit a closed socket) shows here.
+    let pending = tcp.take_error().expect("SO_ERROR");
+    assert!(pending.is_none(), "the peer reset the connection: {pending:?}");
 }
 
 /// A reconnect's welcome (it carries no new credential).
@@ -86,6 +89,8 @@ fn the_hub_closing_a_spoke_waits_for_its_late_close_answer() {
     // Answer late (well inside the hub's wait): the answer must land, not hit a reset.
     thread::sleep(Duration::from_millis(300));
     first.ws.flush().expect("the close answer is written");
+    // Give a reset (the answer reaching a closed socket) time to come back before reading.
+    thread::sleep(Duration::from_millis(200));
     assert_clean_eof(first.ws.get_mut());
     // The new connection serves.
     let remote = hub.wait_connected("edge");
