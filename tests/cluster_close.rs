@@ -43,7 +43,10 @@ fn assert_clean_eof(tcp: &mut TcpStream) {
     }
     // A reset that came after the end of stream (our answer hit a closed socket) shows here.
     let pending = tcp.take_error().expect("SO_ERROR");
-    assert!(pending.is_none(), "the peer reset the connection: {pending:?}");
+    assert!(
+        pending.is_none(),
+        "the peer reset the connection: {pending:?}"
+    );
 }
 
 /// A reconnect's welcome (it carries no new credential).
