@@ -1,17 +1,34 @@
 //! `make bench-docker`: p50 over 20 runs of create→authorize URL, an exec round trip and
 //! destroy through llmbox's own Engine client, next to the same Engine calls made by the
-//! `docker` CLI in the same run, so our overhead reads as a ratio. Prints a table; asserts
-//! nothing. Needs the test image (`make test-image`) and the Docker daemon.
+//! `docker` CLI in the same run, so our overhead reads as a ratio. Then creates at once:
+//! [`CONCURRENT`] `create_llmbox` calls at the same moment through a real hub's MCP endpoint
+//! (the built `llmbox hub` on its local Docker, each call on its own connection), create →
+//! activation link, beside [`CONCURRENT`] `docker` CLI runs of the same Engine calls at once.
+//! Prints tables; asserts nothing. Needs the test image (`make test-image`) and the Docker
+//! daemon.
 
 use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
 use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+#[allow(dead_code)]
+#[path = "scale/mcp.rs"]
+mod mcp;
 
 use llmbox::boxes::{BoxManager, CreateOptions};
 use llmbox::docker::{DEFAULT_DOCKER_HOST, DockerBoxManager, ManagerConfig};
 
 const RUNS: usize = 20;
+/// Creates started at the same moment.
+const CONCURRENT: usize = 8;
+/// Rounds of [`CONCURRENT`] creates (the samples of the p50/p99).
+const ROUNDS: usize = 3;
 const IMAGE: &str = "llmbox-test-box:latest";
 
 fn fake_claude() -> PathBuf {
@@ -57,8 +74,17 @@ impl Drop for Guard {
 }
 
 fn p50(samples: &mut [Duration]) -> Duration {
+    pct(samples, 50)
+}
+
+/// The `p`th percentile (nearest rank); zero when there are no samples.
+fn pct(samples: &mut [Duration], p: usize) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
     samples.sort();
-    samples[samples.len() / 2]
+    let rank = (samples.len() * p).div_ceil(100).max(1);
+    samples[rank - 1]
 }
 
 fn ms(d: Duration) -> String {
@@ -130,6 +156,122 @@ fn cli_create(ns: &str, i: usize, script: &str) -> (String, String, Duration) {
     (id, net, took)
 }
 
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("address")
+}
+
+/// The built `llmbox hub` on the local Docker, its boxes under namespace `ns`; killed on drop.
+struct Hub(Child);
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_hub(ns: &str, dir: &std::path::Path) -> (Hub, SocketAddr) {
+    let listen = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .arg("hub")
+        .args(["--listen", &listen.to_string()])
+        .args(["--spoke-listen", &free_addr().to_string()])
+        .arg("--state")
+        .arg(dir.join("state.json"))
+        .args(["--box-image", IMAGE, "--local-namespace", ns])
+        .arg("--claude-bin")
+        .arg(fake_claude())
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start llmbox hub");
+    let hub = Hub(child);
+    let mut probe = mcp::Mcp::new(listen);
+    let start = Instant::now();
+    while !probe.healthy() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the hub did not answer"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    (hub, listen)
+}
+
+/// Runs `f(i)` for `i` in `0..CONCURRENT` on as many threads released at the same moment;
+/// each one's time.
+fn at_once<F>(f: F) -> Vec<Duration>
+where
+    F: Fn(usize) + Send + Sync + 'static,
+{
+    let (f, gate) = (Arc::new(f), Arc::new(Barrier::new(CONCURRENT)));
+    let threads: Vec<_> = (0..CONCURRENT)
+        .map(|i| {
+            let (f, gate) = (Arc::clone(&f), Arc::clone(&gate));
+            thread::spawn(move || {
+                gate.wait();
+                let t = Instant::now();
+                f(i);
+                t.elapsed()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("a concurrent create panicked"))
+        .collect()
+}
+
+/// [`ROUNDS`] × [`CONCURRENT`] creates at once through the hub's MCP, and as many `docker`
+/// CLI runs at once: (ours, CLI) per-create times.
+fn concurrent_creates(ns: &str, script: &str) -> (Vec<Duration>, Vec<Duration>) {
+    let dir = std::env::temp_dir().join(format!("llmbox-bench-docker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (hub, addr) = start_hub(ns, &dir);
+    let (mut ours, mut cli) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        ours.extend(at_once(move |i| {
+            let mut c = mcp::Mcp::new(addr);
+            let r = c.tool(
+                "create_llmbox",
+                json!({"box_id": format!("cc-{round}-{i}"), "description": "bench"}),
+            );
+            let text = r.expect("create_llmbox").to_string();
+            assert!(
+                text.contains("pending"),
+                "no pending box with its link: {text}"
+            );
+        }));
+        for i in 0..CONCURRENT {
+            let mut c = mcp::Mcp::new(addr);
+            let _ = c.tool(
+                "destroy_llmbox",
+                json!({"box_id": format!("cc-{round}-{i}")}),
+            );
+        }
+        let (ns2, script2) = (ns.to_string(), script.to_string());
+        let made = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let made2 = Arc::clone(&made);
+        cli.extend(at_once(move |i| {
+            let (id, net, _) = cli_create(&ns2, 1000 + round * CONCURRENT + i, &script2);
+            made2.lock().expect("ids").push((id, net));
+        }));
+        for (id, net) in made.lock().expect("ids").drain(..) {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &id])
+                .output();
+            let _ = Command::new("docker")
+                .args(["network", "rm", &net])
+                .output();
+        }
+    }
+    drop(hub);
+    let _ = std::fs::remove_dir_all(&dir);
+    (ours, cli)
+}
+
 fn main() {
     // `cargo test --all-targets` runs bench binaries without `--bench`: build-check only.
     if !std::env::args().any(|a| a == "--bench") {
@@ -180,6 +322,8 @@ fn main() {
         cli_destroy.push(t.elapsed());
     }
 
+    let (mut ours_cc, mut cli_cc) = concurrent_creates(&ns, &script);
+
     println!("llmbox Docker box manager vs docker CLI, p50 of {RUNS} runs (same daemon, same run)");
     println!(
         "{:<28} {:>12} {:>12} {:>8}",
@@ -202,6 +346,23 @@ fn main() {
         println!(
             "{:<28} {:>12} {:>12} {:>7.2}x",
             name,
+            ms(o),
+            ms(c),
+            o.as_secs_f64() / c.as_secs_f64()
+        );
+    }
+    println!(
+        "\n{CONCURRENT} creates at once, {ROUNDS} rounds: create_llmbox through the hub's MCP (create -> activation link) vs {CONCURRENT} docker CLI runs at once"
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>8}",
+        "", "llmbox MCP", "docker CLI", "ratio"
+    );
+    for p in [50, 99] {
+        let (o, c) = (pct(&mut ours_cc, p), pct(&mut cli_cc, p));
+        println!(
+            "{:<28} {:>12} {:>12} {:>7.2}x",
+            format!("p{p} of {} creates", ours_cc.len()),
             ms(o),
             ms(c),
             o.as_secs_f64() / c.as_secs_f64()

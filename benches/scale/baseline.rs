@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use llmbox::boxes::CreateOptions;
 use llmbox::cluster::registry::Registry;
 use llmbox::cluster::remote::{CallDeadlines, RemoteSpoke};
-use llmbox::cluster::transport::ws_config;
+use llmbox::cluster::transport::{Socket, ws_config};
 use llmbox::store::Store;
 
 use super::common::{self, ProcStatus, proc_status};
@@ -110,19 +110,17 @@ pub fn echo_phase(rows: &mut [Row]) -> ProcStatus {
 }
 
 /// One `Registry::drop_revoked` pass with the first `n` spokes of `state` connected (fake
-/// connections whose writer channel goes nowhere): the median of [`SWEEPS`] passes.
+/// connections on detached sockets): the median of [`SWEEPS`] passes.
 pub fn revocation_sweep(state: &Path, n: usize) -> Duration {
     let store = Arc::new(Store::open(state).expect("state file"));
     let spokes = store.load().expect("state file").spokes.clone();
     let registry = Registry::new(store);
-    let mut channels = Vec::new();
     for record in spokes.iter().take(n) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        channels.push(rx);
+        let socket = Socket::detached(tungstenite::protocol::Role::Server);
         let spoke = RemoteSpoke::new(
             &record.name,
             &record.credential_hash,
-            tx,
+            socket,
             CallDeadlines::default(),
         );
         registry.insert(Arc::new(spoke));

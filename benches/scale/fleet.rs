@@ -2,10 +2,11 @@
 //! manager and saved credentials, spread over child processes (this bench binary re-run with
 //! `BENCH_CHILD=fleet:…`).
 //!
-//! Why children: one spoke loop holds 4 descriptors (the socket, the loop's control clone, the
-//! stop handle's clone, the writer's clone) and 2 threads (the loop, `spoke-write`); with a hard
-//! NOFILE of 20000 one process cannot hold 5000 of them, and real spokes live on other hosts
-//! anyway. Each child holds at most [`SPOKES_PER_CHILD`].
+//! Why children: one spoke loop holds 1 descriptor (its socket, shared with its stop handle)
+//! and 1 thread (the loop; a `spoke-verb` worker only while it serves a verb and for 10 s
+//! after), so the open-file limit no longer forces them apart; but real spokes live on other
+//! hosts, a crash of one child takes down only its share, and spreading them keeps each
+//! process's thread count modest. Each child holds at most [`SPOKES_PER_CHILD`].
 //!
 //! Enrollment is seeded: spoke records (credential hashes) go into the hub's state file through
 //! `Store`, and each spoke's credentials file is written beside it, so every spoke connects as
@@ -26,7 +27,7 @@ use llmbox::store::{SpokeRecord, Store};
 use llmbox::util::secret::{random_hex_32, sha256_hex};
 use llmbox::util::unix_now;
 
-/// Most spoke loops in one child process (4 descriptors each, see the module docs).
+/// Most spoke loops in one child process (see the module docs).
 pub const SPOKES_PER_CHILD: usize = 2000;
 /// Verbs a bench spoke runs at once.
 const SPOKE_WORKERS: usize = 4;

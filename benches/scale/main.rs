@@ -1,6 +1,6 @@
 //! `make bench-scale`: how far one hub goes. One real `llmbox hub --no-local` process (the built
 //! binary, loopback ports, a temp state file) and N real spoke loops with in-memory box
-//! managers ([`fleet`]), at N = 100, 1000, 5000. Prints numbers, asserts nothing.
+//! managers ([`fleet`]), at N = 100, 1000, 5000, 10000. Prints numbers, asserts nothing.
 //!
 //! Measured, each beside a baseline from the same run:
 //! - hub RSS and threads with N idle spokes, vs a bare tungstenite echo process holding N idle
@@ -43,7 +43,7 @@ use mcp::Mcp;
 use report::{Cpu, Restart, Row, ms, secs, us};
 
 /// Spoke counts measured (override with `SCALE_STEPS`).
-const STEPS: [usize; 3] = [100, 1000, 5000];
+const STEPS: [usize; 4] = [100, 1000, 5000, 10_000];
 /// Heartbeat of the hub and of every spoke (short, so the idle CPU shows it: 7.5× the default).
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Window of the idle CPU reading.
@@ -60,8 +60,8 @@ const CALLS: usize = 1000;
 const FANOUTS: usize = 5;
 /// How long N spokes may take to connect (or reconnect).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(180);
-/// Descriptors the hub holds per spoke: the socket, the reader's clone, the writer's clone.
-const HUB_FDS_PER_SPOKE: u64 = 3;
+/// Descriptors the hub holds per spoke: the socket (one descriptor, no clones).
+const HUB_FDS_PER_SPOKE: u64 = 1;
 /// Descriptors kept for everything else in the hub.
 const FD_SLACK: u64 = 300;
 /// The box the MCP round trips exec in (created on spoke 0).
@@ -96,6 +96,11 @@ fn run() {
         "machine: {cores} cores, {} MiB memory; open-file limit {limit} (hub: {HUB_FDS_PER_SPOKE} per spoke; spokes: {} per child process)",
         common::mem_total_mib(),
         fleet::SPOKES_PER_CHILD
+    );
+    println!(
+        "threads: kernel.pid_max {} (every thread on the machine counts against it), {} in use now",
+        read_trim("/proc/sys/kernel/pid_max"),
+        threads_in_use()
     );
     println!(
         "hub: {} --no-local, heartbeat {HEARTBEAT:?} (hub and spokes); spokes: llmbox::cluster::spoke::run + MemoryBoxManager, library backoff",
@@ -169,12 +174,15 @@ fn run() {
         row.fleet = sum_status(&fleet.pids());
         row.cpu = idle_cpu(&hub, &fleet, CPU_WINDOW);
         println!(
-            "hub: {:.1} MiB, {} threads, idle CPU {:.2}% of a core; spokes: {:.2}%; everything else: {:.2}%",
+            "hub: {:.1} MiB, {} threads, idle CPU {:.2}% of a core; spokes: {:.2}% ({} threads, {:.1} MiB); everything else: {:.2}%; threads on the machine: {}",
             row.hub.rss_kib as f64 / 1024.0,
             row.hub.threads,
             row.cpu.hub,
             row.cpu.spokes,
-            row.cpu.others
+            row.fleet.threads,
+            row.fleet.rss_kib as f64 / 1024.0,
+            row.cpu.others,
+            threads_in_use()
         );
         if mcp_missing.is_none() {
             let probe = probe.get_or_insert_with(|| {
@@ -293,6 +301,20 @@ fn extra_flags(bin: &Path) -> Vec<String> {
     } else {
         Vec::new()
     }
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path).map_or_else(|e| format!("? ({e})"), |s| s.trim().to_string())
+}
+
+/// Threads of every process this bench can see (`/proc/*/status` `Threads:`).
+fn threads_in_use() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .map(|pid| proc_status(pid).threads)
+        .sum()
 }
 
 fn free_addr() -> SocketAddr {

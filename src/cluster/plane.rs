@@ -1,10 +1,13 @@
 //! The hub's spoke plane: its own accept loop on `--spoke-listen`, the upgrade on
-//! `/spoke/connect`, enrollment, and one reader + one writer thread per spoke (DESIGN §3–5).
+//! `/spoke/connect`, enrollment, and one thread per spoke socket (DESIGN §3–5).
 //!
 //! Threads: `spoke-plane-accept` (owns the listener; ends when the plane stops),
 //! `spoke-plane-watch` (every heartbeat, closes revoked spokes' connections; ends when the
 //! plane stops), and per socket `spoke-conn-<peer>` (upgrade, enrollment, then reading until
-//! the socket ends) and `spoke-write-<peer>` (owns the write half). An accept error (EMFILE
+//! the socket ends; it also sends the heartbeat pings and answers pings and closes). Callers
+//! write their requests to the socket themselves ([`transport::Socket`]), and a close asked
+//! for from elsewhere waits for the peer's Close on the process's one `ws-close-timer`
+//! thread, so a socket costs one thread and one descriptor. An accept error (EMFILE
 //! included) is logged and the loop keeps serving. Stopping the [`PlaneHandle`] (or dropping
 //! it) stops both loops through one [`Stop`] signal, closes every enrolled spoke's connection
 //! and joins the two loops; a stranger still enrolling is cut off by its enrollment deadline.
@@ -22,7 +25,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,7 +46,7 @@ use super::proto::{
 use super::registry::Registry;
 use super::remote::{CallDeadlines, RemoteSpoke};
 use super::tokens::{self, Enrolled};
-use super::transport::{self, CONN_THREAD_STACK, SplitStream, WRITE_TIMEOUT, pump, ws_config};
+use super::transport::{self, CONN_THREAD_STACK, Socket, Stream, WRITE_TIMEOUT, pump, ws_config};
 
 /// Time from accepting a socket to a finished enrollment.
 pub(crate) const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -385,16 +387,13 @@ fn serve_socket(
     let deadline = Instant::now() + config.enroll_timeout;
     let setup = tcp
         .set_nodelay(true)
-        .and_then(|()| tcp.set_read_timeout(Some(config.enroll_timeout)))
-        .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
-        .and_then(|()| tcp.try_clone());
-    let raw = match setup {
-        Ok(raw) => raw,
-        Err(e) => {
-            log::warn!("spoke plane: {peer}: socket setup: {e}");
-            return;
-        }
-    };
+        .and_then(|()| tcp.set_read_timeout(Some(config.enroll_timeout)));
+    if let Err(e) = setup {
+        log::warn!("spoke plane: {peer}: socket setup: {e}");
+        return;
+    }
+    // The one descriptor: read here, written under its write turn by this thread and callers.
+    let socket = Socket::new(tcp, Role::Server);
     // The callback's error type is tungstenite's (a whole HTTP response); its size is theirs.
     #[allow(clippy::result_large_err)]
     let check_path = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -408,79 +407,62 @@ fn serve_socket(
             Err(err)
         }
     };
-    let mut stream = SplitStream::new(tcp);
+    let mut stream = Stream::new(Arc::clone(&socket));
     stream.set_deadline(Some(deadline));
     let mut ws = match tungstenite::accept_hdr_with_config(stream, check_path, Some(ws_config())) {
         Ok(ws) => ws,
         Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             log::info!("spoke plane: {peer}: refused {}", resp.status());
+            socket.shutdown();
             return;
         }
         Err(e) => {
             log::info!("spoke plane: {peer}: not a WebSocket upgrade: {e}");
             let body = "a WebSocket upgrade to /spoke/connect is required\n";
-            let _ = write!(
-                &raw,
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = raw.shutdown(Shutdown::Both);
+            if let Ok(mut raw) = socket.tcp() {
+                let _ = write!(
+                    raw,
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            socket.shutdown();
             return;
         }
     };
+    socket.upgraded(None);
     ws.set_config(|c| {
         c.max_message_size = Some(MAX_ENROLL_MESSAGE_BYTES);
         c.max_frame_size = Some(MAX_ENROLL_MESSAGE_BYTES);
     });
-    let (tx, rx) = mpsc::channel();
-    ws.get_mut().attach(tx.clone());
-    let writer =
-        match transport::spawn_writer(format!("spoke-write-{peer}"), &raw, Role::Server, rx) {
-            Ok(w) => w,
-            Err(e) => {
-                log::error!("spoke plane: {peer}: cannot start writer: {e}");
-                return;
-            }
-        };
-    match read_enroll(&mut ws, deadline) {
+    let enrolled = read_enroll(&mut ws, deadline)
+        .and_then(|payload| enroll(registry, &payload).map_err(|e| e.to_string()));
+    match enrolled {
         Err(why) => {
             log::warn!("spoke plane: {peer}: enrollment rejected: {why}");
-            transport::send_text(&tx, Frame::rejected().encode());
+            let _ = socket.send_text(Frame::rejected().encode(), Instant::now() + WRITE_TIMEOUT);
+            transport::close(&mut ws, &socket, transport::close_normal("bye"));
         }
-        Ok(payload) => match enroll(registry, &payload) {
-            Err(why) => {
-                log::warn!("spoke plane: {peer}: enrollment rejected: {why}");
-                transport::send_text(&tx, Frame::rejected().encode());
-            }
-            Ok(enrolled) => {
-                // Enrolled: no longer a stranger.
-                drop(stranger);
-                ws.get_mut().set_deadline(None);
-                ws.set_config(|c| {
-                    c.max_message_size = Some(MAX_MESSAGE_BYTES);
-                    c.max_frame_size = Some(MAX_MESSAGE_BYTES);
-                });
-                let spoke = Conn {
-                    raw: &raw,
-                    tx: tx.clone(),
-                    peer,
-                    supersedes,
-                };
-                run_spoke(&mut ws, spoke, enrolled, registry, config);
-            }
-        },
+        Ok(enrolled) => {
+            // Enrolled: no longer a stranger.
+            drop(stranger);
+            ws.get_mut().set_deadline(None);
+            ws.set_config(|c| {
+                c.max_message_size = Some(MAX_MESSAGE_BYTES);
+                c.max_frame_size = Some(MAX_MESSAGE_BYTES);
+            });
+            let spoke = Conn {
+                socket: &socket,
+                peer,
+                supersedes,
+            };
+            run_spoke(&mut ws, spoke, enrolled, registry, config);
+        }
     }
-    let _ = tx.send(transport::Outgoing::Close(transport::close_normal("bye")));
-    drop(tx);
-    drop(ws);
-    let _ = writer.join();
 }
 
 /// Reads the first text message before `deadline`; it must be an `enroll`.
-fn read_enroll(
-    ws: &mut WebSocket<SplitStream>,
-    deadline: Instant,
-) -> Result<EnrollPayload, String> {
+fn read_enroll(ws: &mut WebSocket<Stream>, deadline: Instant) -> Result<EnrollPayload, String> {
     // The stream's deadline bounds every read here.
     loop {
         if Instant::now() >= deadline {
@@ -524,22 +506,20 @@ fn enroll(registry: &Registry, p: &EnrollPayload) -> Result<Enrolled, tokens::En
 
 /// An enrolled socket's handles.
 struct Conn<'a> {
-    raw: &'a TcpStream,
-    tx: mpsc::Sender<transport::Outgoing>,
+    socket: &'a Arc<Socket>,
     peer: &'a str,
     supersedes: &'a Supersedes,
 }
 
 fn run_spoke(
-    ws: &mut WebSocket<SplitStream>,
+    ws: &mut WebSocket<Stream>,
     conn: Conn<'_>,
     enrolled: Enrolled,
     registry: &Arc<Registry>,
     config: &PlaneConfig,
 ) {
     let Conn {
-        raw,
-        tx,
+        socket,
         peer,
         supersedes,
     } = conn;
@@ -551,13 +531,16 @@ fn run_spoke(
         })),
         ..Frame::new(Kind::Welcome)
     };
-    if !transport::send_text(&tx, welcome.encode()) {
+    if socket
+        .send_text(welcome.encode(), Instant::now() + WRITE_TIMEOUT)
+        .is_err()
+    {
         return;
     }
     let spoke = Arc::new(RemoteSpoke::new(
         &name,
         &enrolled.credential_hash,
-        tx.clone(),
+        Arc::clone(socket),
         config.deadlines,
     ));
     let (generation, old) = registry.insert(Arc::clone(&spoke));
@@ -579,8 +562,7 @@ fn run_spoke(
             ""
         }
     );
-    let set_timeout = |d: Duration| raw.set_read_timeout(Some(d));
-    let end = pump(ws, &tx, None, config.heartbeat, &set_timeout, &mut |text| {
+    let end = pump(ws, socket, None, config.heartbeat, &mut |text| {
         match Frame::decode(text) {
             Ok(frame) if frame.kind == Kind::Resp => spoke.complete(frame),
             Ok(frame) => log::warn!("spoke {name}: unexpected {:?} frame ignored", frame.kind),

@@ -214,8 +214,14 @@ mod tests {
     }
 
     fn remote(name: &str) -> Arc<RemoteSpoke> {
-        let (tx, _rx) = std::sync::mpsc::channel();
-        Arc::new(RemoteSpoke::new(name, "h", tx, CallDeadlines::default()))
+        let socket =
+            crate::cluster::transport::Socket::detached(tungstenite::protocol::Role::Server);
+        Arc::new(RemoteSpoke::new(
+            name,
+            "h",
+            socket,
+            CallDeadlines::default(),
+        ))
     }
 
     #[test]
@@ -290,11 +296,12 @@ mod tests {
             )
             .expect("token");
             let e = crate::cluster::tokens::enroll_with_token(reg.store(), &token).expect("enroll");
-            let (tx, _rx) = std::sync::mpsc::channel();
+            let socket =
+                crate::cluster::transport::Socket::detached(tungstenite::protocol::Role::Server);
             reg.insert(Arc::new(RemoteSpoke::new(
                 &name,
                 &e.credential_hash,
-                tx,
+                socket,
                 CallDeadlines::default(),
             )));
         }

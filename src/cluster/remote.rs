@@ -1,6 +1,11 @@
 //! A connected spoke as a [`BoxManager`]: each verb is a `req` down the socket and waits for
 //! the `resp` with the same id (DESIGN §3–4).
 //!
+//! The calling thread (an MCP handler) writes its `req` frame itself, under the socket's
+//! write turn ([`Socket::send_text`]), within the nearer of the call's deadline and
+//! [`transport::WRITE_TIMEOUT`]; a spoke that does not read makes that write fail, which shuts
+//! the connection. The answer comes back from the connection's reader thread over a channel.
+//!
 //! Correlation: an incrementing `u64` id and a map of waiting callers behind a short mutex
 //! (never held across a send or a wait). When the socket ends, the connection's reader calls
 //! [`RemoteSpoke::fail_all`]: every waiting call fails with "spoke X disconnected" and later
@@ -8,9 +13,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender, SyncSender};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -20,7 +25,7 @@ use crate::boxes::{
 };
 
 use super::proto::{self, Frame, Kind, method};
-use super::transport::{self, Outgoing};
+use super::transport::{self, Socket};
 
 /// How long the hub waits for each verb's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +87,7 @@ fn bounded_error(mut error: String) -> String {
 pub struct RemoteSpoke {
     name: String,
     credential_hash: String,
-    tx: Sender<Outgoing>,
+    socket: Arc<Socket>,
     /// `None` once the connection ended.
     pending: Mutex<Option<HashMap<u64, Waiter>>>,
     next_id: AtomicU64,
@@ -90,17 +95,17 @@ pub struct RemoteSpoke {
 }
 
 impl RemoteSpoke {
-    /// A handle writing through `tx` (the connection's writer channel).
+    /// A handle writing to `socket` (the connection's, shared with its reader).
     pub fn new(
         name: &str,
         credential_hash: &str,
-        tx: Sender<Outgoing>,
+        socket: Arc<Socket>,
         deadlines: CallDeadlines,
     ) -> Self {
         RemoteSpoke {
             name: name.to_string(),
             credential_hash: credential_hash.to_string(),
-            tx,
+            socket,
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
             deadlines,
@@ -151,9 +156,7 @@ impl RemoteSpoke {
 
     /// Asks the connection to close (superseded, revoked, hub stopping).
     pub(crate) fn close(&self, reason: &str) {
-        let _ = self
-            .tx
-            .send(Outgoing::Close(transport::close_normal(reason)));
+        self.socket.close(transport::close_normal(reason));
     }
 
     /// Sends `method` with `payload` and waits for the answer's payload (`None` when the
@@ -167,11 +170,16 @@ impl RemoteSpoke {
             }
             None => return Err(self.disconnected()),
         }
-        if !transport::send_text(&self.tx, Frame::req(id, m, payload).encode()) {
+        let deadline = self.deadlines.of(m);
+        let write_by = Instant::now() + deadline.min(transport::WRITE_TIMEOUT);
+        if let Err(e) = self
+            .socket
+            .send_text(Frame::req(id, m, payload).encode(), write_by)
+        {
+            log::debug!("spoke {}: {m}: {e}", self.name);
             self.forget(id);
             return Err(self.disconnected());
         }
-        let deadline = self.deadlines.of(m);
         match wrx.recv_timeout(deadline) {
             Ok(Ok(frame)) if frame.kind != Kind::Resp => Err(self.bad(m, "answer is not a resp")),
             Ok(Ok(frame)) if !frame.error.is_empty() => Err(BoxError::Remote(RemoteError::new(
@@ -282,7 +290,9 @@ impl BoxManager for RemoteSpoke {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::transport::Outgoing;
     use tungstenite::Message;
+    use tungstenite::protocol::Role;
 
     fn spoke_with_answerer(
         answer: impl Fn(Frame) -> Option<Frame> + Send + 'static,
@@ -291,7 +301,7 @@ mod tests {
         let spoke = std::sync::Arc::new(RemoteSpoke::new(
             "edge",
             "h",
-            tx,
+            Socket::queued(Role::Server, tx),
             CallDeadlines {
                 quick: Duration::from_millis(300),
                 ..Default::default()

@@ -1,29 +1,43 @@
-//! Moving WebSocket messages over one socket, for both ends (DESIGN §3).
+//! Moving WebSocket messages over one socket, for both ends (DESIGN §3): one descriptor and
+//! one thread per socket.
 //!
-//! Split mode (hub sockets, spoke over `ws://`): the reader thread owns a tungstenite
-//! `WebSocket` over a [`SplitStream`], whose *write* half does not touch the socket but hands the
-//! bytes (pongs, close replies) to the connection's writer channel. A writer thread owns a
-//! `try_clone` of the socket and is the only thing that writes to it, so frames never
-//! interleave. The writer ends when every [`Outgoing`] sender is dropped or a write fails.
+//! A [`Socket`] is the connection's one TCP descriptor, shared by its reader and its writers.
+//! The reader thread owns reading: a tungstenite `WebSocket` over a [`Stream`], whose writes
+//! (the pongs and close replies tungstenite makes while reading, and the reader's own pings and
+//! closes) go to the socket under the socket's write turn. Every other thread that sends (an
+//! MCP handler calling a spoke, a spoke's verb worker answering) frames its message itself and
+//! writes it under the same turn ([`Socket::send_text`]), so frames never interleave and no
+//! socket needs a writer thread. Each write has a deadline, which also bounds the wait for the
+//! turn: a peer that stops reading cannot block a caller past it; the caller then shuts the
+//! connection down, so the reader ends and fails what is still in flight.
 //!
-//! Single-owner mode (spoke over `wss://`, whose rustls stream cannot be split): one thread
-//! alternates a short-timeout read with draining the same outgoing channel ([`pump`] with
-//! `drain`).
+//! Queued mode (spoke over `wss://`, whose rustls stream cannot be shared): senders hand their
+//! messages to the reader through a channel, and the reader alternates a short-timeout read
+//! with draining it ([`pump`] with `drain`).
 //!
-//! Liveness: [`pump`] sends a Ping every heartbeat and declares the peer dead after
-//! [`MISSED_HEARTBEATS`] heartbeats without any inbound frame. An oversized message is answered
-//! with Close 1009. Replies the read path queues for the writer (pongs, close replies) are
-//! bounded by [`MAX_REPLY_BACKLOG`]: a peer that floods pings and never reads is cut off.
+//! Liveness: [`pump`] sends a Ping every heartbeat from the reader thread (on its read timeout)
+//! and declares the peer dead after [`MISSED_HEARTBEATS`] heartbeats without any inbound frame.
+//! An oversized message is answered with Close 1009. A peer that floods pings and never reads
+//! its pongs blocks the reader's pong write: the reader stops reading it (backpressure), and
+//! past the write deadline the connection ends.
+//!
+//! Closing (RFC 6455 §5.5.1): a Close from the peer is echoed before the socket is shut (the
+//! client then waits briefly for the server to drop TCP first); our own close sends a Close,
+//! stops data frames, and waits up to [`CLOSE_WAIT`] for the peer's Close before shutting the
+//! socket. A close asked for by another thread ([`Socket::close`]) writes the Close there and
+//! leaves the wait to the reader, with one process-wide timer thread (`ws-close-timer`) that
+//! shuts the socket if the peer's Close has not come by then.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
@@ -37,19 +51,19 @@ pub(crate) const MISSED_HEARTBEATS: u32 = 3;
 /// tungstenite's read buffer: small, so an idle connection costs tens of KiB (DESIGN §10).
 pub(crate) const READ_BUFFER_BYTES: usize = 4096;
 
-/// Stack of connection threads (reader, writer): they hold little.
+/// Stack of connection threads: they hold little.
 pub const CONN_THREAD_STACK: usize = 256 << 10;
 
-/// How long one socket write may block before the peer is considered gone.
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one write (including the wait for the write turn) may take before the peer is
+/// considered gone; callers with a nearer deadline use theirs.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Read timeout of the single-owner (TLS) loop: the latency bound of its outgoing drain.
+/// How long our end waits for the peer's Close after sending its own (and a client for the
+/// server's TCP close after echoing one) before shutting the socket.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Read timeout of the queued (TLS) loop: the latency bound of its outgoing drain.
 pub(crate) const TLS_POLL: Duration = Duration::from_millis(5);
-
-/// Most bytes of replies the read path may have queued for the writer (pongs, close replies).
-/// A peer that floods pings and never reads its pongs reaches it, and its connection ends
-/// instead of the queue growing without bound.
-pub(crate) const MAX_REPLY_BACKLOG: usize = 1 << 20;
 
 /// The WebSocket settings both ends use: 64 MiB caps on messages and frames, small buffers.
 pub fn ws_config() -> WebSocketConfig {
@@ -60,59 +74,380 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
 }
 
-/// What the writer puts on the socket.
+/// What a queued-mode sender hands the reader.
 #[derive(Debug)]
 pub enum Outgoing {
     /// A message to frame and send.
     Msg(Message),
-    /// Bytes tungstenite already framed on the read path (pong, close reply).
-    Raw(QueuedReply),
-    /// Send this close frame, then shut the socket down.
+    /// Send this close frame and end the connection (after the peer's Close, briefly).
     Close(CloseFrame),
     /// A message counted by its [`Slot`] until it is written (or dropped).
     Counted(Message, Slot),
 }
 
-/// Reply bytes on their way to the writer; they count against [`MAX_REPLY_BACKLOG`] until
-/// written (or dropped).
-#[derive(Debug)]
-pub struct QueuedReply {
-    bytes: Vec<u8>,
-    backlog: Arc<AtomicUsize>,
+/// Why a message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is closing or closed: no more messages.
+    Closed,
+    /// The write (or the wait for the write turn) missed its deadline, or failed; the
+    /// connection was shut down.
+    Failed(String),
 }
 
-impl QueuedReply {
-    /// The framed bytes.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("connection closed"),
+            SendError::Failed(why) => write!(f, "write failed: {why}"),
+        }
     }
 }
 
-impl Drop for QueuedReply {
-    fn drop(&mut self) {
-        self.backlog.fetch_sub(self.bytes.len(), Ordering::SeqCst);
+/// Who may write what, under [`Socket::state`].
+#[derive(Debug, Default)]
+struct WriteState {
+    /// Someone holds the write turn (is writing a frame).
+    busy: bool,
+    /// No more data frames: a Close went out or is going out, or the socket was shut.
+    closed: bool,
+    /// A Close frame of ours went out (from any thread).
+    close_sent: bool,
+    /// The WebSocket is up (frames may be written); before that a close just shuts the socket.
+    upgraded: bool,
+    /// Queued mode: senders hand their messages to the reader here.
+    queue: Option<Sender<Outgoing>>,
+}
+
+/// One connection's socket: one descriptor, shared by its reader and its writers.
+#[derive(Debug)]
+pub struct Socket {
+    /// `None` for a detached socket (tests, benches): every write fails.
+    tcp: Option<TcpStream>,
+    role: Role,
+    state: Mutex<WriteState>,
+    /// Signalled when the write turn is given back.
+    turn: Condvar,
+}
+
+/// Which writes a closing connection still lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Text messages: refused once a Close is on its way.
+    Data,
+    /// Pongs, pings, close frames, the upgrade: until the socket is shut.
+    Control,
+}
+
+impl Socket {
+    /// Shares `tcp` as the connection of `role` (its end: `Server` on the hub).
+    pub fn new(tcp: TcpStream, role: Role) -> Arc<Socket> {
+        Arc::new(Socket {
+            tcp: Some(tcp),
+            role,
+            state: Mutex::new(WriteState::default()),
+            turn: Condvar::new(),
+        })
+    }
+
+    /// A socket with no connection behind it: every send fails with [`SendError::Closed`].
+    /// For tests and benchmarks that need a spoke handle and no peer.
+    pub fn detached(role: Role) -> Arc<Socket> {
+        Arc::new(Socket {
+            tcp: None,
+            role,
+            state: Mutex::new(WriteState {
+                closed: true,
+                ..WriteState::default()
+            }),
+            turn: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WriteState> {
+        // Plain flags; a panicking writer cannot leave them inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The descriptor, for read timeouts and reads.
+    pub(crate) fn tcp(&self) -> io::Result<&TcpStream> {
+        self.tcp
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "detached socket"))
+    }
+
+    /// Marks the WebSocket as up; with `queue`, senders go through the reader (queued mode).
+    pub(crate) fn upgraded(&self, queue: Option<Sender<Outgoing>>) {
+        let mut s = self.lock();
+        s.upgraded = true;
+        s.queue = queue;
+    }
+
+    /// Shuts the socket down (both directions): the reader wakes and ends, writers fail.
+    pub(crate) fn shutdown(&self) {
+        self.lock().closed = true;
+        if let Some(tcp) = &self.tcp {
+            let _ = tcp.shutdown(Shutdown::Both);
+        }
+        self.turn.notify_all();
+    }
+
+    /// Stops data frames because a Close is going out; `true` when one already went out.
+    fn begin_close(&self) -> bool {
+        let mut s = self.lock();
+        s.closed = true;
+        std::mem::replace(&mut s.close_sent, true)
+    }
+
+    /// Whether a Close of ours went out.
+    fn close_sent(&self) -> bool {
+        self.lock().close_sent
+    }
+
+    /// Writes `bytes` (whole frames) under the write turn, within `deadline`. A missed
+    /// deadline or a failed write shuts the socket down.
+    fn write(&self, bytes: &[u8], kind: Kind, deadline: Instant) -> Result<(), SendError> {
+        let tcp = self.tcp.as_ref().ok_or(SendError::Closed)?;
+        {
+            let mut s = self.lock();
+            loop {
+                if s.closed && kind == Kind::Data {
+                    return Err(SendError::Closed);
+                }
+                if !s.busy {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    drop(s);
+                    self.shutdown();
+                    return Err(SendError::Failed(
+                        "no write turn within the deadline: the peer does not read".into(),
+                    ));
+                }
+                s = self
+                    .turn
+                    .wait_timeout(s, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            s.busy = true;
+        }
+        let written = write_all_by(tcp, bytes, deadline);
+        self.lock().busy = false;
+        // Every waiter: one whose wait is timing out at this moment must not swallow the wake.
+        self.turn.notify_all();
+        written.map_err(|e| {
+            self.shutdown();
+            SendError::Failed(e.to_string())
+        })
+    }
+
+    /// Frames `msg` for this end's role (masked from a client).
+    fn frame(&self, msg: Message) -> Result<Vec<u8>, SendError> {
+        let frame = match msg {
+            Message::Text(t) => Frame::message(t, OpCode::Data(Data::Text), true),
+            Message::Binary(b) => Frame::message(b, OpCode::Data(Data::Binary), true),
+            Message::Ping(p) => Frame::ping(p),
+            Message::Pong(p) => Frame::pong(p),
+            Message::Close(c) => Frame::close(c),
+            Message::Frame(f) => f,
+        };
+        let (header, payload) = (frame.header().clone(), frame.into_payload());
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client => {
+                let mut key = [0u8; 4];
+                getrandom::fill(&mut key)
+                    .map_err(|e| SendError::Failed(format!("frame mask: {e}")))?;
+                Some(key)
+            }
+        };
+        let frame = Frame::from_payload(FrameHeader { mask, ..header }, payload);
+        let mut out = Vec::with_capacity(frame.len());
+        frame
+            .format(&mut out)
+            .map_err(|e| SendError::Failed(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Sends one text message within `deadline` (from any thread).
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] once the connection is closing; [`SendError::Failed`] when the
+    /// write missed its deadline or failed (the connection is then shut down).
+    pub fn send_text(&self, text: String, deadline: Instant) -> Result<(), SendError> {
+        self.send(Message::text(text), None, deadline)
+    }
+
+    /// Sends `msg`, holding `slot` until it is written (queued mode: until the reader writes
+    /// it).
+    pub(crate) fn send_counted(
+        &self,
+        msg: Message,
+        slot: Slot,
+        deadline: Instant,
+    ) -> Result<(), SendError> {
+        self.send(msg, Some(slot), deadline)
+    }
+
+    fn send(&self, msg: Message, slot: Option<Slot>, deadline: Instant) -> Result<(), SendError> {
+        let queue = {
+            let s = self.lock();
+            if s.closed {
+                return Err(SendError::Closed);
+            }
+            s.queue.clone()
+        };
+        if let Some(queue) = queue {
+            let item = match slot {
+                Some(slot) => Outgoing::Counted(msg, slot),
+                None => Outgoing::Msg(msg),
+            };
+            return queue.send(item).map_err(|_| SendError::Closed);
+        }
+        let bytes = self.frame(msg)?;
+        self.write(&bytes, Kind::Data, deadline)
+    }
+
+    /// Closes the connection from any thread (superseded, revoked, stopping): sends Close
+    /// with `frame`, stops data frames, and shuts the socket [`CLOSE_WAIT`] later unless the
+    /// reader saw the peer's Close first. Before the upgrade it just shuts the socket.
+    pub fn close(self: &Arc<Self>, frame: CloseFrame) {
+        let (upgraded, queue) = {
+            let s = self.lock();
+            (s.upgraded, s.queue.clone())
+        };
+        if let Some(queue) = queue {
+            // The reader writes it and waits for the peer's Close itself.
+            if queue.send(Outgoing::Close(frame)).is_err() {
+                self.shutdown();
+            }
+            return;
+        }
+        if !upgraded || self.begin_close() {
+            if !upgraded {
+                self.shutdown();
+            }
+            return;
+        }
+        let sent = self
+            .frame(Message::Close(Some(frame)))
+            .and_then(|bytes| self.write(&bytes, Kind::Control, Instant::now() + CLOSE_WAIT));
+        match sent {
+            Ok(()) => shutdown_at(self, Instant::now() + CLOSE_WAIT),
+            Err(_) => self.shutdown(),
+        }
     }
 }
 
-/// The reader's stream: reads from the socket, writes into the writer's channel. Before
-/// [`SplitStream::attach`] (during the HTTP upgrade) writes go straight to the socket.
+/// Writes all of `bytes` to `tcp`, each write blocking at most until `deadline`.
+fn write_all_by(mut tcp: &TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write deadline passed: the peer does not read",
+            ));
+        }
+        tcp.set_write_timeout(Some(left))?;
+        match tcp.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "write deadline passed: the peer does not read",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sockets to shut at a time, oldest first (every entry waits the same [`CLOSE_WAIT`]).
+struct CloseTimer {
+    due: Mutex<VecDeque<(Instant, Weak<Socket>)>>,
+    wake: Condvar,
+}
+
+/// Shuts `socket` down at `at`, unless it is gone by then: one process-wide timer thread
+/// (`ws-close-timer`, started on first use, sleeping while nothing is due).
+fn shutdown_at(socket: &Arc<Socket>, at: Instant) {
+    static TIMER: OnceLock<Option<Arc<CloseTimer>>> = OnceLock::new();
+    let timer = TIMER.get_or_init(|| {
+        let timer = Arc::new(CloseTimer {
+            due: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
+        });
+        let t = Arc::clone(&timer);
+        let spawned = thread::Builder::new()
+            .name("ws-close-timer".into())
+            .stack_size(CONN_THREAD_STACK)
+            .spawn(move || run_close_timer(&t));
+        match spawned {
+            Ok(_) => Some(timer),
+            Err(e) => {
+                log::error!("cannot start the close timer: {e}; closes shut sockets at once");
+                None
+            }
+        }
+    });
+    match timer {
+        Some(timer) => {
+            let mut due = timer.due.lock().unwrap_or_else(|e| e.into_inner());
+            due.push_back((at, Arc::downgrade(socket)));
+            timer.wake.notify_one();
+        }
+        None => socket.shutdown(),
+    }
+}
+
+fn run_close_timer(timer: &CloseTimer) {
+    let mut due = timer.due.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let now = Instant::now();
+        while due.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some(socket) = due.pop_front().and_then(|(_, s)| s.upgrade()) {
+                socket.shutdown();
+            }
+        }
+        due = match due.front() {
+            Some((at, _)) => {
+                let left = at.saturating_duration_since(now);
+                timer
+                    .wake
+                    .wait_timeout(due, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => timer.wake.wait(due).unwrap_or_else(|e| e.into_inner()),
+        };
+    }
+}
+
+/// The reader's stream over a [`Socket`]: reads from the descriptor, writes under the write
+/// turn. Handed to tungstenite (and rustls) for the upgrade and the connection's life.
 #[derive(Debug)]
-pub(crate) struct SplitStream {
-    tcp: TcpStream,
-    out: Option<Sender<Outgoing>>,
+pub struct Stream {
+    socket: Arc<Socket>,
     deadline: Option<Instant>,
-    /// Reply bytes queued and not yet written.
-    backlog: Arc<AtomicUsize>,
 }
 
-impl SplitStream {
-    /// Wraps a connected socket.
-    pub(crate) fn new(tcp: TcpStream) -> Self {
-        SplitStream {
-            tcp,
-            out: None,
+impl Stream {
+    /// The reader's stream over `socket`.
+    pub fn new(socket: Arc<Socket>) -> Self {
+        Stream {
+            socket,
             deadline: None,
-            backlog: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -123,123 +458,71 @@ impl SplitStream {
         self.deadline = deadline;
     }
 
-    /// Routes further writes through `out`.
-    pub(crate) fn attach(&mut self, out: Sender<Outgoing>) {
-        self.out = Some(out);
+    fn write_deadline(&self) -> Instant {
+        let within = if self.socket.close_sent() {
+            CLOSE_WAIT
+        } else {
+            WRITE_TIMEOUT
+        };
+        Instant::now() + within
     }
 }
 
-impl Read for SplitStream {
+impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut tcp = self.socket.tcp()?;
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
-            self.tcp.set_read_timeout(Some(left))?;
+            tcp.set_read_timeout(Some(left))?;
         }
-        self.tcp.read(buf)
+        tcp.read(buf)
     }
 }
 
-impl Write for SplitStream {
+impl Write for Stream {
+    // tungstenite hands over whole frames (its write buffer is off) and rustls whole records;
+    // the whole buffer is written under one turn, so frames never interleave.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &self.out {
-            // The whole buffer is taken at once, so every chunk holds whole frames.
-            Some(out) => {
-                let queued = self.backlog.load(Ordering::SeqCst);
-                if queued.saturating_add(buf.len()) > MAX_REPLY_BACKLOG {
-                    return Err(io::Error::other(format!(
-                        "the peer does not read: {queued} bytes of replies are still queued"
-                    )));
-                }
-                self.backlog.fetch_add(buf.len(), Ordering::SeqCst);
-                let reply = QueuedReply {
-                    bytes: buf.to_vec(),
-                    backlog: Arc::clone(&self.backlog),
-                };
-                out.send(Outgoing::Raw(reply))
-                    .map(|()| buf.len())
-                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer gone"))
-            }
-            None => self.tcp.write(buf),
-        }
+        self.socket
+            .write(buf, Kind::Control, self.write_deadline())
+            .map(|()| buf.len())
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
     }
 
     // rustls writes its records (and its last-gasp alert, once) with `write_vectored`; the
     // default would send only the first buffer, losing e.g. a certificate alert.
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match &self.out {
-            Some(_) => {
-                let first = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &**b);
-                self.write(first)
-            }
-            None => self.tcp.write_vectored(bufs),
-        }
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        self.write(&all)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &self.out {
-            Some(_) => Ok(()),
-            None => self.tcp.flush(),
-        }
+        Ok(())
     }
 }
 
-/// Starts the writer thread for `tcp` (a clone of the reader's socket).
-///
-/// The thread owns the write half; it ends when all senders are dropped, after a
-/// [`Outgoing::Close`], or when a write fails, and then shuts the socket down so the reader
-/// wakes up too.
-///
-/// # Errors
-/// Cloning the socket or spawning the thread failed.
-pub(crate) fn spawn_writer(
-    name: String,
-    tcp: &TcpStream,
-    role: Role,
-    rx: Receiver<Outgoing>,
-) -> io::Result<thread::JoinHandle<()>> {
-    let clone = tcp.try_clone()?;
-    clone.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    thread::Builder::new()
-        .name(name)
-        .stack_size(CONN_THREAD_STACK)
-        .spawn(move || {
-            let mut ws = WebSocket::from_raw_socket(clone, role, Some(ws_config()));
-            while let Ok(out) = rx.recv() {
-                if let Err(e) = write_one(&mut ws, out) {
-                    log::debug!("{}: write: {e}", thread_name());
-                    break;
-                }
-            }
-            let _ = ws.get_ref().shutdown(Shutdown::Both);
+#[cfg(test)]
+impl Socket {
+    /// A queued-mode socket with no connection: what is sent arrives on `queue`'s receiver.
+    pub(crate) fn queued(role: Role, queue: Sender<Outgoing>) -> Arc<Socket> {
+        Arc::new(Socket {
+            tcp: None,
+            role,
+            state: Mutex::new(WriteState {
+                upgraded: true,
+                queue: Some(queue),
+                ..WriteState::default()
+            }),
+            turn: Condvar::new(),
         })
+    }
 }
 
 fn thread_name() -> String {
     thread::current().name().unwrap_or("conn").to_string()
-}
-
-/// Writes one outgoing item; `Err` ends the connection (a Close counts as the end).
-fn write_one<S: Read + Write>(ws: &mut WebSocket<S>, out: Outgoing) -> Result<(), String> {
-    match out {
-        Outgoing::Msg(msg) | Outgoing::Counted(msg, _) => ws.send(msg).map_err(|e| e.to_string()),
-        Outgoing::Raw(reply) => {
-            let s = ws.get_mut();
-            s.write_all(reply.bytes())
-                .and_then(|()| s.flush())
-                .map_err(|e| e.to_string())
-        }
-        Outgoing::Close(frame) => {
-            let _ = ws.close(Some(frame));
-            let _ = ws.flush();
-            Err("closed by us".into())
-        }
-    }
 }
 
 /// Close 1009 ("message too big").
@@ -251,7 +534,7 @@ pub(crate) fn close_too_big() -> CloseFrame {
 }
 
 /// A normal close.
-pub(crate) fn close_normal(reason: &str) -> CloseFrame {
+pub fn close_normal(reason: &str) -> CloseFrame {
     CloseFrame {
         code: CloseCode::Normal,
         reason: reason.to_string().into(),
@@ -269,7 +552,7 @@ pub(crate) enum Flow {
 /// Why [`pump`] returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum End {
-    /// The peer closed or the socket ended.
+    /// The peer closed, we closed, or the socket ended.
     Closed(String),
     /// No inbound frame for [`MISSED_HEARTBEATS`] heartbeats.
     Dead,
@@ -293,17 +576,22 @@ impl std::fmt::Display for End {
     }
 }
 
-/// Reads messages until the connection ends, sending a Ping every `heartbeat` through `tx` and
-/// handing every text message to `on_text`.
+fn is_timeout(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(e)
+        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+/// Reads messages until the connection ends, sending a Ping every `heartbeat` and handing
+/// every text message to `on_text`; the socket is shut down when it returns (after the close
+/// handshake, when there is one).
 ///
-/// `set_timeout` sets the socket's read timeout. With `drain`, this is the single-owner loop:
-/// outgoing items are written from this thread between short reads.
+/// With `drain`, this is the queued loop: senders' messages are written from this thread
+/// between short reads.
 pub(crate) fn pump<S: Read + Write>(
     ws: &mut WebSocket<S>,
-    tx: &Sender<Outgoing>,
+    socket: &Socket,
     drain: Option<&Receiver<Outgoing>>,
     heartbeat: Duration,
-    set_timeout: &dyn Fn(Duration) -> io::Result<()>,
     on_text: &mut dyn FnMut(&str) -> Flow,
 ) -> End {
     let tick = if drain.is_some() {
@@ -311,7 +599,11 @@ pub(crate) fn pump<S: Read + Write>(
     } else {
         (heartbeat / 2).max(Duration::from_millis(10))
     };
-    if let Err(e) = set_timeout(tick) {
+    let set = socket
+        .tcp()
+        .and_then(|tcp| tcp.set_read_timeout(Some(tick)));
+    if let Err(e) = set {
+        socket.shutdown();
         return End::Closed(format!("set read timeout: {e}"));
     }
     // `--heartbeat` is any duration the operator typed: saturate instead of overflowing.
@@ -322,13 +614,22 @@ pub(crate) fn pump<S: Read + Write>(
         if let Some(rx) = drain {
             loop {
                 match rx.try_recv() {
-                    Ok(out) => {
-                        if let Err(e) = write_one(ws, out) {
-                            return End::Closed(e);
+                    Ok(Outgoing::Msg(msg) | Outgoing::Counted(msg, _)) => {
+                        if let Err(e) = ws.send(msg) {
+                            socket.shutdown();
+                            return End::Closed(e.to_string());
                         }
                     }
+                    Ok(Outgoing::Close(frame)) => {
+                        let why = format!("closed by us: {}", frame.reason);
+                        close(ws, socket, frame);
+                        return End::Closed(why);
+                    }
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return End::Closed("sender gone".into()),
+                    Err(TryRecvError::Disconnected) => {
+                        close(ws, socket, close_normal("bye"));
+                        return End::Closed("sender gone".into());
+                    }
                 }
             }
         }
@@ -338,109 +639,308 @@ pub(crate) fn pump<S: Read + Write>(
                 match msg {
                     Message::Text(text) => {
                         if let Flow::Stop(why) = on_text(text.as_str()) {
+                            close(ws, socket, close_normal("bye"));
                             return End::Handler(why);
                         }
                     }
                     Message::Close(frame) => {
-                        let why = frame.map(|f| format!("{} {}", f.code, f.reason));
-                        // tungstenite queued the close reply; flush it out.
-                        let _ = ws.flush();
-                        return End::Closed(why.unwrap_or_else(|| "close".into()));
+                        let why = frame.map_or_else(
+                            || "close".to_string(),
+                            |f| format!("{} {}", f.code, f.reason),
+                        );
+                        return peer_closed(ws, socket, why);
                     }
                     // Binary is not part of the protocol; pings are answered by tungstenite.
                     _ => {}
                 }
             }
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(tungstenite::Error::Capacity(e)) => {
                 log::warn!("{}: {e}; closing with 1009", thread_name());
-                let frame = close_too_big();
-                if drain.is_some() {
-                    let _ = write_one(ws, Outgoing::Close(frame));
-                } else {
-                    let _ = tx.send(Outgoing::Close(frame));
+                // tungstenite's read state is spent after a capacity error: send the Close,
+                // then drop bytes (the rest of the message, the peer's Close) until the end.
+                if !socket.begin_close() {
+                    let _ = ws.close(Some(close_too_big()));
                 }
+                wait_for_eof(socket);
+                socket.shutdown();
                 return End::TooBig;
             }
-            Err(e) => return End::Closed(e.to_string()),
+            Err(e) => {
+                socket.shutdown();
+                return End::Closed(e.to_string());
+            }
         }
         let now = Instant::now();
         if now.duration_since(last_in) >= dead_after {
+            // Nobody there to answer a Close.
+            socket.shutdown();
             return End::Dead;
         }
         if now.duration_since(last_ping) >= heartbeat {
             last_ping = now;
-            let ping = Message::Ping(Vec::new().into());
-            let sent = match drain {
-                Some(_) => write_one(ws, Outgoing::Msg(ping)).is_ok(),
-                None => tx.send(Outgoing::Msg(ping)).is_ok(),
-            };
-            if !sent {
-                return End::Closed("writer gone".into());
+            if let Err(e) = ws.send(Message::Ping(Vec::new().into())) {
+                socket.shutdown();
+                return End::Closed(format!("ping: {e}"));
             }
         }
     }
 }
 
-/// Sends one frame's JSON as a text message through `tx`; false when the connection is gone.
-pub(crate) fn send_text(tx: &Sender<Outgoing>, text: String) -> bool {
-    tx.send(Outgoing::Msg(Message::text(text))).is_ok()
+/// The peer sent Close (`why`): echo it unless ours already went out (then this is the
+/// answer), then shut the socket — a client first waits briefly for the server to drop TCP,
+/// as RFC 6455 §7.1.1 asks.
+fn peer_closed<S: Read + Write>(ws: &mut WebSocket<S>, socket: &Socket, why: String) -> End {
+    if socket.begin_close() {
+        socket.shutdown();
+        return End::Closed(format!("closed by us; the peer answered ({why})"));
+    }
+    // tungstenite queued the echo while reading; this writes it (a server's flush then
+    // reports the connection closed).
+    let _ = ws.flush();
+    if socket.role == Role::Client {
+        wait_for_eof(socket);
+    }
+    socket.shutdown();
+    End::Closed(why)
+}
+
+/// Reads (and drops) until the peer ends the stream, for at most [`CLOSE_WAIT`].
+fn wait_for_eof(socket: &Socket) {
+    let Ok(mut tcp) = socket.tcp() else { return };
+    let until = Instant::now() + CLOSE_WAIT;
+    let mut sink = [0u8; 512];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || tcp.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match tcp.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Our own close: sends Close with `frame` (unless one went out already), stops data frames,
+/// waits up to [`CLOSE_WAIT`] for the peer's Close (messages meanwhile are dropped), then
+/// shuts the socket.
+pub(crate) fn close<S: Read + Write>(ws: &mut WebSocket<S>, socket: &Socket, frame: CloseFrame) {
+    if !socket.begin_close() {
+        // Written within CLOSE_WAIT now that a close is under way (see `Stream`).
+        let _ = ws.close(Some(frame));
+    }
+    let until = Instant::now() + CLOSE_WAIT;
+    if let Ok(tcp) = socket.tcp() {
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || tcp.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match ws.read() {
+                Ok(Message::Close(_)) => break,
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    socket.shutdown();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
-    use std::sync::mpsc;
 
-    #[test]
-    fn replies_a_peer_never_reads_are_bounded_and_the_bound_frees_as_they_are_written() {
+    /// A connected pair: (ours as a shared socket of `role`, the peer's raw socket).
+    fn pair(role: Role) -> (Arc<Socket>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let tcp = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let mut stream = SplitStream::new(tcp);
-        let (tx, rx) = mpsc::channel();
-        stream.attach(tx);
-        let pong = [0u8; 127];
-        let fits = MAX_REPLY_BACKLOG / pong.len();
-        for _ in 0..fits {
-            stream.write_all(&pong).expect("within the bound");
-        }
-        let err = stream.write(&pong).expect_err("past the bound");
-        assert!(err.to_string().contains("does not read"), "{err}");
-        // The writer taking (writing) replies makes room again.
-        let written: Vec<Outgoing> = rx.try_iter().take(10).collect();
-        drop(written);
-        stream.write_all(&pong).expect("room again");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        let socket = Socket::new(ours, role);
+        socket.upgraded(None);
+        (socket, theirs)
     }
 
     #[test]
     fn a_huge_heartbeat_neither_panics_nor_hides_the_peers_close() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let ours = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (theirs, _) = listener.accept().expect("accept");
+        let (socket, theirs) = pair(Role::Server);
         let mut peer = WebSocket::from_raw_socket(theirs, Role::Client, None);
         peer.send(Message::text("hi")).expect("text");
         peer.send(Message::Close(None)).expect("close");
-        let control = ours.try_clone().expect("clone");
-        let mut ws = WebSocket::from_raw_socket(ours, Role::Server, Some(ws_config()));
-        let (tx, _rx) = mpsc::channel();
-        let mut seen = Vec::new();
-        let end = pump(
-            &mut ws,
-            &tx,
-            None,
-            Duration::MAX,
-            &|d| control.set_read_timeout(Some(d)),
-            &mut |t| {
-                seen.push(t.to_string());
-                Flow::Continue
-            },
+        let mut ws = WebSocket::from_raw_socket(
+            Stream::new(Arc::clone(&socket)),
+            Role::Server,
+            Some(ws_config()),
         );
+        let mut seen = Vec::new();
+        let end = pump(&mut ws, &socket, None, Duration::MAX, &mut |t| {
+            seen.push(t.to_string());
+            Flow::Continue
+        });
         assert!(matches!(end, End::Closed(_)), "{end:?}");
         assert_eq!(seen, ["hi"]);
+        // The Close was echoed before the socket was shut.
+        match peer.read() {
+            Ok(Message::Close(_)) => {}
+            other => panic!("no close echo: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_from_64_threads_at_once_never_interleave() {
+        let (socket, theirs) = pair(Role::Client);
+        const THREADS: usize = 64;
+        const EACH: usize = 50;
+        let reader = thread::spawn(move || {
+            let mut peer = WebSocket::from_raw_socket(theirs, Role::Server, Some(ws_config()));
+            let mut got = Vec::new();
+            while got.len() < THREADS * EACH {
+                match peer.read().expect("every frame decodes") {
+                    Message::Text(t) => got.push(t.to_string()),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            got
+        });
+        let writers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let socket = Arc::clone(&socket);
+                thread::spawn(move || {
+                    for i in 0..EACH {
+                        // Sizes across the 7-bit, 16-bit and 64-bit length forms.
+                        let pad = "x".repeat((t * 997 + i * 131) % 70_000);
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        socket
+                            .send_text(format!("{t}:{i}:{pad}"), deadline)
+                            .expect("send");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let got = reader.join().expect("reader");
+        let mut seen = std::collections::HashSet::new();
+        for text in &got {
+            let mut parts = text.splitn(3, ':');
+            let (t, i) = (parts.next().expect("t"), parts.next().expect("i"));
+            let (t, i): (usize, usize) = (t.parse().expect("t"), i.parse().expect("i"));
+            assert_eq!(
+                parts.next().expect("pad").len(),
+                (t * 997 + i * 131) % 70_000
+            );
+            assert!(seen.insert((t, i)), "duplicate {t}:{i}");
+        }
+        assert_eq!(seen.len(), THREADS * EACH);
+    }
+
+    #[test]
+    fn a_peer_that_stops_reading_fails_writers_by_their_deadline_and_closes_the_socket() {
+        let (socket, theirs) = pair(Role::Server);
+        // The peer never reads: the first writer blocks in the kernel, the rest on the turn.
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let socket = Arc::clone(&socket);
+                thread::spawn(move || {
+                    let big = "y".repeat(8 << 20);
+                    let start = Instant::now();
+                    let r = socket.send_text(big, Instant::now() + Duration::from_millis(500));
+                    (r, start.elapsed())
+                })
+            })
+            .collect();
+        for w in writers {
+            let (r, took) = w.join().expect("writer");
+            assert!(r.is_err(), "a write to a peer that never reads succeeded");
+            // A liveness bound far above the 0.5 s deadline: nobody waits for ever.
+            assert!(took < Duration::from_secs(20), "{took:?}");
+        }
+        // The connection is shut: later sends fail at once, and the peer sees the end.
+        assert_eq!(
+            socket.send_text("late".into(), Instant::now() + Duration::from_secs(5)),
+            Err(SendError::Closed)
+        );
+        drop(theirs);
+    }
+
+    #[test]
+    fn our_close_waits_for_the_peers_close_and_a_silent_peer_only_briefly() {
+        // A peer that answers the Close.
+        let (socket, theirs) = pair(Role::Server);
+        let peer = thread::spawn(move || {
+            let mut peer = WebSocket::from_raw_socket(theirs, Role::Client, None);
+            loop {
+                match peer.read() {
+                    Ok(Message::Close(f)) => {
+                        let f = f.expect("a close frame");
+                        // tungstenite echoes on the next flush.
+                        let _ = peer.flush();
+                        return (f.code, f.reason.to_string());
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("no close: {e}"),
+                }
+            }
+        });
+        let mut ws = WebSocket::from_raw_socket(
+            Stream::new(Arc::clone(&socket)),
+            Role::Server,
+            Some(ws_config()),
+        );
+        close(&mut ws, &socket, close_normal("done"));
+        assert_eq!(
+            peer.join().expect("peer"),
+            (CloseCode::Normal, "done".into())
+        );
+        // A peer that never answers: the socket is shut after CLOSE_WAIT, not held.
+        let (socket, _theirs) = pair(Role::Server);
+        let mut ws = WebSocket::from_raw_socket(
+            Stream::new(Arc::clone(&socket)),
+            Role::Server,
+            Some(ws_config()),
+        );
+        let start = Instant::now();
+        close(&mut ws, &socket, close_normal("done"));
+        assert!(start.elapsed() < CLOSE_WAIT + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_close_from_another_thread_is_answered_and_the_reader_ends() {
+        let (socket, theirs) = pair(Role::Server);
+        let peer = thread::spawn(move || {
+            let mut peer = WebSocket::from_raw_socket(theirs, Role::Client, None);
+            while let Ok(msg) = peer.read() {
+                if msg.is_close() {
+                    let _ = peer.flush();
+                }
+            }
+        });
+        let reader = {
+            let socket = Arc::clone(&socket);
+            thread::spawn(move || {
+                let mut ws = WebSocket::from_raw_socket(
+                    Stream::new(Arc::clone(&socket)),
+                    Role::Server,
+                    Some(ws_config()),
+                );
+                pump(
+                    &mut ws,
+                    &socket,
+                    None,
+                    Duration::from_secs(600),
+                    &mut |_| Flow::Continue,
+                )
+            })
+        };
+        socket.close(close_normal("superseded"));
+        let end = reader.join().expect("reader");
+        assert!(
+            matches!(&end, End::Closed(why) if why.contains("the peer answered")),
+            "{end:?}"
+        );
+        peer.join().expect("peer");
     }
 }

@@ -4,15 +4,20 @@
 //! Threads are kept for reuse instead of spawned per request (a spawn costs more than a whole
 //! loopback round trip). Invariant: there are always at least as many threads as accepted jobs
 //! not yet finished, so an accepted job never waits behind another. Threads (`spoke-verb`) end
-//! when the pool is dropped (the job channel closes).
+//! when the pool is dropped (the job channel closes), or after [`IDLE_EXIT`] without a job
+//! while no accepted job needs them: a spoke that once served a burst does not keep its
+//! threads for ever (a `list_llmboxes` across 10,000 spokes starts one on each).
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
+use std::time::Duration;
 
 use crate::util::slot::{Slot, Slots};
+
+/// A worker idle this long ends, unless accepted jobs need it.
+pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 /// Stack of a verb worker (it runs Docker calls).
 pub(crate) const WORKER_STACK: usize = 1 << 20;
@@ -36,7 +41,16 @@ pub(crate) struct Pool {
     rx: Arc<Mutex<Receiver<Job>>>,
     /// Jobs accepted and not yet finished.
     busy: Slots,
-    threads: AtomicUsize,
+    /// Worker threads alive. Held while a job is accepted (its slot taken and the count
+    /// checked) and while an idle worker decides to end, so an accepted job always has one.
+    threads: Arc<Mutex<usize>>,
+    /// [`IDLE_EXIT`], shorter in tests.
+    idle_exit: Duration,
+}
+
+fn count(threads: &Mutex<usize>) -> MutexGuard<'_, usize> {
+    // A plain count; a panicking holder cannot leave it inconsistent.
+    threads.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pool {
@@ -48,7 +62,8 @@ impl Pool {
             tx,
             rx: Arc::new(Mutex::new(rx)),
             busy: Slots::new(),
-            threads: AtomicUsize::new(0),
+            threads: Arc::new(Mutex::new(0)),
+            idle_exit: IDLE_EXIT,
         }
     }
 
@@ -58,13 +73,18 @@ impl Pool {
     /// # Errors
     /// [`Refused::Busy`] at the bound; [`Refused::Spawn`] when no thread could be started.
     pub(crate) fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Refused> {
-        let Some(slot) = self.busy.try_take(self.max) else {
-            return Err(Refused::Busy(self.max));
+        let slot = {
+            let mut threads = count(&self.threads);
+            let Some(slot) = self.busy.try_take(self.max) else {
+                return Err(Refused::Busy(self.max));
+            };
+            // (A refused job's slot goes back as it drops on the way out.)
+            if *threads < self.busy.taken() {
+                self.spawn().map_err(Refused::Spawn)?;
+                *threads += 1;
+            }
+            slot
         };
-        // (A refused job's slot goes back as it drops on the way out.)
-        if self.threads.load(Ordering::SeqCst) < self.busy.taken() {
-            self.spawn().map_err(Refused::Spawn)?;
-        }
         self.tx
             .send((Box::new(job), slot))
             .expect("the pool owns the receiver, so the channel is open");
@@ -72,7 +92,12 @@ impl Pool {
     }
 
     fn spawn(&self) -> io::Result<()> {
-        let rx = Arc::clone(&self.rx);
+        let (rx, threads, busy, idle_exit) = (
+            Arc::clone(&self.rx),
+            Arc::clone(&self.threads),
+            self.busy.clone(),
+            self.idle_exit,
+        );
         // Takes jobs until the pool (the only sender) is dropped.
         thread::Builder::new()
             .name("spoke-verb".into())
@@ -80,11 +105,22 @@ impl Pool {
             .spawn(move || {
                 loop {
                     // The lock is held only while waiting for the next job, never while running it.
-                    let job = match rx.lock() {
-                        Ok(guard) => guard.recv(),
-                        Err(poisoned) => poisoned.into_inner().recv(),
+                    let job = {
+                        let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+                        match rx.recv_timeout(idle_exit) {
+                            Ok(job) => job,
+                            Err(RecvTimeoutError::Disconnected) => break,
+                            Err(RecvTimeoutError::Timeout) => {
+                                let mut n = count(&threads);
+                                if *n > busy.taken() {
+                                    *n -= 1;
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
                     };
-                    let Ok((job, _busy)) = job else { break };
+                    let (job, _busy) = job;
                     // A panicking job must not take its thread along: the pool counts on
                     // its threads to run every accepted job.
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
@@ -92,22 +128,54 @@ impl Pool {
                     }
                 }
             })?;
-        self.threads.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
     /// Worker threads started so far (the unit tests' view of the pool).
     #[cfg(test)]
     pub(crate) fn threads(&self) -> usize {
-        self.threads.load(Ordering::SeqCst)
+        *count(&self.threads)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_workers_end_and_the_next_job_starts_one_again() {
+        let pool = Pool {
+            idle_exit: Duration::from_millis(50),
+            ..Pool::new(4)
+        };
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..3 {
+            let tx = tx.clone();
+            pool.submit(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = tx.send(());
+            })
+            .expect("accepted");
+        }
+        for _ in 0..3 {
+            rx.recv_timeout(Duration::from_secs(20)).expect("ran");
+        }
+        let start = std::time::Instant::now();
+        while pool.threads() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "idle workers stay"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        pool.submit(move || {
+            let _ = tx.send(());
+        })
+        .expect("accepted");
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("ran after the idle exit");
+    }
     use std::sync::Barrier;
-    use std::time::Duration;
 
     #[test]
     fn jobs_past_the_bound_are_refused_and_threads_are_reused() {

@@ -10,7 +10,7 @@
 //! connection's [`Pool`]).
 
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
+use std::time::Instant;
 
 use tungstenite::Message;
 
@@ -18,10 +18,10 @@ use crate::boxes::BoxManager;
 use crate::cluster::proto::{Frame, Kind, WelcomePayload, describe_json_error};
 use crate::cluster::serve::{self, Policy};
 use crate::cluster::tokens::validate_spoke_name;
-use crate::cluster::transport::Outgoing;
+use crate::cluster::transport::{Socket, WRITE_TIMEOUT};
 use crate::cluster::workers::{Pool, Refused};
 use crate::util::secret::is_hex_64;
-use crate::util::slot::Slots;
+use crate::util::slot::{Slot, Slots};
 
 use super::{Credentials, MAX_QUEUED_ANSWERS};
 
@@ -50,7 +50,7 @@ pub(crate) enum Event {
 
 /// One connection's message handling.
 pub(crate) struct Handler {
-    tx: Sender<Outgoing>,
+    socket: Arc<Socket>,
     /// The name this connection enrolled under (empty for a join token: the hub names it).
     expected_name: String,
     /// Set at the first welcome: later ones are ignored.
@@ -63,17 +63,17 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
-    /// A handler answering through `tx`, for a connection enrolled as `expected_name` (empty
+    /// A handler answering through `socket`, for a connection enrolled as `expected_name` (empty
     /// with a join token), serving with `manager` once there is one.
     pub(crate) fn new(
-        tx: Sender<Outgoing>,
+        socket: Arc<Socket>,
         expected_name: &str,
         policy: Arc<Policy>,
         max_workers: usize,
         manager: Option<Arc<dyn BoxManager>>,
     ) -> Handler {
         Handler {
-            tx,
+            socket,
             expected_name: expected_name.to_string(),
             welcomed: false,
             manager,
@@ -156,10 +156,9 @@ impl Handler {
         Ok(())
     }
 
-    /// Queues `resp` for the hub, counted until written.
+    /// Sends `resp` to the hub, counted until written.
     fn answer(&self, resp: &Frame) {
-        let msg = Message::text(resp.encode());
-        let _ = self.tx.send(Outgoing::Counted(msg, self.answers.take()));
+        send_answer(&self.socket, resp, self.answers.take());
     }
 
     fn on_req(&mut self, frame: Frame) -> Event {
@@ -173,14 +172,13 @@ impl Handler {
             self.answer(&Frame::resp_err(frame.id, "spoke not enrolled yet"));
             return Event::Handled;
         };
-        let (tx, policy) = (self.tx.clone(), Arc::clone(&self.policy));
+        let (socket, policy) = (Arc::clone(&self.socket), Arc::clone(&self.policy));
         let id = frame.id;
         // Counted from acceptance: a running verb's answer is as good as queued.
         let slot = self.answers.take();
         let job = move || {
             let resp = serve::handle(manager.as_ref(), &policy, &frame);
-            let msg = Message::text(resp.encode());
-            let _ = tx.send(Outgoing::Counted(msg, slot));
+            send_answer(&socket, &resp, slot);
         };
         let refused = match self.workers.submit(job) {
             Ok(()) => return Event::Handled,
@@ -194,18 +192,35 @@ impl Handler {
     }
 }
 
+/// Writes (or, over TLS, queues) one answer, holding `slot` until it is written. A hub that
+/// does not read it within [`WRITE_TIMEOUT`] loses the connection.
+fn send_answer(socket: &Socket, resp: &Frame, slot: Slot) {
+    let msg = Message::text(resp.encode());
+    if let Err(e) = socket.send_counted(msg, slot, Instant::now() + WRITE_TIMEOUT) {
+        log::debug!("answer {} not sent: {e}", resp.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::boxes::memory::MemoryBoxManager;
+    use crate::cluster::transport::Outgoing;
     use std::sync::mpsc::{self, Receiver};
     use std::time::Duration;
+    use tungstenite::protocol::Role;
 
     const CRED: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn handler(expected: &str) -> (Handler, Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel();
-        let h = Handler::new(tx, expected, Arc::new(Policy::default()), 4, None);
+        let h = Handler::new(
+            Socket::queued(Role::Client, tx),
+            expected,
+            Arc::new(Policy::default()),
+            4,
+            None,
+        );
         (h, rx)
     }
 

@@ -2,29 +2,30 @@
 //! `ws://` and `wss://` (tungstenite wraps the socket in TLS or not from the URL's scheme), both
 //! within the connect timeout however slowly the hub trickles its answer, then [`Link::serve`].
 //!
-//! What differs between the schemes is only who writes. A plain socket splits: a
-//! `spoke-write-<hub>` thread owns the write half, so a slow write never holds up reading. A
-//! rustls stream cannot be split, so the reading thread also writes, draining the outgoing
-//! channel between short reads ([`transport::pump`] with `drain`). No frame meaning here: the
-//! link carries text; [`super::handler`] reads it.
+//! What differs between the schemes is only who writes. Over `ws://` the connection is one
+//! [`Socket`] (one descriptor, no writer thread): the reading thread reads, and verb workers
+//! write their answers themselves under the socket's write turn. A rustls stream cannot be
+//! shared, so over `wss://` senders queue their messages and the reading thread writes them,
+//! draining the queue between short reads ([`transport::pump`] with `drain`). No frame meaning
+//! here: the link carries text; [`super::handler`] reads it.
 
 use std::fmt;
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use tungstenite::http::Uri;
-use tungstenite::protocol::Role;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, WebSocket};
 
 use crate::cluster::ClusterError;
 use crate::cluster::dial::{self, parse_hub_url, tls_config};
-use crate::cluster::transport::{self, End, Flow, Outgoing, SplitStream, pump, ws_config};
+use crate::cluster::transport::{
+    End, Flow, Outgoing, Socket, Stream, WRITE_TIMEOUT, pump, ws_config,
+};
 
 /// Where and how to reach the hub, checked once per run.
 #[derive(Clone)]
@@ -69,15 +70,6 @@ impl Target {
     pub(crate) fn uri(&self) -> &Uri {
         &self.uri
     }
-
-    /// `host[:port]`, for thread names and logs (never the URL's user info).
-    fn hub(&self) -> String {
-        let host = self.uri.host().unwrap_or("hub");
-        match self.uri.port_u16() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        }
-    }
 }
 
 /// Why a link could not be opened.
@@ -85,8 +77,6 @@ impl Target {
 pub(crate) enum LinkError {
     /// Name resolution or the TCP connect failed.
     Connect(io::Error),
-    /// The socket could not be cloned (for its timeouts and the writer).
-    Socket(io::Error),
     /// The TLS handshake or the WebSocket upgrade failed or ran out of time.
     Upgrade {
         /// Whether this was `wss://`.
@@ -94,18 +84,14 @@ pub(crate) enum LinkError {
         /// tungstenite's account of it.
         reason: String,
     },
-    /// The writer thread could not be started.
-    Writer(io::Error),
 }
 
 impl fmt::Display for LinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LinkError::Connect(e) => write!(f, "connect: {e}"),
-            LinkError::Socket(e) => write!(f, "socket: {e}"),
             LinkError::Upgrade { tls: true, reason } => write!(f, "tls upgrade: {reason}"),
             LinkError::Upgrade { tls: false, reason } => write!(f, "upgrade: {reason}"),
-            LinkError::Writer(e) => write!(f, "writer: {e}"),
         }
     }
 }
@@ -121,32 +107,24 @@ pub(crate) fn dial(target: &Target) -> Result<TcpStream, LinkError> {
     dial::dial(&target.uri, target.tls.is_some(), target.timeout).map_err(LinkError::Connect)
 }
 
-/// Who writes to the socket.
-enum Writer {
-    /// Split: this thread owns the write half.
-    Thread(JoinHandle<()>),
-    /// Single owner (TLS): the reader drains this channel between reads.
-    Drained(Receiver<Outgoing>),
-}
-
 /// An upgraded connection to the hub.
 pub(crate) struct Link {
-    ws: WebSocket<MaybeTlsStream<SplitStream>>,
-    /// The socket, for read timeouts and the final shutdown.
-    control: TcpStream,
-    tx: Sender<Outgoing>,
-    writer: Writer,
+    ws: WebSocket<MaybeTlsStream<Stream>>,
+    /// The connection's one descriptor, shared with the senders.
+    socket: Arc<Socket>,
+    /// `wss://`: what senders queued, written by the reading thread.
+    drain: Option<Receiver<Outgoing>>,
 }
 
 impl Link {
-    /// Upgrades `tcp` (from [`dial()`]) to a WebSocket, through TLS for `wss://`.
+    /// Upgrades `socket` (over the socket from [`dial()`]) to a WebSocket, through TLS for
+    /// `wss://`.
     ///
     /// # Errors
-    /// [`LinkError::Socket`], [`LinkError::Upgrade`] (also when the handshake and the upgrade
-    /// answer together take longer than the timeout), [`LinkError::Writer`].
-    pub(crate) fn upgrade(target: &Target, tcp: TcpStream) -> Result<Link, LinkError> {
-        let control = tcp.try_clone().map_err(LinkError::Socket)?;
-        let mut stream = SplitStream::new(tcp);
+    /// [`LinkError::Upgrade`] (also when the handshake and the upgrade answer together take
+    /// longer than the timeout).
+    pub(crate) fn upgrade(target: &Target, socket: Arc<Socket>) -> Result<Link, LinkError> {
+        let mut stream = Stream::new(Arc::clone(&socket));
         // The whole handshake must come within the timeout, however slowly the hub trickles
         // it (each read alone would wait that long). (`checked_add`: --connect-timeout may be
         // any duration; too far off means none.)
@@ -166,75 +144,56 @@ impl Link {
             tls,
             reason: e.to_string(),
         })?;
-        let (tx, rx) = mpsc::channel();
-        let writer = match ws.get_mut() {
+        let drain = match ws.get_mut() {
             MaybeTlsStream::Plain(plain) => {
                 plain.set_deadline(None);
-                plain.attach(tx.clone());
-                let name = format!("spoke-write-{}", target.hub());
-                // Owns the write half; ends at the Close `serve` sends, or a failed write.
-                let writer = transport::spawn_writer(name, &control, Role::Client, rx)
-                    .map_err(LinkError::Writer)?;
-                Writer::Thread(writer)
+                socket.upgraded(None);
+                None
             }
-            // Never attached: rustls writes its records straight to the socket.
+            // rustls writes its records through the socket's write turn; messages queue.
             MaybeTlsStream::Rustls(tls) => {
                 tls.sock.set_deadline(None);
-                Writer::Drained(rx)
+                let (tx, rx) = mpsc::channel();
+                socket.upgraded(Some(tx));
+                Some(rx)
             }
             #[allow(unreachable_patterns)]
-            _ => Writer::Drained(rx),
+            _ => {
+                let (tx, rx) = mpsc::channel();
+                socket.upgraded(Some(tx));
+                Some(rx)
+            }
         };
-        Ok(Link {
-            ws,
-            control,
-            tx,
-            writer,
-        })
+        Ok(Link { ws, socket, drain })
     }
 
-    /// A sender for messages to the hub (answers from verb workers).
-    pub(crate) fn sender(&self) -> Sender<Outgoing> {
-        self.tx.clone()
+    /// The socket, for senders (answers from verb workers).
+    pub(crate) fn socket(&self) -> Arc<Socket> {
+        Arc::clone(&self.socket)
     }
 
-    /// Queues one text message; `false` when the link is already gone.
+    /// Sends one text message; `false` when the link is already gone.
     pub(crate) fn send_text(&self, text: String) -> bool {
-        transport::send_text(&self.tx, text)
+        self.socket
+            .send_text(text, Instant::now() + WRITE_TIMEOUT)
+            .is_ok()
     }
 
-    /// Reads until `on_text` stops, the hub closes or goes silent for three heartbeats; then
-    /// shuts the socket down and joins the writer. Messages still being sent (by verb workers)
-    /// go into a dead channel.
+    /// Reads until `on_text` stops, the hub closes or goes silent for three heartbeats; the
+    /// close handshake and the socket's shutdown happen before it returns. Messages still
+    /// being sent (by verb workers) then fail.
     pub(crate) fn serve(
         mut self,
         heartbeat: Duration,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> End {
-        let control = &self.control;
-        let set_timeout = |d: Duration| control.set_read_timeout(Some(d));
-        let drain = match &self.writer {
-            Writer::Drained(rx) => Some(rx),
-            Writer::Thread(_) => None,
-        };
-        let end = pump(
+        pump(
             &mut self.ws,
-            &self.tx,
-            drain,
+            &self.socket,
+            self.drain.as_ref(),
             heartbeat,
-            &set_timeout,
             on_text,
-        );
-        let _ = self.control.shutdown(Shutdown::Both);
-        if let Writer::Thread(writer) = self.writer {
-            // The writer ends at this Close.
-            let _ = self
-                .tx
-                .send(Outgoing::Close(transport::close_normal("bye")));
-            drop((self.ws, self.tx));
-            let _ = writer.join();
-        }
-        end
+        )
     }
 }
 
@@ -261,7 +220,11 @@ mod tests {
             ws.send(msg).expect("echo");
             while ws.read().is_ok() {}
         });
-        let link = Link::upgrade(&target, dial(&target).expect("dial")).expect("link");
+        let socket = Socket::new(
+            dial(&target).expect("dial"),
+            tungstenite::protocol::Role::Client,
+        );
+        let link = Link::upgrade(&target, socket).expect("link");
         assert!(link.send_text("hello".into()));
         let end = link.serve(Duration::from_secs(10), &mut |text| {
             Flow::Stop(format!("got {text}"))
@@ -286,7 +249,8 @@ mod tests {
             let hub = silent_hub(listener);
             let start = Instant::now();
             let tcp = dial(&target).expect("dial");
-            let err = Link::upgrade(&target, tcp)
+            let socket = Socket::new(tcp, tungstenite::protocol::Role::Client);
+            let err = Link::upgrade(&target, socket)
                 .err()
                 .expect("no answer")
                 .to_string();
@@ -307,10 +271,9 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_is_named_after_the_hub_without_user_info() {
+    fn the_connect_path_is_filled_in() {
         let t =
             Target::new("ws://user:secret@hub.example:8081", None, Duration::ZERO).expect("target");
-        assert_eq!(t.hub(), "hub.example:8081");
         assert_eq!(t.uri().path(), "/spoke/connect");
     }
 }

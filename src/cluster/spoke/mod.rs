@@ -12,8 +12,9 @@
 //!   backoff, and [`SpokeStop`], its stop handle.
 //!
 //! Threads: the caller's thread runs [`run()`] (dial, enroll, read; over `wss://` it also
-//! writes, alternating short reads with draining the outgoing channel); over `ws://` a
-//! `spoke-write-<hub>` thread owns the write half; each verb runs on a `spoke-verb` worker
+//! writes, alternating short reads with draining the outgoing channel); over `ws://` verb
+//! workers write their answers to the socket themselves, so the connection needs no writer
+//! thread; each verb runs on a `spoke-verb` worker
 //! ([`super::workers`]: at most `max_workers` at once, past that a request is answered with an
 //! error at once). Reconnects back off 1 s → 30 s with ±20 % jitter, reset after a welcome; the
 //! backoff sleeps on the stop signal, so a stop ends it at once. A rejected enrollment is

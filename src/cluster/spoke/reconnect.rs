@@ -9,15 +9,16 @@
 //! token (saved credentials rejected), or return (rejected, or a local failure retrying cannot
 //! fix). The backoff sleeps on the stop signal. Runs on the caller's thread.
 
-use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use tungstenite::protocol::Role;
 
 use crate::boxes::BoxManager;
 use crate::cluster::ClusterError;
 use crate::cluster::dial::Backoff;
 use crate::cluster::proto::{EnrollPayload, Frame, Kind, to_value};
 use crate::cluster::serve::Policy;
-use crate::cluster::transport::Flow;
+use crate::cluster::transport::{self, Flow, Socket};
 use crate::util::stop::Stop;
 
 use super::SpokeConfig;
@@ -29,22 +30,27 @@ use super::link::{self, Link, Target};
 #[derive(Clone, Default)]
 pub struct SpokeStop {
     stop: Stop,
-    /// The current connection's socket, shut down to end a read or an upgrade at once.
-    socket: Arc<Mutex<Option<TcpStream>>>,
+    /// The current connection's socket, closed to end a read or an upgrade.
+    socket: Arc<Mutex<Option<Arc<Socket>>>>,
 }
 
 impl SpokeStop {
-    /// Asks [`run`] to return: ends the backoff sleep, closes the current socket and ends the
-    /// reconnect loop.
+    /// Asks [`run`] to return: ends the backoff sleep, closes the current connection (a
+    /// Close to the hub, and a brief wait for its answer; before the upgrade, at once) and
+    /// ends the reconnect loop.
     pub fn stop(&self) {
         self.stop.stop();
-        self.drop_connection();
+        let socket = self.lock().clone();
+        if let Some(s) = socket {
+            s.close(transport::close_normal("spoke stopping"));
+        }
     }
 
-    /// Drops the current connection (the loop reconnects): for tests of reconnects.
+    /// Drops the current connection without a close handshake (the loop reconnects): for
+    /// tests of reconnects.
     pub fn drop_connection(&self) {
         if let Some(s) = self.lock().as_ref() {
-            let _ = s.shutdown(Shutdown::Both);
+            s.shutdown();
         }
     }
 
@@ -52,15 +58,15 @@ impl SpokeStop {
         self.stop.is_stopped()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<TcpStream>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<Socket>>> {
         self.socket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes `tcp` the socket a stop shuts down; `false` when already stopped. The socket is
     /// set before the flag is read and [`SpokeStop::stop`] sets the flag before it shuts the
     /// socket, so a stop either finds this socket or is seen here.
-    fn watch(&self, tcp: &TcpStream) -> bool {
-        *self.lock() = tcp.try_clone().ok();
+    fn watch(&self, socket: &Arc<Socket>) -> bool {
+        *self.lock() = Some(Arc::clone(socket));
         !self.is_stopped()
     }
 }
@@ -204,10 +210,11 @@ impl Runner<'_> {
             Ok(tcp) => tcp,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        if !stop.watch(&tcp) {
+        let socket = Socket::new(tcp, Role::Client);
+        if !stop.watch(&socket) {
             return Outcome::Served("stopping".into());
         }
-        let link = match Link::upgrade(&self.target, tcp) {
+        let link = match Link::upgrade(&self.target, socket) {
             Ok(link) => link,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
@@ -217,7 +224,7 @@ impl Runner<'_> {
         };
         link.send_text(enroll.encode());
         let mut handler = Handler::new(
-            link.sender(),
+            link.socket(),
             &self.identity.name,
             Arc::clone(&self.policy),
             self.config.max_workers,
