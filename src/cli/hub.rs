@@ -698,9 +698,9 @@ const RESERVED_FDS: u64 = 256;
 
 /// How the open-file limit is shared so that neither listener can starve the other or the
 /// process: what is left after [`RESERVED_FDS`] goes one third to the HTTP front and two
-/// thirds to the spoke plane (a spoke socket costs 3 descriptors, an HTTP connection 2, and
+/// thirds to the spoke plane (a spoke socket costs 1 descriptor, an HTTP connection 2, and
 /// spokes are the hub's reason to exist). At 1024: 256 / 256 / 512; at 1,048,576 the caps
-/// (8192 HTTP connections, 10,000 spoke sockets) bind before the split does.
+/// (8192 HTTP connections, 12,000 spoke sockets) bind before the split does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FdSplit {
     reserved: u64,
@@ -720,9 +720,9 @@ impl FdSplit {
         }
     }
 
-    /// Spoke sockets the plane's share holds (3 descriptors each), at most the plane default.
+    /// Spoke sockets the plane's share holds (one descriptor each), at most the plane default.
     fn plane_sockets(&self) -> usize {
-        usize::try_from(self.plane / 3)
+        usize::try_from(self.plane / plane::FDS_PER_SOCKET)
             .unwrap_or(usize::MAX)
             .clamp(16, plane::DEFAULT_MAX_CONNECTIONS)
     }
@@ -736,7 +736,7 @@ mod tests {
     fn the_descriptor_split_keeps_the_reserve_and_sums_to_the_limit() {
         let s = FdSplit::of(1024);
         assert_eq!((s.reserved, s.http, s.plane), (256, 256, 512));
-        assert_eq!(s.plane_sockets(), 170);
+        assert_eq!(s.plane_sockets(), 512);
         let small = FdSplit::of(100);
         assert_eq!(small.reserved + small.http + small.plane, 100);
         assert_eq!(small.reserved, 50);

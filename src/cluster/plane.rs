@@ -58,8 +58,13 @@ pub(crate) const MAX_ENROLL_MESSAGE_BYTES: usize = 64 << 10;
 /// Default heartbeat (`--heartbeat`).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// Default ceiling on simultaneous spoke sockets (enrolled or still enrolling).
-pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default ceiling on simultaneous spoke sockets (enrolled or still enrolling): 10,000 spokes
+/// with room for reconnects superseding and strangers enrolling (the descriptor budget may cap
+/// it lower).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 12_000;
+
+/// Descriptors one spoke socket holds: the socket itself, shared by its reader and writers.
+pub(crate) const FDS_PER_SOCKET: u64 = 1;
 
 /// Default ceiling on sockets not yet enrolled.
 pub(crate) const DEFAULT_MAX_STRANGERS: usize = 256;
