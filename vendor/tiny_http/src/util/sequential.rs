@@ -208,7 +208,13 @@ impl<W> Drop for SequentialWriter<W>
 where
     W: Write + Send,
 {
+    /// llmbox: a writer dropped before its turn (never written to: a request refused while
+    /// being built) waits for that turn before handing on, so the writer after it cannot
+    /// write while an earlier response is still being written.
     fn drop(&mut self) {
+        if let Some(v) = self.trigger.take() {
+            let _ = v.recv();
+        }
         self.on_finish.send(()).ok();
     }
 }
