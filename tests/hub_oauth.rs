@@ -612,6 +612,9 @@ fn a_reused_refresh_token_revokes_the_whole_family() {
     assert_invalid_token(&s.call(access2, "list_llmboxes", json!({})), &s);
     assert_oauth_error(&refreshed(refresh2), 400, "invalid_grant");
     assert_eq!(s.grants(), 0);
+    let audit = std::fs::read_to_string(&s.audit).expect("audit");
+    assert!(audit.contains("\"oauth_refresh_reuse\""), "{audit}");
+    assert!(!audit.contains(&refresh) && !audit.contains(refresh2));
 }
 
 #[test]

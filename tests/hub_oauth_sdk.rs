@@ -216,3 +216,98 @@ fn the_python_sdk_1x_uses_a_client_id_metadata_document() {
 fn the_python_sdk_2x_uses_a_client_id_metadata_document() {
     sdk_connects_with_a_client_id_metadata_document(".venv-mcp2", "oauth-sdk2-cimd");
 }
+
+/// The hub process whose log is checked; killed when dropped.
+struct HubProcess(std::process::Child);
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_hub_binary_logs_no_code_and_no_token_of_a_whole_sdk_flow() {
+    let dir = support::temp_dir("oauth-sdk-log");
+    let port = support::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let provider = start_provider(
+        &dir,
+        &format!("{public}/signin/oidc/callback"),
+        &["ada@example.org:ada-pw-1"],
+    );
+    let log = dir.join("hub.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_llmbox"))
+        .args(["hub", "--no-local", "--log-level", "debug", "--mcp-oauth"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--spoke-listen",
+            &format!("127.0.0.1:{}", support::free_port()),
+        ])
+        .args(["--public-url", &public, "--oauth-access-ttl", "3s"])
+        .args([
+            "--oidc-issuer",
+            &provider.issuer,
+            "--oidc-client-id",
+            CLIENT_ID,
+        ])
+        .arg("--oidc-client-secret-file")
+        .arg(dir.join("client-secret"))
+        .args(["--allow-domain", "example.org", "--state"])
+        .arg(dir.join("state.json"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start llmbox hub");
+    let _hub = HubProcess(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    support::wait_for("the hub to listen", || {
+        std::net::TcpStream::connect(addr).ok().map(|_| ())
+    });
+    let secrets = dir.join("secrets");
+    let out = Command::new(venv_python(".venv-mcp2"))
+        .arg(support::root().join("tests/clients/oauth_flow.py"))
+        .args([
+            "--url",
+            &format!("{public}/mcp"),
+            "--email",
+            "ada@example.org",
+        ])
+        .args([
+            "--password",
+            "ada-pw-1",
+            "--wait-refresh",
+            "5",
+            "--secrets-out",
+        ])
+        .arg(&secrets)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}\n{}\nhub log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let secrets = std::fs::read_to_string(&secrets).expect("secrets");
+    let secrets: Vec<&str> = secrets.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        secrets.len() >= 5,
+        "a code and two token pairs: {}",
+        secrets.len()
+    );
+    let text = std::fs::read_to_string(&log).expect("hub log");
+    assert!(
+        text.contains("oauth: grant"),
+        "the grant is logged by id: {text}"
+    );
+    assert!(
+        text.contains("/oauth/consent/…"),
+        "consent paths are masked: {text}"
+    );
+    for s in secrets {
+        assert!(!text.contains(s), "the hub's log holds a secret: {text}");
+    }
+}

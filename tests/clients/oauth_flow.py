@@ -174,6 +174,8 @@ async def main():
     ap.add_argument("--box-id", default="sdk-box")
     ap.add_argument("--serve-client-metadata", action="store_true")
     ap.add_argument("--wait-refresh", type=float, default=0)
+    ap.add_argument("--secrets-out", help="write the code and every token here (for a test that "
+                    "checks the hub's log holds none of them)")
     args = ap.parse_args()
 
     person = Person(args.email, args.password)
@@ -260,6 +262,13 @@ async def main():
     except urllib.error.HTTPError as e:
         after = e.code
     say(step="revoked", status=revoked, then=after)
+    if args.secrets_out:
+        with open(args.secrets_out, "w") as f:
+            f.write(person.callback[0] + "\n")
+            for t in storage.history:
+                f.write(t.access_token + "\n")
+                if t.refresh_token:
+                    f.write(t.refresh_token + "\n")
 
 
 if __name__ == "__main__":

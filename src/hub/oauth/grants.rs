@@ -11,6 +11,7 @@
 //! first); grants whose refresh token expired are dropped whenever one is issued.
 
 use crate::hub::apikeys::Caller;
+use crate::hub::audit::AuditLog;
 use crate::store::{OAuthGrantRecord, State, Store, StoreError};
 use crate::util::secret::{ct_eq, sha256_hex};
 
@@ -62,7 +63,11 @@ pub(crate) struct Consent {
 /// What a refresh attempt found, decided under the state lock.
 enum Refreshed {
     Rotated(Box<(Issued, Consent)>),
-    Reused { grant: String },
+    Reused {
+        grant: String,
+        email: String,
+        provider: String,
+    },
     Refused(&'static str),
 }
 
@@ -164,7 +169,7 @@ impl OAuth {
     }
 
     /// Trades refresh token `token` of `client_id` for a new pair. A token already rotated away
-    /// revokes its grant.
+    /// revokes its grant (and says so in `audit`).
     ///
     /// # Errors
     /// [`OAuthError::invalid_grant`] for an unknown, expired, reused or foreign token;
@@ -172,6 +177,7 @@ impl OAuth {
     pub(crate) fn refresh(
         &self,
         store: &Store,
+        audit: Option<(&AuditLog, Option<std::net::SocketAddr>)>,
         token: &str,
         client_id: &str,
         resource: Option<&str>,
@@ -200,7 +206,11 @@ impl OAuth {
             }
             if let Some(i) = spent {
                 let g = state.oauth_grants.remove(i);
-                return Refreshed::Reused { grant: g.id };
+                return Refreshed::Reused {
+                    grant: g.id,
+                    email: g.email,
+                    provider: g.provider,
+                };
             }
             let Some(i) = current else {
                 return Refreshed::Refused("the refresh token is unknown or revoked");
@@ -252,10 +262,23 @@ impl OAuth {
         })?;
         match outcome {
             Refreshed::Rotated(pair) => Ok(*pair),
-            Refreshed::Reused { grant } => {
+            Refreshed::Reused {
+                grant,
+                email,
+                provider,
+            } => {
                 log::warn!(
-                    "oauth: grant {grant}: a refresh token that was already rotated was presented again; the grant is revoked"
+                    "oauth: grant {grant} of {email} ({provider}): a refresh token that was already rotated was presented again; the grant is revoked"
                 );
+                if let Some((a, remote)) = audit {
+                    a.signin(
+                        "oauth_refresh_reuse",
+                        Some(&email),
+                        Some(&provider),
+                        Some("a rotated refresh token was presented again; the grant is revoked"),
+                        remote,
+                    );
+                }
                 Err(OAuthError::invalid_grant(
                     "this refresh token was already used; the grant is revoked, sign in again",
                 ))
@@ -372,7 +395,7 @@ mod tests {
         let (o, store) = setup("rotate");
         let first = o.issue(&store, &consent("ada@example.org")).expect("issue");
         let (second, _) = o
-            .refresh(&store, &first.refresh, "c1", None)
+            .refresh(&store, None, &first.refresh, "c1", None)
             .expect("refresh");
         assert_ne!(second.refresh, first.refresh);
         assert_eq!(
@@ -386,7 +409,7 @@ mod tests {
                 .is_some()
         );
         let err = o
-            .refresh(&store, &first.refresh, "c1", None)
+            .refresh(&store, None, &first.refresh, "c1", None)
             .expect_err("reuse");
         assert_eq!(err.code, "invalid_grant");
         assert_eq!(
@@ -394,7 +417,10 @@ mod tests {
             None,
             "family revoked"
         );
-        assert!(o.refresh(&store, &second.refresh, "c1", None).is_err());
+        assert!(
+            o.refresh(&store, None, &second.refresh, "c1", None)
+                .is_err()
+        );
     }
 
     #[test]
@@ -403,7 +429,7 @@ mod tests {
         let first = o.issue(&store, &consent("ada@example.org")).expect("issue");
         let before = store.load().expect("load");
         assert_eq!(
-            o.refresh(&store, &first.refresh, "c2", None)
+            o.refresh(&store, None, &first.refresh, "c2", None)
                 .expect_err("client")
                 .code,
             "invalid_grant"
@@ -411,6 +437,7 @@ mod tests {
         assert_eq!(
             o.refresh(
                 &store,
+                None,
                 &first.refresh,
                 "c1",
                 Some("https://evil.example/mcp")
@@ -423,6 +450,7 @@ mod tests {
         assert!(
             o.refresh(
                 &store,
+                None,
                 &first.refresh,
                 "c1",
                 Some("https://hub.example/mcp")

@@ -99,7 +99,13 @@ impl OAuth {
             "refresh_token" => {
                 let token = form.required("refresh_token")?;
                 let (issued, consent) = self
-                    .refresh(store, token, client_id, form.get("resource"))
+                    .refresh(
+                        store,
+                        audit.map(|a| (a, req.remote)),
+                        token,
+                        client_id,
+                        form.get("resource"),
+                    )
                     .inspect_err(|e| {
                         if e.code == "invalid_grant" {
                             log::info!(
