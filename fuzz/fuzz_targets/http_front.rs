@@ -54,9 +54,9 @@ static FRONT: LazyLock<Front> = LazyLock::new(|| {
     let create = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_llmbox","arguments":{"box_id":"fuzzbox1"}}}"#;
     let (_, reply) = llmbox::fuzzing::mcp(&hub, &Caller::Anonymous, create, &McpHeaders::default());
     let reply = reply.expect("create answered");
-    let url = reply["result"]["structuredContent"]["activation_url"]
+    let url = reply["result"]["structuredContent"]["auth_url"]
         .as_str()
-        .unwrap_or_else(|| panic!("no activation_url in {reply}"));
+        .unwrap_or_else(|| panic!("no auth_url in {reply}"));
     let token = url.rsplit('/').next().expect("token").to_string();
     let front = HttpFront::start(hub, "127.0.0.1:0").expect("front");
     Front {
