@@ -7,7 +7,6 @@ mod support;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,69 +16,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use support::cluster::Spoke;
 use support::temp_dir;
 use tungstenite::Message;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl command must be installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A private CA and a certificate for localhost/127.0.0.1 signed by it.
-fn make_pki(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=llmbox test CA"];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    ca.extend([
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req", "-subj", "/CN=localhost"];
-    csr.extend(ec);
-    csr.extend(["-keyout", "leaf.key", "-out", "leaf.csr"]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "leaf.pem",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-}
 
 fn server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
@@ -110,7 +46,7 @@ fn next_text<S: std::io::Read + std::io::Write>(ws: &mut tungstenite::WebSocket<
 #[test]
 fn a_spoke_enrolls_and_serves_over_wss_with_a_private_ca() {
     let dir = temp_dir("tls");
-    make_pki(&dir);
+    support::pki::make_pki(&dir);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mut config = SpokeConfig::new(&format!("wss://localhost:{port}"));
@@ -168,7 +104,7 @@ fn a_spoke_enrolls_and_serves_over_wss_with_a_private_ca() {
 #[test]
 fn without_the_private_ca_the_spoke_refuses_the_hub_certificate() {
     let dir = temp_dir("tls-noca");
-    make_pki(&dir);
+    support::pki::make_pki(&dir);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mut config = SpokeConfig::new(&format!("wss://localhost:{port}"));

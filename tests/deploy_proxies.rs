@@ -40,76 +40,6 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf8")
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl command must be installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A private CA (`ca.pem`) and a certificate for localhost/127.0.0.1 (`leaf.pem`, `leaf.key`).
-fn make_pki(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=llmbox proxy test CA",
-    ];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    ca.extend([
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req", "-subj", "/CN=localhost"];
-    csr.extend(ec);
-    csr.extend(["-keyout", "leaf.key", "-out", "leaf.csr"]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "leaf.pem",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-}
-
 /// The hub's three listeners (page, MCP, spoke plane) and the proxy's two sites.
 struct Ports {
     page: u16,
@@ -350,7 +280,7 @@ fn check_layout(dir: &Path, ports: &Ports, key: &str, proxy_log: &Path) {
 #[test]
 fn nginx_publishes_the_page_and_the_spoke_plane_and_keeps_mcp_private() {
     let dir = temp_dir("proxy-nginx");
-    make_pki(&dir);
+    support::pki::make_pki(&dir);
     let ports = Ports::new();
     let (_hub, key) = hub(&dir, &ports);
     let (cert, leaf_key) = (dir.join("leaf.pem"), dir.join("leaf.key"));
@@ -400,7 +330,7 @@ fn nginx_publishes_the_page_and_the_spoke_plane_and_keeps_mcp_private() {
 #[test]
 fn caddy_publishes_the_page_and_the_spoke_plane_and_keeps_mcp_private() {
     let dir = temp_dir("proxy-caddy");
-    make_pki(&dir);
+    support::pki::make_pki(&dir);
     let ports = Ports::new();
     let (_hub, key) = hub(&dir, &ports);
     let tls = format!(

@@ -20,25 +20,9 @@ fn a_closing_answer_is_written_whole_before_the_write_side_ends() {
     let front = HttpFront::start(hub, "127.0.0.1:0").expect("listen");
     let input: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: elsewhere\r\n\r\n\
         GET /favicon.svg HTTP/1.1\r\nHost: hub.test\r\n\r\n";
-    let mut short = Vec::new();
-    for _ in 0..1000 {
-        let mut s = TcpStream::connect(front.local_addr()).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        s.write_all(input).expect("write");
-        let _ = s.shutdown(Shutdown::Write);
-        let mut answer = Vec::new();
-        let read = s.read_to_end(&mut answer);
-        let body = b"use the hub's public URL\n";
-        let complete =
-            answer.starts_with(b"HTTP/1.1 421 ") && answer.windows(body.len()).any(|w| w == body);
-        if read.is_err() || !complete {
-            short.push(format!(
-                "{read:?}: {:?}",
-                String::from_utf8_lossy(&answer[..answer.len().min(80)])
-            ));
-        }
-    }
+    let head = b"HTTP/1.1 421 ";
+    let body = b"use the hub's public URL\n";
+    let short = answers_not_whole(&front, input, head, body);
     assert!(
         short.is_empty(),
         "{} of 1000 answers lost or cut: {:?}",
@@ -61,6 +45,19 @@ fn a_refusal_behind_a_closing_answer_is_never_interleaved_with_it() {
         GET /favicon.svg HTTP/1.1\r\nHost: hub.test\r\nExpect: 100-continuX\r\n\r\n";
     let head = b"HTTP/1.1 421 Misdirected Request\r\n";
     let body = b"use the hub's public URL\n";
+    let bad = answers_not_whole(&front, input, head, body);
+    assert!(
+        bad.is_empty(),
+        "{} of 1000 answers mixed or cut: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    front.stop();
+}
+
+/// Sends `input` on 1000 fresh connections (write side then closed) and returns, for each answer
+/// that does not start with `head` or lacks `body`, what was read.
+fn answers_not_whole(front: &HttpFront, input: &[u8], head: &[u8], body: &[u8]) -> Vec<String> {
     let mut bad = Vec::new();
     for _ in 0..1000 {
         let mut s = TcpStream::connect(front.local_addr()).expect("connect");
@@ -78,11 +75,5 @@ fn a_refusal_behind_a_closing_answer_is_never_interleaved_with_it() {
             ));
         }
     }
-    assert!(
-        bad.is_empty(),
-        "{} of 1000 answers mixed or cut: {:?}",
-        bad.len(),
-        &bad[..bad.len().min(5)]
-    );
-    front.stop();
+    bad
 }

@@ -4,7 +4,7 @@
 //! Here: [`temp_dir`] (the only way a test gets a scratch directory), [`wait_for`] (the only
 //! poll-until-true loop) and [`fixtures`]. By subject: [`docker`] (the test image, per-test
 //! namespaces, the `docker` CLI), [`hub`] (in-process hubs over switchable spokes), [`http`]
-//! (raw HTTP/1.1 requests), [`oidc`] (the real OpenID provider), [`cluster`] (a loopback plane, spoke loops, a hand-driven spoke).
+//! (raw HTTP/1.1 requests), [`oidc`] (the real OpenID provider), [`pki`] (a private CA and a localhost certificate), [`cluster`] (a loopback plane, spoke loops, a hand-driven spoke).
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
@@ -13,6 +13,7 @@ pub mod docker;
 pub mod http;
 pub mod hub;
 pub mod oidc;
+pub mod pki;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
