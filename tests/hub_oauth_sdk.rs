@@ -19,7 +19,7 @@ use std::time::Duration;
 use llmbox::hub::auth::Access;
 use llmbox::hub::http::HttpFront;
 use llmbox::hub::oauth::{OAuth, OAuthConfig};
-use llmbox::hub::signin::{OidcConfig, Rules, Signin, SigninConfig};
+use llmbox::hub::signin::{Rules, Signin, SigninConfig};
 use llmbox::hub::{Hub, HubConfig};
 use serde_json::Value;
 use support::oidc::{CLIENT_ID, Provider, require, start_provider};
@@ -49,12 +49,7 @@ fn setup(tag: &str, cimd_loopback: bool) -> Setup {
     let hub = support::hub::hub_on(&dir.join("state.json"), &board, HubConfig::new(&public));
     let signin = Signin::start(SigninConfig {
         public_url: public.clone(),
-        oidc: vec![OidcConfig {
-            label: "Test IdP".into(),
-            issuer: provider.issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            client_secret: "provider-test-secret-1".into(),
-        }],
+        oidc: vec![provider.oidc_config()],
         github: None,
         rules: Rules {
             domains: vec!["example.org".into()],

@@ -22,7 +22,7 @@ use std::time::Duration;
 use llmbox::hub::audit::AuditLog;
 use llmbox::hub::auth::Access;
 use llmbox::hub::http::HttpFront;
-use llmbox::hub::signin::{OidcConfig, Rules, Signin, SigninConfig};
+use llmbox::hub::signin::{Rules, Signin, SigninConfig};
 use llmbox::hub::{CreateRequest, Hub, HubConfig};
 use llmbox::store::SigninSession;
 use sha2::{Digest, Sha256};
@@ -69,12 +69,7 @@ fn setup(tag: &str) -> Setup {
     let hub = support::hub::hub_on(&dir.join("state.json"), &board, HubConfig::new(&public));
     let signin = Signin::start(SigninConfig {
         public_url: public,
-        oidc: vec![OidcConfig {
-            label: "Test IdP".into(),
-            issuer: provider.issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            client_secret: "provider-test-secret-1".into(),
-        }],
+        oidc: vec![provider.oidc_config()],
         github: None,
         rules: Rules {
             emails: vec!["ada@example.org".into()],
@@ -395,12 +390,7 @@ fn admins_mint_a_join_token_a_real_spoke_enrolls_with_and_revoke_it_others_are_r
     ));
     let signin = Signin::start(SigninConfig {
         public_url: public,
-        oidc: vec![OidcConfig {
-            label: "Test IdP".into(),
-            issuer: provider.issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            client_secret: "provider-test-secret-1".into(),
-        }],
+        oidc: vec![provider.oidc_config()],
         github: None,
         rules: Rules {
             emails: vec!["eve@other.example".into()],

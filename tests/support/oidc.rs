@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 /// The hub's client id at the provider.
 pub const CLIENT_ID: &str = "llmbox-test-hub";
 
+/// The hub's client secret at the provider (written to the file the provider reads).
+const CLIENT_SECRET: &str = "provider-test-secret-1";
+
 /// Fails loudly when a test tool `make test-clients` installs is missing.
 pub fn require(path: &Path) {
     assert!(
@@ -32,6 +35,18 @@ pub struct Provider {
     pub issuer: String,
 }
 
+impl Provider {
+    /// The hub's sign-in configuration for this provider (button label "Test IdP").
+    pub fn oidc_config(&self) -> llmbox::hub::signin::OidcConfig {
+        llmbox::hub::signin::OidcConfig {
+            label: "Test IdP".into(),
+            issuer: self.issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+        }
+    }
+}
+
 impl Drop for Provider {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -43,7 +58,7 @@ impl Drop for Provider {
 /// (`EMAIL:PASSWORD[:unverified]`).
 pub fn start_provider(dir: &Path, redirect_uri: &str, users: &[&str]) -> Provider {
     let secret = dir.join("client-secret");
-    std::fs::write(&secret, "provider-test-secret-1\n").expect("secret");
+    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).expect("secret");
     let port = super::free_port();
     let mut cmd = Command::new(python());
     cmd.arg(super::fixtures().join("oidc/provider.py"))
