@@ -62,6 +62,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// server's TCP close after echoing one) before shutting the socket.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// Bytes of data frames a socket holds for its turn holder to write (per connection, and only
+/// while a write is under way): senders past it wait for the turn themselves.
+pub(crate) const MAX_BACKLOG_BYTES: usize = 1 << 20;
+
 /// Read timeout of the queued (TLS) loop: the latency bound of its outgoing drain.
 pub(crate) const TLS_POLL: Duration = Duration::from_millis(5);
 
@@ -109,6 +113,15 @@ impl std::fmt::Display for SendError {
 struct WriteState {
     /// Someone holds the write turn (is writing a frame).
     busy: bool,
+    /// Data frames handed over while the turn was held: whoever holds the turn writes them
+    /// before giving it back (at most [`MAX_BACKLOG_BYTES`]; past that, senders wait).
+    backlog: Vec<u8>,
+    /// Answer slots of the frames in `backlog`, given back once they are written.
+    backlog_slots: Vec<Slot>,
+    /// The latest deadline among the frames in `backlog` (their senders' write deadlines).
+    backlog_by: Option<Instant>,
+    /// Threads waiting for the turn: the holder gives it back after a batch when there are.
+    waiting: usize,
     /// No more data frames: a Close went out or is going out, or the socket was shut.
     closed: bool,
     /// A Close frame of ours went out (from any thread).
@@ -185,7 +198,13 @@ impl Socket {
 
     /// Shuts the socket down (both directions): the reader wakes and ends, writers fail.
     pub(crate) fn shutdown(&self) {
-        self.lock().closed = true;
+        {
+            let mut s = self.lock();
+            s.closed = true;
+            // Frames nobody will write now; their answer slots go back.
+            s.backlog = Vec::new();
+            s.backlog_slots.clear();
+        }
         if let Some(tcp) = &self.tcp {
             let _ = tcp.shutdown(Shutdown::Both);
         }
@@ -206,9 +225,22 @@ impl Socket {
 
     /// Writes `bytes` (whole frames) under the write turn, within `deadline`. A missed
     /// deadline or a failed write shuts the socket down.
-    fn write(&self, bytes: &[u8], kind: Kind, deadline: Instant) -> Result<(), SendError> {
+    ///
+    /// Write combining: a data frame that finds the turn held is appended to the backlog and
+    /// the sender returns at once; the holder writes the backlog (in one write per batch)
+    /// before it gives the turn back. So concurrent callers neither queue up on the turn nor
+    /// wake each other, and `slot` is given back when its frame is on the wire. Control
+    /// frames (pongs, closes) always wait for the turn: the reader shuts the socket right
+    /// after writing a Close, which must be out by then.
+    fn write(
+        &self,
+        bytes: Vec<u8>,
+        slot: Option<Slot>,
+        kind: Kind,
+        deadline: Instant,
+    ) -> Result<(), SendError> {
         let tcp = self.tcp.as_ref().ok_or(SendError::Closed)?;
-        {
+        let (mut batch, mut slots, mut by) = {
             let mut s = self.lock();
             loop {
                 if s.closed && kind == Kind::Data {
@@ -216,6 +248,12 @@ impl Socket {
                 }
                 if !s.busy {
                     break;
+                }
+                if kind == Kind::Data && s.backlog.len() + bytes.len() <= MAX_BACKLOG_BYTES {
+                    s.backlog.extend_from_slice(&bytes);
+                    s.backlog_slots.extend(slot);
+                    s.backlog_by = s.backlog_by.max(Some(deadline));
+                    return Ok(());
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -225,22 +263,45 @@ impl Socket {
                         "no write turn within the deadline: the peer does not read".into(),
                     ));
                 }
+                s.waiting += 1;
                 s = self
                     .turn
                     .wait_timeout(s, left)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+                s.waiting -= 1;
             }
             s.busy = true;
+            // A holder that gave the turn back to waiters may have left frames: they go first.
+            let mut batch = std::mem::take(&mut s.backlog);
+            batch.extend_from_slice(&bytes);
+            let mut slots = std::mem::take(&mut s.backlog_slots);
+            slots.extend(slot);
+            let by = s.backlog_by.take().max(Some(deadline)).unwrap_or(deadline);
+            (batch, slots, by)
+        };
+        loop {
+            let written = write_all_by(tcp, &batch, by);
+            drop(std::mem::take(&mut slots));
+            let mut s = self.lock();
+            if written.is_err() || s.backlog.is_empty() || s.waiting > 0 {
+                s.busy = false;
+                let wake = s.waiting > 0;
+                drop(s);
+                if wake {
+                    // Every waiter: one whose wait is timing out at this moment must not
+                    // swallow the wake (it leaves; the others take the turn and the backlog).
+                    self.turn.notify_all();
+                }
+                return written.map_err(|e| {
+                    self.shutdown();
+                    SendError::Failed(e.to_string())
+                });
+            }
+            batch = std::mem::take(&mut s.backlog);
+            slots = std::mem::take(&mut s.backlog_slots);
+            by = s.backlog_by.take().unwrap_or(by);
         }
-        let written = write_all_by(tcp, bytes, deadline);
-        self.lock().busy = false;
-        // Every waiter: one whose wait is timing out at this moment must not swallow the wake.
-        self.turn.notify_all();
-        written.map_err(|e| {
-            self.shutdown();
-            SendError::Failed(e.to_string())
-        })
     }
 
     /// Frames `msg` for this end's role (masked from a client).
@@ -307,7 +368,7 @@ impl Socket {
             return queue.send(item).map_err(|_| SendError::Closed);
         }
         let bytes = self.frame(msg)?;
-        self.write(&bytes, Kind::Data, deadline)
+        self.write(bytes, slot, Kind::Data, deadline)
     }
 
     /// Closes the connection from any thread (superseded, revoked, stopping): sends Close
@@ -333,7 +394,7 @@ impl Socket {
         }
         let sent = self
             .frame(Message::Close(Some(frame)))
-            .and_then(|bytes| self.write(&bytes, Kind::Control, Instant::now() + CLOSE_WAIT));
+            .and_then(|bytes| self.write(bytes, None, Kind::Control, Instant::now() + CLOSE_WAIT));
         match sent {
             Ok(()) => shutdown_at(self, Instant::now() + CLOSE_WAIT),
             Err(_) => self.shutdown(),
@@ -487,7 +548,7 @@ impl Write for Stream {
     // the whole buffer is written under one turn, so frames never interleave.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.socket
-            .write(buf, Kind::Control, self.write_deadline())
+            .write(buf.to_vec(), None, Kind::Control, self.write_deadline())
             .map(|()| buf.len())
             .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
     }
@@ -751,6 +812,7 @@ pub(crate) fn close<S: Read + Write>(ws: &mut WebSocket<S>, socket: &Socket, fra
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::slot::Slots;
     use std::net::TcpListener;
 
     /// A connected pair: (ours as a shared socket of `role`, the peer's raw socket).
@@ -835,6 +897,67 @@ mod tests {
             assert!(seen.insert((t, i)), "duplicate {t}:{i}");
         }
         assert_eq!(seen.len(), THREADS * EACH);
+    }
+
+    #[test]
+    fn frames_sent_while_the_turn_is_held_are_written_by_its_holder() {
+        let (socket, theirs) = pair(Role::Server);
+        // The peer does not read yet: the holder's big frame fills the socket buffers.
+        let big = "b".repeat(32 << 20);
+        let holder = {
+            let socket = Arc::clone(&socket);
+            thread::spawn(move || socket.send_text(big, Instant::now() + Duration::from_secs(120)))
+        };
+        let start = Instant::now();
+        while !socket.lock().busy {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no writer took the turn"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        // Small frames do not wait for the turn: every sender returns while nothing is read,
+        // and each frame's slot is held until it is on the wire.
+        let answers = Slots::new();
+        let senders: Vec<_> = (0..10)
+            .map(|i| {
+                let (socket, slot) = (Arc::clone(&socket), answers.take());
+                thread::spawn(move || {
+                    let msg = Message::text(format!("small {i}"));
+                    socket.send_counted(msg, slot, Instant::now() + Duration::from_secs(120))
+                })
+            })
+            .collect();
+        for s in senders {
+            assert_eq!(s.join().expect("sender"), Ok(()));
+        }
+        assert!(
+            socket.lock().busy,
+            "the big frame was written with nobody reading"
+        );
+        assert_eq!(answers.taken(), 10);
+        let mut peer = WebSocket::from_raw_socket(theirs, Role::Client, Some(ws_config()));
+        match peer.read().expect("the big frame decodes") {
+            Message::Text(t) => assert_eq!(t.len(), 32 << 20),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut small: Vec<String> = (0..10)
+            .map(|_| match peer.read().expect("a small frame decodes") {
+                Message::Text(t) => t.to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        small.sort();
+        assert_eq!(
+            small,
+            (0..10).map(|i| format!("small {i}")).collect::<Vec<_>>()
+        );
+        assert_eq!(holder.join().expect("holder"), Ok(()));
+        assert_eq!(
+            answers.taken(),
+            0,
+            "slots of written frames were not given back"
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! while no accepted job needs them: a spoke that once served a burst does not keep its
 //! threads for ever (a `list_llmboxes` across 10,000 spokes starts one on each).
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -34,120 +34,135 @@ pub(crate) enum Refused {
     Spawn(io::Error),
 }
 
+/// What the pool and its workers share, under one lock.
+#[derive(Default)]
+struct Queue {
+    /// Accepted jobs no worker has taken yet.
+    jobs: VecDeque<Job>,
+    /// Worker threads alive.
+    threads: usize,
+    /// The pool was dropped: workers finish the queued jobs and end.
+    closed: bool,
+}
+
+/// The queue and the signal a waiting worker sleeps on: one job wakes one worker.
+type Shared = Arc<(Mutex<Queue>, Condvar)>;
+
 /// A pool of at most `max` worker threads.
 pub(crate) struct Pool {
     max: usize,
-    tx: Sender<Job>,
-    rx: Arc<Mutex<Receiver<Job>>>,
+    shared: Shared,
     /// Jobs accepted and not yet finished.
     busy: Slots,
-    /// Worker threads alive. Held while a job is accepted (its slot taken and the count
-    /// checked) and while an idle worker decides to end, so an accepted job always has one.
-    threads: Arc<Mutex<usize>>,
     /// [`IDLE_EXIT`], shorter in tests.
     idle_exit: Duration,
 }
 
-fn count(threads: &Mutex<usize>) -> MutexGuard<'_, usize> {
-    // A plain count; a panicking holder cannot leave it inconsistent.
-    threads.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(shared: &Shared) -> MutexGuard<'_, Queue> {
+    // A queue and two plain fields; a panicking holder cannot leave them inconsistent.
+    shared.0.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pool {
     /// An empty pool; threads start on demand.
     pub(crate) fn new(max: usize) -> Self {
-        let (tx, rx) = mpsc::channel();
         Pool {
             max: max.max(1),
-            tx,
-            rx: Arc::new(Mutex::new(rx)),
+            shared: Arc::default(),
             busy: Slots::new(),
-            threads: Arc::new(Mutex::new(0)),
             idle_exit: IDLE_EXIT,
         }
     }
 
-    /// Runs `job` on a worker now, or refuses it. Called from one thread (the connection's
-    /// reader), which is what keeps the thread count at or above the accepted jobs.
+    /// Runs `job` on a worker now, or refuses it. The slot is taken and the thread count
+    /// checked under the queue's lock, which is what keeps the threads at or above the
+    /// accepted jobs.
     ///
     /// # Errors
     /// [`Refused::Busy`] at the bound; [`Refused::Spawn`] when no thread could be started.
     pub(crate) fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Refused> {
-        let slot = {
-            let mut threads = count(&self.threads);
+        {
+            let mut queue = lock(&self.shared);
             let Some(slot) = self.busy.try_take(self.max) else {
                 return Err(Refused::Busy(self.max));
             };
             // (A refused job's slot goes back as it drops on the way out.)
-            if *threads < self.busy.taken() {
+            if queue.threads < self.busy.taken() {
                 self.spawn().map_err(Refused::Spawn)?;
-                *threads += 1;
+                queue.threads += 1;
             }
-            slot
-        };
-        self.tx
-            .send((Box::new(job), slot))
-            .expect("the pool owns the receiver, so the channel is open");
+            queue.jobs.push_back((Box::new(job), slot));
+        }
+        self.shared.1.notify_one();
         Ok(())
     }
 
     fn spawn(&self) -> io::Result<()> {
-        let (rx, threads, busy, idle_exit) = (
-            Arc::clone(&self.rx),
-            Arc::clone(&self.threads),
-            self.busy.clone(),
-            self.idle_exit,
-        );
-        // Takes jobs until the pool (the only sender) is dropped.
+        let (shared, busy, idle_exit) =
+            (Arc::clone(&self.shared), self.busy.clone(), self.idle_exit);
         thread::Builder::new()
             .name("spoke-verb".into())
             .stack_size(WORKER_STACK)
-            .spawn(move || {
-                loop {
-                    // The lock is held only while waiting for the next job, never while running it.
-                    let job = {
-                        let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-                        match rx.recv_timeout(idle_exit) {
-                            Ok(job) => job,
-                            Err(RecvTimeoutError::Disconnected) => break,
-                            Err(RecvTimeoutError::Timeout) => {
-                                let mut n = count(&threads);
-                                if *n > busy.taken() {
-                                    *n -= 1;
-                                    break;
-                                }
-                                continue;
-                            }
-                        }
-                    };
-                    let (job, _busy) = job;
-                    // A panicking job must not take its thread along: the pool counts on
-                    // its threads to run every accepted job.
-                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-                        log::error!("spoke-verb: a verb panicked; the worker keeps serving");
-                    }
-                }
-            })?;
+            .spawn(move || work(&shared, &busy, idle_exit))?;
         Ok(())
     }
 
     /// Worker threads started so far (the unit tests' view of the pool).
     #[cfg(test)]
     pub(crate) fn threads(&self) -> usize {
-        *count(&self.threads)
+        lock(&self.shared).threads
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        lock(&self.shared).closed = true;
+        self.shared.1.notify_all();
+    }
+}
+
+/// A worker: takes jobs until the pool is dropped and the queue is empty, or until it has
+/// been idle for `idle_exit` while no accepted job needs it. The lock is never held while a
+/// job runs.
+fn work(shared: &Shared, busy: &Slots, idle_exit: Duration) {
+    let mut queue = lock(shared);
+    loop {
+        if let Some((job, slot)) = queue.jobs.pop_front() {
+            drop(queue);
+            // A panicking job must not take its thread along: the pool counts on its
+            // threads to run every accepted job.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                log::error!("spoke-verb: a verb panicked; the worker keeps serving");
+            }
+            drop(slot);
+            queue = lock(shared);
+            continue;
+        }
+        if queue.closed {
+            queue.threads -= 1;
+            return;
+        }
+        let (q, waited) = shared
+            .1
+            .wait_timeout(queue, idle_exit)
+            .unwrap_or_else(|e| e.into_inner());
+        queue = q;
+        if waited.timed_out() && queue.jobs.is_empty() && queue.threads > busy.taken() {
+            queue.threads -= 1;
+            return;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
     #[test]
     fn idle_workers_end_and_the_next_job_starts_one_again() {
-        let pool = Pool {
-            idle_exit: Duration::from_millis(50),
-            ..Pool::new(4)
-        };
+        let mut pool = Pool::new(4);
+        pool.idle_exit = Duration::from_millis(50);
         let (tx, rx) = mpsc::channel();
         for _ in 0..3 {
             let tx = tx.clone();
