@@ -5,7 +5,7 @@ use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tungstenite::http::Uri;
 
@@ -20,12 +20,20 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Jitter on each delay, as a fraction either way.
 pub(crate) const BACKOFF_JITTER: f64 = 0.2;
 
-/// Exponential backoff with jitter.
+/// How long after a welcomed connection ends the spoke keeps retrying at the floor delay
+/// before it starts doubling: a hub restart (the common case) takes a few seconds, and a
+/// spoke that had doubled to 4 s by then would come back seconds after the hub did.
+pub(crate) const FLOOR_WINDOW: Duration = Duration::from_secs(10);
+
+/// Exponential backoff with jitter; after a [`reset`](Backoff::reset) the delay stays at
+/// the floor for [`FLOOR_WINDOW`].
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
+    /// Until when delays stay at `min` (set by `reset`).
+    floor_until: Option<Instant>,
 }
 
 impl Backoff {
@@ -35,13 +43,16 @@ impl Backoff {
             min,
             max,
             next: min,
+            floor_until: None,
         }
     }
 
     /// The next delay (with ±20 % jitter) and advance.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(self.max);
+        if self.floor_until.is_none_or(|t| Instant::now() >= t) {
+            self.next = (self.next * 2).min(self.max);
+        }
         let mut b = [0u8; 4];
         let unit = match getrandom::fill(&mut b) {
             Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
@@ -50,9 +61,10 @@ impl Backoff {
         base.mul_f64(1.0 - BACKOFF_JITTER + 2.0 * BACKOFF_JITTER * unit)
     }
 
-    /// Back to `min` (after a welcomed connection).
+    /// Back to `min` (after a welcomed connection), staying there for [`FLOOR_WINDOW`].
     pub(crate) fn reset(&mut self) {
         self.next = self.min;
+        self.floor_until = Instant::now().checked_add(FLOOR_WINDOW);
     }
 }
 
@@ -173,8 +185,16 @@ mod tests {
                 "{d} vs {base}"
             );
         }
+        // After a welcomed connection: the floor for FLOOR_WINDOW (a hub restart), not 1, 2, 4 s.
         b.reset();
-        assert!(b.next_delay() <= Duration::from_secs_f64(1.2));
+        for _ in 0..8 {
+            assert!(b.next_delay() <= Duration::from_secs_f64(1.2));
+        }
+        // Past the window it doubles again.
+        b.floor_until = Some(Instant::now());
+        let first = b.next_delay();
+        assert!(first <= Duration::from_secs_f64(1.2), "{first:?}");
+        assert!(b.next_delay() >= Duration::from_secs_f64(1.6));
     }
 
     #[test]

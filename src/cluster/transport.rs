@@ -655,17 +655,16 @@ pub(crate) fn pump<S: Read + Write>(
     heartbeat: Duration,
     on_text: &mut dyn FnMut(&str) -> Flow,
 ) -> End {
-    let tick = if drain.is_some() {
-        TLS_POLL
-    } else {
-        (heartbeat / 2).max(Duration::from_millis(10))
+    // Direct mode: the read timeout is the time until the next ping (or the dead line) is
+    // due, so an idle socket wakes once a heartbeat; re-set only when it is off by more than
+    // `slack`, so a busy socket does not pay a syscall per message.
+    let mut tick = match drain {
+        Some(_) => TLS_POLL,
+        None => heartbeat.clamp(MIN_TICK, MAX_TICK),
     };
-    let set = socket
-        .tcp()
-        .and_then(|tcp| tcp.set_read_timeout(Some(tick)));
-    if let Err(e) = set {
-        socket.shutdown();
-        return End::Closed(format!("set read timeout: {e}"));
+    let slack = (heartbeat / 8).max(MIN_TICK);
+    if let Err(e) = set_tick(socket, tick) {
+        return e;
     }
     // `--heartbeat` is any duration the operator typed: saturate instead of overflowing.
     let dead_after = heartbeat.saturating_mul(MISSED_HEARTBEATS);
@@ -745,7 +744,36 @@ pub(crate) fn pump<S: Read + Write>(
                 return End::Closed(format!("ping: {e}"));
             }
         }
+        if drain.is_none() {
+            let due = [(last_ping, heartbeat), (last_in, dead_after)]
+                .into_iter()
+                .filter_map(|(at, after)| at.checked_add(after))
+                .min();
+            let wait = due.map_or(MAX_TICK, |d| d.saturating_duration_since(now));
+            let wait = wait.clamp(MIN_TICK, MAX_TICK);
+            if wait.abs_diff(tick) > slack {
+                tick = wait;
+                if let Err(e) = set_tick(socket, tick) {
+                    return e;
+                }
+            }
+        }
     }
+}
+
+/// Shortest and longest read timeout of [`pump`]'s direct mode.
+const MIN_TICK: Duration = Duration::from_millis(10);
+const MAX_TICK: Duration = Duration::from_secs(3600);
+
+/// Sets the reader's read timeout; on failure the socket is shut and this is why it ended.
+fn set_tick(socket: &Socket, tick: Duration) -> Result<(), End> {
+    socket
+        .tcp()
+        .and_then(|tcp| tcp.set_read_timeout(Some(tick)))
+        .map_err(|e| {
+            socket.shutdown();
+            End::Closed(format!("set read timeout: {e}"))
+        })
 }
 
 /// The peer sent Close (`why`): echo it unless ours already went out (then this is the
