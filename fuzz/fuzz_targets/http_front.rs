@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{replace, threads};
+
 use libfuzzer_sys::fuzz_target;
 use llmbox::boxes::memory::MemoryBoxManager;
 use llmbox::cluster::{LOCAL_SPOKE, SpokeDirectory, StaticDirectory};
@@ -106,32 +109,6 @@ fn start(guarded: bool) -> Front {
 
 static OPEN: LazyLock<Front> = LazyLock::new(|| start(false));
 static GUARDED: LazyLock<Front> = LazyLock::new(|| start(true));
-
-fn threads() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|n| n.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn replace(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut i = 0;
-    while i < data.len() {
-        if data[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(data[i]);
-            i += 1;
-        }
-    }
-    out
-}
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 

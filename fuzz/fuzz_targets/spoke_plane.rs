@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{replace, threads};
+
 use libfuzzer_sys::fuzz_target;
 use llmbox::cluster::plane::{self, PlaneConfig, PlaneHandle};
 use llmbox::cluster::proto::Frame;
@@ -69,32 +72,6 @@ static PLANE: LazyLock<Plane> = LazyLock::new(|| {
         _plane: plane,
     }
 });
-
-fn threads() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|n| n.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn replace(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut i = 0;
-    while i < data.len() {
-        if data[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(data[i]);
-            i += 1;
-        }
-    }
-    out
-}
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let conn = TcpStream::connect(addr).expect("the plane accepts");
