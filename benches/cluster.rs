@@ -3,18 +3,30 @@
 //! asserts nothing.
 //!
 //! - latency: p50/p99 of 10k sequential calls (`list` on the in-memory manager vs an echo);
-//! - throughput: calls per second with 8 and 64 in flight on one socket;
+//! - throughput: calls per second with 8 and 64 in flight on one socket, against two
+//!   baselines: the pipelined echo (one client thread keeps the window full: no thread
+//!   hand-off at all) and the channel echo (the hub's shape over the same echo server: callers
+//!   on their own threads write their frame under one lock and block, one reader thread hands
+//!   each reply to its caller over a channel keyed by id — the wake per call any blocking
+//!   caller pays);
+//!
+//! The machine is shared and its speed moves by several times within a minute, so both are
+//! measured in [`ROUNDS`] alternating rounds (echo, then llmbox), each round's ratio printed,
+//! and the median ratio reported: a ratio taken from two far-apart runs would measure the
+//! neighbours.
 //! - memory: RSS growth of a hub process holding 1000 idle enrolled spokes, vs a process
 //!   holding 1000 idle bare WebSocket connections (each with a reader thread).
 //!
 //! The memory figures come from child processes (this binary re-run with `BENCH_CHILD`), so
 //! the client side of the sockets does not count.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::net::Shutdown;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,13 +36,16 @@ use llmbox::cluster::registry::Registry;
 use llmbox::store::{JoinTokenRecord, Store};
 use llmbox::util::secret::{random_hex_32, sha256_hex};
 use llmbox::util::unix_now;
-use tungstenite::Message;
+use tungstenite::protocol::Role;
+use tungstenite::{Message, WebSocket};
 
 mod common;
 use common::{BenchHub, REQ, echo_client, pct, print_latency, rss_kib, serve_echo};
 
 const SEQUENTIAL: usize = 10_000;
 const PIPELINED: usize = 20_000;
+/// Alternating baseline/llmbox rounds; each round does 1/ROUNDS of the calls.
+const ROUNDS: usize = 5;
 const IDLE_SPOKES: usize = 1000;
 
 fn main() {
@@ -53,25 +68,61 @@ fn main() {
     let hub =
         BenchHub::start(&std::env::temp_dir().join(format!("llmbox-bench-{}", std::process::id())));
 
-    println!("\n== round trip, {SEQUENTIAL} sequential calls (loopback) ==");
-    let base = echo_sequential(echo_addr);
-    let ours = remote_sequential(&hub.remote);
+    println!(
+        "\n== round trip, {SEQUENTIAL} sequential calls (loopback), {ROUNDS} alternating rounds =="
+    );
+    let (mut base, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let b = echo_sequential(echo_addr, SEQUENTIAL / ROUNDS);
+        let o = remote_sequential(&hub.remote, SEQUENTIAL / ROUNDS);
+        let ratio = (pct(&o, 50) / pct(&b, 50), pct(&o, 99) / pct(&b, 99));
+        println!(
+            "round {round}: echo p50 {:>7.1} µs p99 {:>8.1} µs | llmbox p50 {:>7.1} µs p99 {:>8.1} µs | x{:.2}, x{:.2}",
+            pct(&b, 50),
+            pct(&b, 99),
+            pct(&o, 50),
+            pct(&o, 99),
+            ratio.0,
+            ratio.1
+        );
+        base.extend(b);
+        ours.extend(o);
+        ratios.push(ratio);
+    }
     print_latency("bare tungstenite echo", &base);
     print_latency("llmbox list hub->spoke->hub", &ours);
     println!(
-        "overhead: p50 x{:.2}, p99 x{:.2}",
-        pct(&ours, 50) / pct(&base, 50),
-        pct(&ours, 99) / pct(&base, 99)
+        "overhead, median of the rounds' ratios: p50 x{:.2}, p99 x{:.2}",
+        median(ratios.iter().map(|r| r.0)),
+        median(ratios.iter().map(|r| r.1))
     );
 
     for inflight in [8, 64] {
-        println!("\n== throughput, {inflight} in flight on one socket, {PIPELINED} calls ==");
-        let b = echo_pipelined(echo_addr, inflight);
-        let o = remote_pipelined(&hub.remote, inflight);
-        println!("bare tungstenite echo:        {b:>10.0} msg/s");
         println!(
-            "llmbox list hub->spoke->hub:  {o:>10.0} calls/s  (x{:.2} of baseline)",
-            o / b
+            "\n== throughput, {inflight} in flight on one socket, {PIPELINED} calls, {ROUNDS} alternating rounds =="
+        );
+        let (mut ratios, mut channel_ratios, mut shape) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=ROUNDS {
+            let b = echo_pipelined(echo_addr, inflight, PIPELINED / ROUNDS);
+            let c = channel_echo(echo_addr, inflight, PIPELINED / ROUNDS);
+            let o = remote_pipelined(&hub.remote, inflight, PIPELINED / ROUNDS);
+            println!(
+                "round {round}: echo {b:>9.0} msg/s | channel echo {c:>9.0} calls/s | llmbox {o:>9.0} calls/s | x{:.2} of echo, x{:.2} of channel echo",
+                o / b,
+                o / c
+            );
+            ratios.push(o / b);
+            channel_ratios.push(o / c);
+            shape.push(c / b);
+        }
+        println!(
+            "llmbox list hub->spoke->hub, median of the rounds: x{:.2} of the pipelined echo, x{:.2} of the channel echo",
+            median(ratios),
+            median(channel_ratios)
+        );
+        println!(
+            "the channel echo itself (the calling shape's bound): x{:.2} of the pipelined echo",
+            median(shape)
         );
     }
 
@@ -94,9 +145,16 @@ fn main() {
 
 // ---------- bare tungstenite echo baseline
 
-fn echo_sequential(addr: std::net::SocketAddr) -> Vec<Duration> {
+/// The middle value (the upper one of an even count).
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn echo_sequential(addr: std::net::SocketAddr, calls: usize) -> Vec<Duration> {
     let mut ws = echo_client(addr);
-    (0..SEQUENTIAL)
+    (0..calls)
         .map(|_| {
             let t = Instant::now();
             ws.send(Message::text(REQ)).expect("send");
@@ -106,12 +164,12 @@ fn echo_sequential(addr: std::net::SocketAddr) -> Vec<Duration> {
         .collect()
 }
 
-fn echo_pipelined(addr: std::net::SocketAddr, window: usize) -> f64 {
+fn echo_pipelined(addr: std::net::SocketAddr, window: usize, calls: usize) -> f64 {
     let mut ws = echo_client(addr);
     let start = Instant::now();
     let (mut sent, mut got) = (0, 0);
-    while got < PIPELINED {
-        while sent < PIPELINED && sent - got < window {
+    while got < calls {
+        while sent < calls && sent - got < window {
             ws.write(Message::text(REQ)).expect("write");
             sent += 1;
         }
@@ -119,13 +177,93 @@ fn echo_pipelined(addr: std::net::SocketAddr, window: usize) -> f64 {
         ws.read().expect("echo");
         got += 1;
     }
-    PIPELINED as f64 / start.elapsed().as_secs_f64()
+    calls as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The hub's calling shape over a bare echo connection (see the module doc).
+struct ChannelEcho {
+    writer: Mutex<WebSocket<TcpStream>>,
+    pending: Mutex<HashMap<u64, mpsc::SyncSender<()>>>,
+    next: AtomicU64,
+}
+
+impl ChannelEcho {
+    fn connect(addr: std::net::SocketAddr) -> Arc<ChannelEcho> {
+        let ws = echo_client(addr);
+        let tcp = ws.get_ref().try_clone().expect("clone the socket");
+        let echo = Arc::new(ChannelEcho {
+            writer: Mutex::new(ws),
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        });
+        let reader = Arc::clone(&echo);
+        thread::spawn(move || {
+            let mut ws = WebSocket::from_raw_socket(tcp, Role::Client, None);
+            while let Ok(msg) = ws.read() {
+                let id = msg.to_text().ok().and_then(|t| t.parse::<u64>().ok());
+                let waiter = id.and_then(|id| reader.pending.lock().expect("pending").remove(&id));
+                if let Some(tx) = waiter {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        echo
+    }
+
+    fn call(&self) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.pending.lock().expect("pending").insert(id, tx);
+        self.writer
+            .lock()
+            .expect("writer")
+            .send(Message::text(id.to_string()))
+            .expect("send");
+        rx.recv().expect("echo");
+    }
+}
+
+impl Drop for ChannelEcho {
+    fn drop(&mut self) {
+        // Ends the reader thread.
+        if let Ok(ws) = self.writer.lock() {
+            let _ = ws.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn channel_echo(addr: std::net::SocketAddr, inflight: usize, calls: usize) -> f64 {
+    let echo = ChannelEcho::connect(addr);
+    in_flight(inflight, calls, move || echo.call())
+}
+
+/// Calls per second of `call` made `calls` times from `inflight` threads.
+fn in_flight(inflight: usize, calls: usize, call: impl Fn() + Send + Sync + 'static) -> f64 {
+    let (call, left) = (Arc::new(call), Arc::new(AtomicUsize::new(calls)));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..inflight)
+        .map(|_| {
+            let (call, left) = (Arc::clone(&call), Arc::clone(&left));
+            thread::spawn(move || {
+                while left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    call();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    calls as f64 / start.elapsed().as_secs_f64()
 }
 
 // ---------- llmbox hub + spoke
 
-fn remote_sequential(remote: &Arc<dyn BoxManager>) -> Vec<Duration> {
-    (0..SEQUENTIAL)
+fn remote_sequential(remote: &Arc<dyn BoxManager>, calls: usize) -> Vec<Duration> {
+    (0..calls)
         .map(|_| {
             let t = Instant::now();
             remote.list().expect("list");
@@ -134,26 +272,11 @@ fn remote_sequential(remote: &Arc<dyn BoxManager>) -> Vec<Duration> {
         .collect()
 }
 
-fn remote_pipelined(remote: &Arc<dyn BoxManager>, inflight: usize) -> f64 {
-    let left = Arc::new(AtomicUsize::new(PIPELINED));
-    let start = Instant::now();
-    let workers: Vec<_> = (0..inflight)
-        .map(|_| {
-            let (remote, left) = (Arc::clone(remote), Arc::clone(&left));
-            thread::spawn(move || {
-                while left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    remote.list().expect("list");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("worker");
-    }
-    PIPELINED as f64 / start.elapsed().as_secs_f64()
+fn remote_pipelined(remote: &Arc<dyn BoxManager>, inflight: usize, calls: usize) -> f64 {
+    let remote = Arc::clone(remote);
+    in_flight(inflight, calls, move || {
+        remote.list().expect("list");
+    })
 }
 
 // ---------- idle memory (child processes)

@@ -73,8 +73,16 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The echo child at rest, and how long the kernel took to tear it down.
+pub struct Echo {
+    pub rest: ProcStatus,
+    /// From the SIGKILL to the child reaped, with the largest N connected: the same teardown
+    /// (N threads, N sockets) the hub's restart waits for, paid by a process that does nothing.
+    pub teardown: Duration,
+}
+
 /// Holds N idle connections to an echo child for each N; returns the child's RSS at rest.
-pub fn echo_phase(rows: &mut [Row]) -> ProcStatus {
+pub fn echo_phase(rows: &mut [Row]) -> Echo {
     let mut child = Command::new(std::env::current_exe().expect("own executable"))
         .env("BENCH_CHILD", "echo")
         .stdin(Stdio::piped())
@@ -86,7 +94,7 @@ pub fn echo_phase(rows: &mut [Row]) -> ProcStatus {
         .read_line(&mut line)
         .expect("echo address");
     let addr: SocketAddr = line.trim().parse().expect("echo address");
-    let child = ChildGuard(child);
+    let mut child = ChildGuard(child);
     let pid = child.0.id();
     thread::sleep(Duration::from_millis(200));
     let rest = proc_status(pid);
@@ -105,8 +113,12 @@ pub fn echo_phase(rows: &mut [Row]) -> ProcStatus {
         thread::sleep(Duration::from_millis(500));
         row.echo = proc_status(pid);
     }
+    let t = Instant::now();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let teardown = t.elapsed();
     drop(conns);
-    rest
+    Echo { rest, teardown }
 }
 
 /// One `Registry::drop_revoked` pass with the first `n` spokes of `state` connected (fake

@@ -128,7 +128,7 @@ fn run() {
     for row in &mut rows {
         row.sweep = baseline::revocation_sweep(&state, row.n);
     }
-    let echo0 = baseline::echo_phase(&mut rows);
+    let echo = baseline::echo_phase(&mut rows);
 
     let args = HubArgs {
         bin: bin.clone(),
@@ -213,7 +213,7 @@ fn run() {
     drop(fleet);
     hub.kill();
     let at_default = default_heartbeat_phase(&args, &creds, max_n);
-    report::print_tables(&rows, hub0, echo0, &inproc, restart, at_default, max_n);
+    report::print_tables(&rows, hub0, &echo, &inproc, restart, at_default, max_n);
 }
 
 /// CPU over `window`, each as % of one core: the hub, the spoke processes, and everything else

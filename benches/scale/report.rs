@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::baseline::Echo;
 use super::common::{self, ProcStatus, pct};
 use super::{CALLS, CONNECT_TIMEOUT, CPU_WINDOW, DEFAULT_CPU_WINDOW, DEFAULT_HEARTBEAT, HEARTBEAT};
 
@@ -88,7 +89,7 @@ pub fn secs(d: Option<Duration>) -> String {
 pub fn print_tables(
     rows: &[Row],
     hub0: ProcStatus,
-    echo0: ProcStatus,
+    echo: &Echo,
     inproc: &[Duration],
     restart: Restart,
     at_default: Cpu,
@@ -100,7 +101,7 @@ pub fn print_tables(
         "\n== memory and threads, N idle spokes (hub at rest: {:.1} MiB, {} threads; echo at rest: {:.1} MiB) ==",
         mib(hub0.rss_kib),
         hub0.threads,
-        mib(echo0.rss_kib)
+        mib(echo.rest.rss_kib)
     );
     println!(
         "{:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} {:>8} | {:>6} | {:>8} {:>9}",
@@ -118,7 +119,7 @@ pub fn print_tables(
     for r in rows {
         let (h, e) = (
             per(r.hub.rss_kib, hub0.rss_kib, r.n),
-            per(r.echo.rss_kib, echo0.rss_kib, r.n),
+            per(r.echo.rss_kib, echo.rest.rss_kib, r.n),
         );
         println!(
             "{:>6} | {:>9.1} {:>9.1} {:>8} | {:>9.1} {:>9.1} {:>8} | {:>6.2} | {:>8} {:>9}",
@@ -172,17 +173,24 @@ pub fn print_tables(
             ms(&r.fanout, 50),
         );
     }
-    println!("\n== hub SIGKILL + restart with {n} spokes (library backoff 1 s → 30 s, ±20 %) ==");
     println!(
-        "old process reaped {:.2}s after the SIGKILL; new one answering /healthz {:.2}s after the SIGKILL",
-        restart.killed.as_secs_f64(),
-        restart.hub_up.as_secs_f64()
+        "\n== hub SIGKILL + restart with {n} spokes (library backoff 1 s → 30 s, ±20 %, 1 s floor for 10 s after a welcomed connection) =="
     );
     println!(
-        "spokes reconnected after the kill: 50% {}, 90% {}, all {}",
+        "old process reaped {:.2}s after the SIGKILL (baseline: the bare echo holding {n} connections, reaped {:.2}s after its SIGKILL); new one answering /healthz {:.2}s after the SIGKILL",
+        restart.killed.as_secs_f64(),
+        echo.teardown.as_secs_f64(),
+        restart.hub_up.as_secs_f64()
+    );
+    let since_up = |d: Option<Duration>| secs(d.map(|d| d.saturating_sub(restart.hub_up)));
+    println!(
+        "spokes reconnected after the kill: 50% {}, 90% {}, all {}; after the new hub's start: 50% {}, 90% {}, all {}",
         secs(restart.half),
         secs(restart.most),
-        secs(restart.all)
+        secs(restart.all),
+        since_up(restart.half),
+        since_up(restart.most),
+        since_up(restart.all)
     );
     println!(
         "listen-queue overflows (TcpExt ListenOverflows) during the reconnect: {}",

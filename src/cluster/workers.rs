@@ -41,6 +41,10 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// Worker threads alive.
     threads: usize,
+    /// Of those, the ones asleep on the condvar: only then does a new job signal it (a
+    /// notify is a syscall even with nobody waiting, and busy workers look at the queue
+    /// before they sleep).
+    waiting: usize,
     /// The pool was dropped: workers finish the queued jobs and end.
     closed: bool,
 }
@@ -81,7 +85,7 @@ impl Pool {
     /// # Errors
     /// [`Refused::Busy`] at the bound; [`Refused::Spawn`] when no thread could be started.
     pub(crate) fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Refused> {
-        {
+        let wake = {
             let mut queue = lock(&self.shared);
             let Some(slot) = self.busy.try_take(self.max) else {
                 return Err(Refused::Busy(self.max));
@@ -92,8 +96,11 @@ impl Pool {
                 queue.threads += 1;
             }
             queue.jobs.push_back((Box::new(job), slot));
+            queue.waiting > 0
+        };
+        if wake {
+            self.shared.1.notify_one();
         }
-        self.shared.1.notify_one();
         Ok(())
     }
 
@@ -142,11 +149,13 @@ fn work(shared: &Shared, busy: &Slots, idle_exit: Duration) {
             queue.threads -= 1;
             return;
         }
+        queue.waiting += 1;
         let (q, waited) = shared
             .1
             .wait_timeout(queue, idle_exit)
             .unwrap_or_else(|e| e.into_inner());
         queue = q;
+        queue.waiting -= 1;
         if waited.timed_out() && queue.jobs.is_empty() && queue.threads > busy.taken() {
             queue.threads -= 1;
             return;

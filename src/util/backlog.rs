@@ -9,8 +9,10 @@
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
-/// The accept queue the hub asks for on its spoke plane.
-pub(crate) const SPOKE_PLANE_BACKLOG: i32 = 4096;
+/// The accept queue the hub asks for on its spoke plane: the most `listen(2)` takes, so the
+/// host's `net.core.somaxconn` (4096 by default since Linux 5.4) is the bound, and raising it
+/// is the operator's lever for a large fleet's reconnect storm (docs/benchmarks.md).
+pub(crate) const SPOKE_PLANE_BACKLOG: i32 = 65_535;
 
 unsafe extern "C" {
     fn listen(fd: i32, backlog: i32) -> i32;
