@@ -46,7 +46,9 @@ use super::proto::{
 use super::registry::Registry;
 use super::remote::{CallDeadlines, RemoteSpoke};
 use super::tokens::{self, Enrolled};
-use super::transport::{self, CONN_THREAD_STACK, Socket, Stream, WRITE_TIMEOUT, pump, ws_config};
+use super::transport::{
+    self, CLOSE_WAIT, CONN_THREAD_STACK, Socket, Stream, WRITE_TIMEOUT, pump, ws_config,
+};
 
 /// Time from accepting a socket to a finished enrollment.
 pub(crate) const ENROLL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,8 +162,9 @@ pub fn start(
     {
         let registry = Arc::clone(&registry);
         threads.on_stop(move || {
+            let by = Instant::now() + CLOSE_WAIT;
             for spoke in registry.connections() {
-                spoke.close("hub stopping");
+                spoke.close_by("hub stopping", by);
             }
         });
     }

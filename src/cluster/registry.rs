@@ -9,12 +9,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::boxes::BoxManager;
 use crate::store::Store;
 use crate::util::unix_now;
 
 use super::remote::RemoteSpoke;
+use super::transport::CLOSE_WAIT;
 use super::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};
 
 /// A probe telling whether the local spoke's backend (its Docker daemon) is up, or why not.
@@ -113,10 +115,11 @@ impl Registry {
             .map(|r| (r.name.as_str(), r.credential_hash.as_str()))
             .collect();
         let mut closed = Vec::new();
+        let by = Instant::now() + CLOSE_WAIT;
         for spoke in connections {
             if !enrolled.contains(&(spoke.name(), spoke.credential_hash())) {
                 log::info!("spoke {}: revoked; closing its connection", spoke.name());
-                spoke.close("revoked");
+                spoke.close_by("revoked", by);
                 closed.push(spoke.name().to_string());
             }
         }

@@ -159,6 +159,13 @@ impl RemoteSpoke {
         self.socket.close(transport::close_normal(reason));
     }
 
+    /// [`close`](RemoteSpoke::close) within a `deadline` shared by the other spokes closed
+    /// in the same pass ([`Socket::close_by`]).
+    pub(crate) fn close_by(&self, reason: &str, deadline: Instant) {
+        self.socket
+            .close_by(transport::close_normal(reason), deadline);
+    }
+
     /// Sends `method` with `payload` and waits for the answer's payload (`None` when the
     /// spoke sent none).
     fn call(&self, m: &str, payload: Box<RawValue>) -> Result<Option<Box<RawValue>>, BoxError> {

@@ -62,6 +62,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// server's TCP close after echoing one) before shutting the socket.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// What a Close gets to be written when its [`Socket::close_by`] deadline has passed: a
+/// socket whose turn and buffer are free takes it at once; one stalled costs no more.
+pub(crate) const CLOSE_WRITE_MIN: Duration = Duration::from_millis(10);
+
 /// Bytes of data frames a socket holds for its turn holder to write (per connection, and only
 /// while a write is under way): senders past it wait for the turn themselves.
 pub(crate) const MAX_BACKLOG_BYTES: usize = 1 << 20;
@@ -375,6 +379,14 @@ impl Socket {
     /// with `frame`, stops data frames, and shuts the socket [`CLOSE_WAIT`] later unless the
     /// reader saw the peer's Close first. Before the upgrade it just shuts the socket.
     pub fn close(self: &Arc<Self>, frame: CloseFrame) {
+        self.close_by(frame, Instant::now() + CLOSE_WAIT);
+    }
+
+    /// [`close`](Socket::close) whose Close must be written by `deadline` (or within
+    /// [`CLOSE_WRITE_MIN`] when that has passed), else the socket is shut at once. Closing
+    /// many sockets in a row (a hub stopping, a revocation sweep) shares one deadline, so
+    /// peers that stopped reading cost it once in all instead of [`CLOSE_WAIT`] each.
+    pub fn close_by(self: &Arc<Self>, frame: CloseFrame, deadline: Instant) {
         let (upgraded, queue) = {
             let s = self.lock();
             (s.upgraded, s.queue.clone())
@@ -392,9 +404,10 @@ impl Socket {
             }
             return;
         }
+        let by = deadline.max(Instant::now() + CLOSE_WRITE_MIN);
         let sent = self
             .frame(Message::Close(Some(frame)))
-            .and_then(|bytes| self.write(bytes, None, Kind::Control, Instant::now() + CLOSE_WAIT));
+            .and_then(|bytes| self.write(bytes, None, Kind::Control, by));
         match sent {
             Ok(()) => shutdown_at(self, Instant::now() + CLOSE_WAIT),
             Err(_) => self.shutdown(),
@@ -1015,6 +1028,56 @@ mod tests {
             Err(SendError::Closed)
         );
         drop(theirs);
+    }
+
+    #[test]
+    fn closing_many_stalled_peers_in_a_row_costs_one_shared_deadline() {
+        const PEERS: usize = 8;
+        // Each socket's turn is held by a writer blocked in the kernel: its peer never reads.
+        let stalled: Vec<_> = (0..PEERS)
+            .map(|_| {
+                let (socket, theirs) = pair(Role::Server);
+                let s = Arc::clone(&socket);
+                let writer = thread::spawn(move || {
+                    s.send_text(
+                        "y".repeat(32 << 20),
+                        Instant::now() + Duration::from_secs(600),
+                    )
+                });
+                (socket, theirs, writer)
+            })
+            .collect();
+        // Every writer holds its turn before the closes start.
+        for (socket, _, _) in &stalled {
+            let start = Instant::now();
+            while !socket.lock().busy {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "writer never started"
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let start = Instant::now();
+        let by = start + CLOSE_WAIT;
+        for (socket, _, _) in &stalled {
+            socket.close_by(close_normal("stopping"), by);
+        }
+        let took = start.elapsed();
+        // One close each at CLOSE_WAIT would take PEERS × 1 s; the shared deadline takes ~1 s.
+        // A liveness bound, well under PEERS × CLOSE_WAIT.
+        assert!(took < CLOSE_WAIT * (PEERS as u32 / 2), "{took:?}");
+        for (socket, theirs, writer) in stalled {
+            assert!(
+                writer.join().expect("writer").is_err(),
+                "the stalled write finished"
+            );
+            assert_eq!(
+                socket.send_text("late".into(), Instant::now() + Duration::from_secs(5)),
+                Err(SendError::Closed)
+            );
+            drop(theirs);
+        }
     }
 
     #[test]
