@@ -5,11 +5,13 @@
 //! so the hub and CLI commands can run at once, and a token is consumed by exactly one
 //! enrollment however many sockets present it.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::boxes::is_valid_box_id;
-use crate::store::{JoinTokenRecord, SpokeRecord, Store, StoreError};
+use crate::store::{JoinTokenRecord, SpokeRecord, State, Store, StoreError};
 use crate::util::secret::{ct_eq, is_hex_64, random_hex_32, sha256_hex};
 use crate::util::unix_now;
 
@@ -278,12 +280,50 @@ pub(crate) fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, 
     })
 }
 
+/// The enrolled spokes' credential hashes by name, built once per state: a reconnect storm
+/// of N spokes checks N credentials, and a scan of the spoke list per check made that N²
+/// (at 10,000 spokes, the largest user-space cost in the hub's connection threads during a
+/// restart in `make bench-scale`).
+#[derive(Default)]
+pub(crate) struct CredentialIndex {
+    /// The state it was built from, and the index.
+    built: Mutex<Option<(Arc<State>, Arc<Hashes>)>>,
+}
+
+/// Credential hash by spoke name.
+type Hashes = HashMap<String, String>;
+
+impl CredentialIndex {
+    /// The index of `state` (the store hands out the same `Arc` until the file changes).
+    fn of(&self, state: &Arc<State>) -> Arc<Hashes> {
+        // An `Option` of two `Arc`s: a panicking holder cannot leave it half-written.
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((of, index)) = built.as_ref()
+            && Arc::ptr_eq(of, state)
+        {
+            return Arc::clone(index);
+        }
+        // Reversed, so that for a repeated name the first record wins, as a scan's would.
+        let index: Arc<Hashes> = Arc::new(
+            state
+                .spokes
+                .iter()
+                .rev()
+                .map(|r| (r.name.clone(), r.credential_hash.clone()))
+                .collect(),
+        );
+        *built = Some((Arc::clone(state), Arc::clone(&index)));
+        index
+    }
+}
+
 /// Checks a reconnecting spoke's saved credential (constant-time).
 ///
 /// # Errors
 /// Unknown name or wrong credential (the reason for the hub's log), or the state file.
 pub(crate) fn check_credential(
     store: &Store,
+    index: &CredentialIndex,
     name: &str,
     credential: &str,
 ) -> Result<Enrolled, EnrollError> {
@@ -291,11 +331,12 @@ pub(crate) fn check_credential(
         return Err(EnrollError::LocalName);
     }
     let state = store.load().map_err(EnrollError::Store)?;
-    let Some(record) = state.spokes.iter().find(|r| r.name == name) else {
+    let index = index.of(&state);
+    let Some(stored) = index.get(name) else {
         return Err(EnrollError::NotEnrolled(name.to_string()));
     };
     let hash = sha256_hex(credential.as_bytes());
-    if !ct_eq(&hash, &record.credential_hash) {
+    if !ct_eq(&hash, stored) {
         return Err(EnrollError::WrongCredential(name.to_string()));
     }
     Ok(Enrolled {
@@ -319,6 +360,7 @@ mod tests {
     #[test]
     fn a_token_enrolls_once_and_only_its_hash_is_stored() {
         let s = store("once");
+        let index = CredentialIndex::default();
         let (token, rec) = create_token(&s, "edge-1", Duration::from_secs(60)).expect("mint");
         assert_eq!(rec.hash, sha256_hex(token.as_bytes()));
         let raw = std::fs::read_to_string(s.path()).expect("read");
@@ -335,17 +377,17 @@ mod tests {
             enroll_with_token(&s, &token),
             Err(EnrollError::UnknownToken)
         ));
-        assert!(check_credential(&s, "edge-1", &cred).is_ok());
+        assert!(check_credential(&s, &index, "edge-1", &cred).is_ok());
         assert!(matches!(
-            check_credential(&s, "edge-1", "nope"),
+            check_credential(&s, &index, "edge-1", "nope"),
             Err(EnrollError::WrongCredential(_))
         ));
         assert!(matches!(
-            check_credential(&s, "edge-2", &cred),
+            check_credential(&s, &index, "edge-2", &cred),
             Err(EnrollError::NotEnrolled(_))
         ));
         assert!(matches!(
-            check_credential(&s, "local", &cred),
+            check_credential(&s, &index, "local", &cred),
             Err(EnrollError::LocalName)
         ));
         assert!(matches!(
@@ -382,23 +424,30 @@ mod tests {
     #[test]
     fn reenrolling_supersedes_the_old_credential_and_revoke_removes_all() {
         let s = store("reenroll");
+        // One index across the changes: it must follow the state file.
+        let index = CredentialIndex::default();
         let (t1, _) = create_token(&s, "e", Duration::from_secs(60)).expect("t1");
         let c1 = enroll_with_token(&s, &t1)
             .expect("e1")
             .credential
             .expect("c1");
+        assert!(check_credential(&s, &index, "e", &c1).is_ok());
         let (t2, _) = create_token(&s, "e", Duration::from_secs(60)).expect("t2");
         let c2 = enroll_with_token(&s, &t2)
             .expect("e2")
             .credential
             .expect("c2");
-        assert!(check_credential(&s, "e", &c1).is_err());
-        assert!(check_credential(&s, "e", &c2).is_ok());
+        assert!(check_credential(&s, &index, "e", &c1).is_err());
+        assert!(check_credential(&s, &index, "e", &c2).is_ok());
         assert_eq!(s.load().expect("load").spokes.len(), 1);
         create_token(&s, "e", Duration::from_secs(60)).expect("t3");
         assert!(revoke_spoke(&s, "e").expect("revoke"));
         let st = s.load().expect("load");
         assert!(st.spokes.is_empty() && st.join_tokens.is_empty());
+        assert!(matches!(
+            check_credential(&s, &index, "e", &c2),
+            Err(EnrollError::NotEnrolled(_))
+        ));
         assert!(!revoke_spoke(&s, "e").expect("again"));
     }
 
