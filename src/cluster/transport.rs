@@ -866,6 +866,18 @@ mod tests {
         (socket, theirs)
     }
 
+    /// Waits until a writer holds `socket`'s write turn.
+    fn wait_for_the_turn_held(socket: &Socket) {
+        let start = Instant::now();
+        while !socket.lock().busy {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no writer took the turn"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn a_huge_heartbeat_neither_panics_nor_hides_the_peers_close() {
         let (socket, theirs) = pair(Role::Server);
@@ -949,14 +961,7 @@ mod tests {
             let socket = Arc::clone(&socket);
             thread::spawn(move || socket.send_text(big, Instant::now() + Duration::from_secs(120)))
         };
-        let start = Instant::now();
-        while !socket.lock().busy {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no writer took the turn"
-            );
-            thread::sleep(Duration::from_millis(1));
-        }
+        wait_for_the_turn_held(&socket);
         // Small frames do not wait for the turn: every sender returns while nothing is read,
         // and each frame's slot is held until it is on the wire.
         let answers = Slots::new();
@@ -1049,14 +1054,7 @@ mod tests {
             .collect();
         // Every writer holds its turn before the closes start.
         for (socket, _, _) in &stalled {
-            let start = Instant::now();
-            while !socket.lock().busy {
-                assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "writer never started"
-                );
-                thread::sleep(Duration::from_millis(5));
-            }
+            wait_for_the_turn_held(socket);
         }
         let start = Instant::now();
         let by = start + CLOSE_WAIT;
