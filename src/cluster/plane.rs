@@ -45,7 +45,7 @@ use super::proto::{
 };
 use super::registry::Registry;
 use super::remote::{CallDeadlines, RemoteSpoke};
-use super::tokens::{self, CredentialIndex, Enrolled};
+use super::tokens::{self, Enrolled};
 use super::transport::{
     self, CLOSE_WAIT, CONN_THREAD_STACK, Socket, Stream, WRITE_TIMEOUT, pump, ws_config,
 };
@@ -199,7 +199,6 @@ fn accept_loop(
     let open = Slots::new();
     let strangers = Arc::new(Strangers::default());
     let supersedes = Arc::new(Supersedes::default());
-    let credentials = Arc::new(CredentialIndex::default());
     let mut refusals = Refusals::default();
     for conn in listener.incoming() {
         if stop.is_stopped() {
@@ -232,22 +231,14 @@ fn accept_loop(
         };
         let peer = source.map_or_else(|| "?".into(), |a| a.to_string());
         let (registry, config) = (Arc::clone(&registry), Arc::clone(&config));
-        let (supersedes, credentials) = (Arc::clone(&supersedes), Arc::clone(&credentials));
+        let supersedes = Arc::clone(&supersedes);
         // Owns the socket from upgrade to close; ends when the socket ends.
         let spawned = thread::Builder::new()
             .name(format!("spoke-conn-{peer}"))
             .stack_size(CONN_THREAD_STACK)
             .spawn(move || {
                 let _slot = slot;
-                serve_socket(
-                    tcp,
-                    &peer,
-                    stranger,
-                    &supersedes,
-                    &credentials,
-                    &registry,
-                    &config,
-                );
+                serve_socket(tcp, &peer, stranger, &supersedes, &registry, &config);
             });
         if let Err(e) = spawned {
             log::error!("spoke plane: cannot start a connection thread: {e}");
@@ -398,7 +389,6 @@ fn serve_socket(
     peer: &str,
     stranger: StrangerSlot,
     supersedes: &Supersedes,
-    credentials: &CredentialIndex,
     registry: &Arc<Registry>,
     config: &PlaneConfig,
 ) {
@@ -454,7 +444,7 @@ fn serve_socket(
         c.max_frame_size = Some(MAX_ENROLL_MESSAGE_BYTES);
     });
     let enrolled = read_enroll(&mut ws, deadline)
-        .and_then(|payload| enroll(registry, credentials, &payload).map_err(|e| e.to_string()));
+        .and_then(|payload| enroll(registry, &payload).map_err(|e| e.to_string()));
     match enrolled {
         Err(why) => {
             log::warn!("spoke plane: {peer}: enrollment rejected: {why}");
@@ -511,16 +501,12 @@ fn read_enroll(ws: &mut WebSocket<Stream>, deadline: Instant) -> Result<EnrollPa
     }
 }
 
-fn enroll(
-    registry: &Registry,
-    credentials: &CredentialIndex,
-    p: &EnrollPayload,
-) -> Result<Enrolled, tokens::EnrollError> {
+fn enroll(registry: &Registry, p: &EnrollPayload) -> Result<Enrolled, tokens::EnrollError> {
     let store = registry.store();
     if !p.join_token.is_empty() {
         tokens::enroll_with_token(store, &p.join_token)
     } else if !p.name.is_empty() && !p.credential.is_empty() {
-        tokens::check_credential(store, credentials, &p.name, &p.credential)
+        tokens::check_credential(store, registry.credentials(), &p.name, &p.credential)
     } else {
         Err(tokens::EnrollError::Incomplete)
     }

@@ -16,6 +16,7 @@ use crate::store::Store;
 use crate::util::unix_now;
 
 use super::remote::RemoteSpoke;
+use super::tokens::CredentialIndex;
 use super::transport::CLOSE_WAIT;
 use super::{LOCAL_SPOKE, SpokeDirectory, SpokeStatus};
 
@@ -37,6 +38,8 @@ pub struct Registry {
     live: Mutex<HashMap<String, Live>>,
     local: Mutex<Option<(Arc<dyn BoxManager>, HealthProbe)>>,
     generations: AtomicU64,
+    /// Enrolled credential hashes by name, for enrollment and the revocation sweep.
+    credentials: CredentialIndex,
 }
 
 impl Registry {
@@ -47,12 +50,18 @@ impl Registry {
             live: Mutex::new(HashMap::new()),
             local: Mutex::new(None),
             generations: AtomicU64::new(1),
+            credentials: CredentialIndex::default(),
         }
     }
 
     /// The state file.
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The enrolled spokes' credential hashes by name, built once per state.
+    pub(crate) fn credentials(&self) -> &CredentialIndex {
+        &self.credentials
     }
 
     /// Registers the hub's in-process spoke `local`; `healthy` decides its `connected`.
@@ -108,16 +117,12 @@ impl Registry {
                 return Vec::new();
             }
         };
-        // One pass over the records, one lookup per connection: linear in the spokes.
-        let enrolled: std::collections::HashSet<(&str, &str)> = state
-            .spokes
-            .iter()
-            .map(|r| (r.name.as_str(), r.credential_hash.as_str()))
-            .collect();
+        // One lookup per connection in the index of this state (built once per state).
+        let enrolled = self.credentials.of(&state);
         let mut closed = Vec::new();
         let by = Instant::now() + CLOSE_WAIT;
         for spoke in connections {
-            if !enrolled.contains(&(spoke.name(), spoke.credential_hash())) {
+            if enrolled.get(spoke.name()).map(String::as_str) != Some(spoke.credential_hash()) {
                 log::info!("spoke {}: revoked; closing its connection", spoke.name());
                 spoke.close_by("revoked", by);
                 closed.push(spoke.name().to_string());

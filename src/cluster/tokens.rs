@@ -283,7 +283,7 @@ pub(crate) fn enroll_with_token(store: &Store, token: &str) -> Result<Enrolled, 
 /// The enrolled spokes' credential hashes by name, built once per state: a reconnect storm
 /// of N spokes checks N credentials, and a scan of the spoke list per check made that N²
 /// (at 10,000 spokes, the largest user-space cost in the hub's connection threads during a
-/// restart in `make bench-scale`).
+/// restart in `make bench-scale`). The revocation sweep looks its connections up in it too.
 #[derive(Default)]
 pub(crate) struct CredentialIndex {
     /// The state it was built from, and the index.
@@ -291,11 +291,11 @@ pub(crate) struct CredentialIndex {
 }
 
 /// Credential hash by spoke name.
-type Hashes = HashMap<String, String>;
+pub(crate) type Hashes = HashMap<String, String>;
 
 impl CredentialIndex {
     /// The index of `state` (the store hands out the same `Arc` until the file changes).
-    fn of(&self, state: &Arc<State>) -> Arc<Hashes> {
+    pub(crate) fn of(&self, state: &Arc<State>) -> Arc<Hashes> {
         // An `Option` of two `Arc`s: a panicking holder cannot leave it half-written.
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((of, index)) = built.as_ref()
