@@ -9,13 +9,13 @@
 //!   on their own threads write their frame under one lock and block, one reader thread hands
 //!   each reply to its caller over a channel keyed by id — the wake per call any blocking
 //!   caller pays);
-//!
-//! The machine is shared and its speed moves by several times within a minute, so both are
-//! measured in [`ROUNDS`] alternating rounds (echo, then llmbox), each round's ratio printed,
-//! and the median ratio reported: a ratio taken from two far-apart runs would measure the
-//! neighbours.
 //! - memory: RSS growth of a hub process holding 1000 idle enrolled spokes, vs a process
 //!   holding 1000 idle bare WebSocket connections (each with a reader thread).
+//!
+//! The machine is shared and its speed moves by several times within a minute, so latency and
+//! throughput are measured in [`ROUNDS`] alternating rounds (echo, then llmbox), each round's
+//! ratio printed, and the median ratio reported: a ratio taken from two far-apart runs would
+//! measure the neighbours.
 //!
 //! The memory figures come from child processes (this binary re-run with `BENCH_CHILD`), so
 //! the client side of the sockets does not count.
@@ -75,15 +75,11 @@ fn main() {
     for round in 1..=ROUNDS {
         let b = echo_sequential(echo_addr, SEQUENTIAL / ROUNDS);
         let o = remote_sequential(&hub.remote, SEQUENTIAL / ROUNDS);
-        let ratio = (pct(&o, 50) / pct(&b, 50), pct(&o, 99) / pct(&b, 99));
+        let (b50, b99, o50, o99) = (pct(&b, 50), pct(&b, 99), pct(&o, 50), pct(&o, 99));
+        let ratio = (o50 / b50, o99 / b99);
         println!(
-            "round {round}: echo p50 {:>7.1} µs p99 {:>8.1} µs | llmbox p50 {:>7.1} µs p99 {:>8.1} µs | x{:.2}, x{:.2}",
-            pct(&b, 50),
-            pct(&b, 99),
-            pct(&o, 50),
-            pct(&o, 99),
-            ratio.0,
-            ratio.1
+            "round {round}: echo p50 {b50:>7.1} µs p99 {b99:>8.1} µs | llmbox p50 {o50:>7.1} µs p99 {o99:>8.1} µs | x{:.2}, x{:.2}",
+            ratio.0, ratio.1
         );
         base.extend(b);
         ours.extend(o);
